@@ -1,0 +1,470 @@
+//! Typed configuration of every shardgate binary.
+//!
+//! Settings come from three layers, each overriding the one before:
+//! 1. a TOML file (`--config PATH`); unknown keys are rejected;
+//! 2. environment variables named `SHARDGATE_<SECTION>_<KEY>` (for example
+//!    `SHARDGATE_PROXY_LISTEN` or `SHARDGATE_BACKEND_PASSWORD`);
+//! 3. command-line flags, which the binaries pass in as `section.key = value` overrides.
+//!
+//! Every layer is merged into one TOML table first and deserialized once, so a value set by
+//! an environment variable is checked exactly like the same value written in the file.
+//! [`Config::validate`] then checks what types alone cannot (addresses, ranges, hashes).
+
+mod password;
+
+pub use password::{hash_password, PasswordHash};
+
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+/// Everything that can go wrong while loading configuration. Each message names the setting.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("unknown setting {name} (known settings: see docs/configuration.md)")]
+    UnknownSetting { name: String },
+    #[error("setting {name}: cannot use {value:?}: {expected}")]
+    BadOverride {
+        name: String,
+        value: String,
+        expected: String,
+    },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// The whole configuration of a shardgate proxy (and of `shardctl`, which reads the
+/// `topology` section to find etcd).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub proxy: ProxyConfig,
+    pub topology: TopologyConfig,
+    pub backend: BackendConfig,
+    pub session: SessionConfig,
+    pub log: LogConfig,
+    /// Users that may connect to the proxy.
+    pub users: Vec<UserConfig>,
+}
+
+/// The client-facing server.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyConfig {
+    /// Identity of this proxy in etcd registrations. Empty: `<hostname>-<listen port>`.
+    pub id: String,
+    /// MySQL protocol listen address.
+    pub listen: String,
+    /// HTTP address for /metrics, /healthz and the status page. Empty disables it.
+    pub http_listen: String,
+    /// Version string sent to clients. Empty: the backends' version plus `-shardgate`.
+    pub server_version: String,
+    /// Largest client packet accepted, in bytes (error 1153 above it).
+    pub max_allowed_packet: u64,
+    /// Most client connections served at once; more are refused with error 1040.
+    pub max_connections: u32,
+    /// On SIGTERM, how long running statements may take before connections are cut.
+    pub shutdown_timeout_ms: u64,
+    /// How long a client may take to finish the handshake.
+    pub handshake_timeout_ms: u64,
+}
+
+/// Where the topology lives.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TopologyConfig {
+    /// Cluster name: topology keys live under `/shardgate/<cluster>/`.
+    pub cluster: String,
+    /// etcd endpoints, e.g. `http://127.0.0.1:2379`.
+    pub etcd_endpoints: Vec<String>,
+    pub etcd_username: String,
+    pub etcd_password: String,
+    /// PEM CA bundle for TLS to etcd (enables TLS when set).
+    pub etcd_ca_file: String,
+    /// Client certificate and key for mutual TLS to etcd.
+    pub etcd_cert_file: String,
+    pub etcd_key_file: String,
+    /// Timeout of one etcd request.
+    pub etcd_timeout_ms: u64,
+    /// TTL of the proxy's registration lease, in seconds.
+    pub lease_ttl_s: u64,
+    /// Where the last good topology snapshot is cached on local disk. Empty disables it.
+    pub cache_file: String,
+}
+
+/// How the proxy connects to the MySQL/MariaDB servers behind it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackendConfig {
+    pub user: String,
+    pub password: String,
+    /// Most connections per shard (per settings pool group).
+    pub pool_size: u32,
+    pub connect_timeout_ms: u64,
+    /// Idle connections unused for longer than this are pinged before they are handed out.
+    pub health_check_idle_ms: u64,
+    /// Idle connections unused for longer than this are closed.
+    pub max_idle_ms: u64,
+}
+
+/// Defaults for client sessions.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionConfig {
+    /// `single`, `multi` or `twopc`: what a transaction spanning shards may do.
+    pub transaction_mode: String,
+    /// Longest a statement may run; 0 means no limit.
+    pub query_timeout_ms: u64,
+    /// Most rows a multi-shard merge may hold in memory at once.
+    pub max_merge_rows: u64,
+    /// Distinct statements whose plans are cached.
+    pub plan_cache_size: u64,
+}
+
+/// Logging.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` or `json`.
+    pub format: String,
+    /// A tracing filter such as `info` or `shardgate=debug`; `RUST_LOG` overrides it.
+    pub filter: String,
+}
+
+/// One client account.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    pub name: String,
+    /// The MySQL `*`-prefixed double-SHA1 hash (`shardctl hash-password`), or "" for no password.
+    #[serde(default)]
+    pub password_hash: String,
+    /// Client addresses allowed: IPs, `localhost` (loopback), or `%` (any).
+    #[serde(default = "any_host")]
+    pub hosts: Vec<String>,
+}
+
+fn any_host() -> Vec<String> {
+    vec!["%".to_string()]
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            id: String::new(),
+            listen: "127.0.0.1:15306".into(),
+            http_listen: "127.0.0.1:15000".into(),
+            server_version: String::new(),
+            max_allowed_packet: 64 << 20,
+            max_connections: 10_000,
+            shutdown_timeout_ms: 10_000,
+            handshake_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl Default for TopologyConfig {
+    fn default() -> Self {
+        TopologyConfig {
+            cluster: "local".into(),
+            etcd_endpoints: vec!["http://127.0.0.1:2379".into()],
+            etcd_username: String::new(),
+            etcd_password: String::new(),
+            etcd_ca_file: String::new(),
+            etcd_cert_file: String::new(),
+            etcd_key_file: String::new(),
+            etcd_timeout_ms: 5_000,
+            lease_ttl_s: 10,
+            cache_file: String::new(),
+        }
+    }
+}
+
+impl Default for BackendConfig {
+    fn default() -> Self {
+        BackendConfig {
+            user: "root".into(),
+            password: String::new(),
+            pool_size: 32,
+            connect_timeout_ms: 5_000,
+            health_check_idle_ms: 30_000,
+            max_idle_ms: 600_000,
+        }
+    }
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            transaction_mode: "multi".into(),
+            query_timeout_ms: 0,
+            max_merge_rows: 1_000_000,
+            plan_cache_size: 10_000,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: "text".into(),
+            filter: "info".into(),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            proxy: ProxyConfig::default(),
+            topology: TopologyConfig::default(),
+            backend: BackendConfig::default(),
+            session: SessionConfig::default(),
+            log: LogConfig::default(),
+            users: Vec::new(),
+        }
+    }
+}
+
+/// Environment variables that belong to the binaries rather than to a setting.
+const RESERVED_ENV: &[&str] = &["SHARDGATE_CONFIG", "SHARDGATE_BIN_DIR", "SHARDGATE_KEEP"];
+
+impl Config {
+    /// Loads the file (if any), applies `SHARDGATE_*` variables from `env`, then `overrides`
+    /// (`("proxy.listen", "0.0.0.0:3306")`), and validates the result.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: &[(String, String)],
+    ) -> Result<Config, ConfigError> {
+        let mut table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                text.parse::<toml::Table>()
+                    .map_err(|e| ConfigError::Parse {
+                        path: path.display().to_string(),
+                        message: e.to_string(),
+                    })?
+            }
+            None => toml::Table::new(),
+        };
+        let known = known_settings();
+        for (name, value) in env {
+            let Some(rest) = name.strip_prefix("SHARDGATE_") else {
+                continue;
+            };
+            if RESERVED_ENV.contains(&name.as_str()) {
+                continue;
+            }
+            let key = rest.to_ascii_lowercase();
+            let Some((dotted, template)) = known
+                .iter()
+                .find(|(dotted, _)| dotted.replace('.', "_") == key)
+            else {
+                return Err(ConfigError::UnknownSetting { name });
+            };
+            set_path(&mut table, dotted, coerce(&name, &value, template)?);
+        }
+        for (dotted, value) in overrides {
+            let Some((_, template)) = known.iter().find(|(d, _)| d == dotted) else {
+                return Err(ConfigError::UnknownSetting {
+                    name: dotted.clone(),
+                });
+            };
+            set_path(&mut table, dotted, coerce(dotted, value, template)?);
+        }
+        let source = file
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "(defaults)".to_string());
+        let config: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse {
+                path: source,
+                message: e.to_string(),
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses a TOML document and validates it (no environment, no overrides).
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: "(inline)".into(),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Renders the configuration as TOML (used by `shardctl up` to write the proxy's file).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("configuration always serializes")
+    }
+
+    /// Checks what the types cannot: addresses parse, enumerations are known, hashes are
+    /// well-formed, limits are sane.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.proxy.listen.parse::<SocketAddr>().is_err() {
+            return bad(format!(
+                "proxy.listen = {:?} is not an IP:port address",
+                self.proxy.listen
+            ));
+        }
+        if !self.proxy.http_listen.is_empty() && self.proxy.http_listen.parse::<SocketAddr>().is_err() {
+            return bad(format!(
+                "proxy.http_listen = {:?} is not an IP:port address (or empty to disable)",
+                self.proxy.http_listen
+            ));
+        }
+        if !(1024..=(1 << 30)).contains(&self.proxy.max_allowed_packet) {
+            return bad(format!(
+                "proxy.max_allowed_packet = {} must be between 1024 and 1073741824",
+                self.proxy.max_allowed_packet
+            ));
+        }
+        if self.proxy.max_connections == 0 {
+            return bad("proxy.max_connections must be at least 1".into());
+        }
+        if self.topology.cluster.is_empty()
+            || !self
+                .topology
+                .cluster
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return bad(format!(
+                "topology.cluster = {:?} must be non-empty letters, digits, '_' or '-'",
+                self.topology.cluster
+            ));
+        }
+        if self.topology.etcd_endpoints.is_empty() {
+            return bad("topology.etcd_endpoints must name at least one endpoint".into());
+        }
+        if self.topology.lease_ttl_s < 2 {
+            return bad("topology.lease_ttl_s must be at least 2 seconds".into());
+        }
+        if self.topology.etcd_cert_file.is_empty() != self.topology.etcd_key_file.is_empty() {
+            return bad("topology.etcd_cert_file and topology.etcd_key_file go together".into());
+        }
+        if self.backend.pool_size == 0 {
+            return bad("backend.pool_size must be at least 1".into());
+        }
+        if !["single", "multi", "twopc"].contains(&self.session.transaction_mode.as_str()) {
+            return bad(format!(
+                "session.transaction_mode = {:?}: expected single, multi or twopc",
+                self.session.transaction_mode
+            ));
+        }
+        if !["text", "json"].contains(&self.log.format.as_str()) {
+            return bad(format!(
+                "log.format = {:?}: expected text or json",
+                self.log.format
+            ));
+        }
+        for (i, user) in self.users.iter().enumerate() {
+            if user.name.is_empty() {
+                return bad(format!("users[{i}].name is empty"));
+            }
+            if let Err(e) = PasswordHash::parse(&user.password_hash) {
+                return bad(format!("users[{i}] ({}): password_hash {e}", user.name));
+            }
+            if user.hosts.is_empty() {
+                return bad(format!("users[{i}] ({}): hosts is empty", user.name));
+            }
+        }
+        Ok(())
+    }
+
+    /// The proxy id: the configured one, or `<hostname>-<port>`.
+    pub fn proxy_id(&self) -> String {
+        if !self.proxy.id.is_empty() {
+            return self.proxy.id.clone();
+        }
+        let host = std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "proxy".into());
+        let port = self
+            .proxy
+            .listen
+            .rsplit(':')
+            .next()
+            .unwrap_or("0")
+            .to_string();
+        format!("{host}-{port}")
+    }
+}
+
+/// Every settable leaf path (`proxy.listen`, ...) with its default value as a type template.
+fn known_settings() -> Vec<(String, toml::Value)> {
+    let defaults = toml::Value::try_from(Config::default()).expect("defaults serialize");
+    let mut out = Vec::new();
+    if let toml::Value::Table(sections) = defaults {
+        for (section, value) in sections {
+            if let toml::Value::Table(keys) = value {
+                for (key, template) in keys {
+                    out.push((format!("{section}.{key}"), template));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Turns the text of an environment variable or flag into a value of the template's type.
+fn coerce(name: &str, value: &str, template: &toml::Value) -> Result<toml::Value, ConfigError> {
+    let fail = |expected: &str| ConfigError::BadOverride {
+        name: name.to_string(),
+        value: value.to_string(),
+        expected: expected.to_string(),
+    };
+    Ok(match template {
+        toml::Value::String(_) => toml::Value::String(value.to_string()),
+        toml::Value::Integer(_) => toml::Value::Integer(
+            value
+                .trim()
+                .parse::<i64>()
+                .map_err(|_| fail("expected a whole number"))?,
+        ),
+        toml::Value::Boolean(_) => toml::Value::Boolean(match value.trim() {
+            "true" | "1" | "yes" | "on" => true,
+            "false" | "0" | "no" | "off" => false,
+            _ => return Err(fail("expected true or false")),
+        }),
+        toml::Value::Array(_) => toml::Value::Array(
+            value
+                .split(',')
+                .map(|s| s.trim())
+                .filter(|s| !s.is_empty())
+                .map(|s| toml::Value::String(s.to_string()))
+                .collect(),
+        ),
+        _ => return Err(fail("this setting can only be set in the config file")),
+    })
+}
+
+fn set_path(table: &mut toml::Table, dotted: &str, value: toml::Value) {
+    let (section, key) = dotted.split_once('.').expect("settings are section.key");
+    let entry = table
+        .entry(section.to_string())
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    if let toml::Value::Table(t) = entry {
+        t.insert(key.to_string(), value);
+    } else {
+        *entry = toml::Value::Table(toml::Table::from_iter([(key.to_string(), value)]));
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,4 @@
+//! Backend connections.
+pub mod conn;
+pub mod pool;
+pub mod relay;

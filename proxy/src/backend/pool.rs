@@ -1,0 +1,218 @@
+//! Per-backend connection pools.
+//!
+//! A [`Pool`] holds idle connections for one (address, database, credentials, settings)
+//! combination and caps how many exist at once with a semaphore. [`PooledConn`] gives the
+//! connection back when dropped, but only if it is clean (no unread response, no open
+//! transaction, not broken); anything else is closed, so a client that disconnects
+//! mid-query can never leak a half-read connection to the next borrower.
+//!
+//! Idle connections unused for a while are pinged before they are handed out, and closed
+//! after `max_idle`. A pool that was retired (its shard moved or left the topology) closes
+//! connections as they come back instead of keeping them.
+
+use super::conn::{BackendConn, BackendError, ConnectOptions};
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Tunables shared by every pool.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    pub max_size: usize,
+    /// How long a borrower waits for a free connection.
+    pub acquire_timeout: Duration,
+    pub health_check_idle: Duration,
+    pub max_idle: Duration,
+}
+
+/// Counters a pool exposes on the status page and /metrics.
+#[derive(Debug, Default)]
+pub struct PoolStats {
+    pub connects: AtomicU64,
+    pub connect_errors: AtomicU64,
+    pub borrows: AtomicU64,
+    pub discarded: AtomicU64,
+}
+
+/// Connections to one backend with one set of options.
+pub struct Pool {
+    options: ConnectOptions,
+    settings: PoolSettings,
+    idle: Mutex<Vec<BackendConn>>,
+    permits: Arc<Semaphore>,
+    retired: AtomicBool,
+    pub stats: PoolStats,
+}
+
+impl Pool {
+    pub fn new(options: ConnectOptions, settings: PoolSettings) -> Arc<Pool> {
+        let max = settings.max_size.max(1);
+        Arc::new(Pool {
+            options,
+            settings,
+            idle: Mutex::new(Vec::new()),
+            permits: Arc::new(Semaphore::new(max)),
+            retired: AtomicBool::new(false),
+            stats: PoolStats::default(),
+        })
+    }
+
+    pub fn options(&self) -> &ConnectOptions {
+        &self.options
+    }
+
+    /// A stable hash of the options, stored on each connection.
+    pub fn options_key(&self) -> u64 {
+        let mut h = DefaultHasher::new();
+        self.options.hash(&mut h);
+        h.finish()
+    }
+
+    /// Connections currently lent out.
+    pub fn in_use(&self) -> usize {
+        self.settings.max_size - self.permits.available_permits()
+    }
+
+    pub fn idle_count(&self) -> usize {
+        self.idle.lock().unwrap().len()
+    }
+
+    /// Stops keeping connections: idle ones are closed now, borrowed ones when returned.
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::SeqCst);
+        let idle = std::mem::take(&mut *self.idle.lock().unwrap());
+        for c in idle {
+            spawn_quit(c);
+        }
+    }
+
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::SeqCst)
+    }
+
+    /// Borrows a connection: an idle one (pinged first if it sat idle long), or a new one.
+    pub async fn get(self: &Arc<Self>) -> Result<PooledConn, BackendError> {
+        let permit = tokio::time::timeout(
+            self.settings.acquire_timeout,
+            self.permits.clone().acquire_owned(),
+        )
+        .await
+        .map_err(|_| BackendError::PoolTimeout {
+            addr: self.options.addr.clone(),
+        })?
+        .expect("pool semaphore is never closed");
+        self.stats.borrows.fetch_add(1, Ordering::Relaxed);
+        loop {
+            let candidate = self.idle.lock().unwrap().pop();
+            let Some(mut conn) = candidate else { break };
+            let idle_for = conn.last_used.elapsed();
+            if idle_for > self.settings.max_idle {
+                spawn_quit(conn);
+                continue;
+            }
+            if idle_for > self.settings.health_check_idle && conn.ping().await.is_err() {
+                self.stats.discarded.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            return Ok(PooledConn {
+                conn: Some(conn),
+                pool: self.clone(),
+                _permit: permit,
+            });
+        }
+        let conn = self.connect().await?;
+        Ok(PooledConn {
+            conn: Some(conn),
+            pool: self.clone(),
+            _permit: permit,
+        })
+    }
+
+    async fn connect(&self) -> Result<BackendConn, BackendError> {
+        match BackendConn::connect(&self.options).await {
+            Ok(mut c) => {
+                self.stats.connects.fetch_add(1, Ordering::Relaxed);
+                c.options_key = self.options_key();
+                Ok(c)
+            }
+            Err(e) => {
+                self.stats.connect_errors.fetch_add(1, Ordering::Relaxed);
+                Err(e)
+            }
+        }
+    }
+
+    fn put_back(&self, conn: BackendConn) {
+        if conn.is_clean() && !self.is_retired() {
+            let mut idle = self.idle.lock().unwrap();
+            if idle.len() < self.settings.max_size {
+                idle.push(conn);
+                return;
+            }
+        }
+        self.stats.discarded.fetch_add(1, Ordering::Relaxed);
+        // Dropping the stream closes it; an unclean connection cannot take a COM_QUIT.
+        if conn.is_clean() {
+            spawn_quit(conn);
+        }
+    }
+
+    /// Closes idle connections older than `max_idle` (called periodically).
+    pub fn reap(&self) {
+        let now = Instant::now();
+        let mut idle = self.idle.lock().unwrap();
+        let max_idle = self.settings.max_idle;
+        idle.retain(|c| now.duration_since(c.last_used) <= max_idle);
+    }
+}
+
+/// A borrowed connection; returns itself to the pool on drop if clean.
+pub struct PooledConn {
+    conn: Option<BackendConn>,
+    pool: Arc<Pool>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl PooledConn {
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.pool
+    }
+
+    /// Closes the connection instead of returning it.
+    pub fn discard(mut self) {
+        if let Some(mut c) = self.conn.take() {
+            c.mark_broken();
+        }
+    }
+}
+
+impl std::ops::Deref for PooledConn {
+    type Target = BackendConn;
+    fn deref(&self) -> &BackendConn {
+        self.conn.as_ref().expect("connection present until drop")
+    }
+}
+
+impl std::ops::DerefMut for PooledConn {
+    fn deref_mut(&mut self) -> &mut BackendConn {
+        self.conn.as_mut().expect("connection present until drop")
+    }
+}
+
+impl Drop for PooledConn {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.pool.put_back(conn);
+        }
+    }
+}
+
+/// Says goodbye to a server in the background; outside a runtime the socket just closes.
+fn spawn_quit(conn: BackendConn) {
+    if let Ok(handle) = tokio::runtime::Handle::try_current() {
+        handle.spawn(conn.quit());
+    }
+}

@@ -1,0 +1,3 @@
+//! shardgate proxy library.
+pub mod backend;
+pub mod wire;

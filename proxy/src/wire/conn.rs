@@ -1,0 +1,393 @@
+//! One client connection: the handshake, authentication, then the command loop that
+//! decodes each command and hands it to a [`Handler`].
+//!
+//! Nothing here knows about keyspaces or routing. A malformed packet closes only this
+//! connection; a command the proxy does not implement gets error 1047 and the connection
+//! stays usable.
+
+use super::auth::{new_scramble, verify_native, NATIVE_PASSWORD};
+use super::codec::Reader;
+use super::consts::*;
+use super::handshake::{encode_auth_switch, Greeting, HandshakeResponse};
+use super::packet::{PacketError, PacketIo};
+use super::packets::{ErrPacket, OkPacket};
+use super::responder::Responder;
+use bytes::{Bytes, BytesMut};
+use shardgate_config::PasswordHash;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+/// What the client told us in the handshake, after authentication succeeded.
+#[derive(Debug, Clone)]
+pub struct ClientInfo {
+    pub connection_id: u32,
+    pub user: String,
+    pub database: Option<String>,
+    pub capabilities: u32,
+    pub charset: u8,
+    pub peer: SocketAddr,
+    pub attributes: Vec<(String, String)>,
+}
+
+/// A stored account, as the service looks it up for authentication.
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub password: PasswordHash,
+    pub hosts: Vec<String>,
+}
+
+impl Account {
+    /// Whether a client at `ip` may use this account: `%` is anyone, `localhost` is
+    /// loopback, anything else must equal the address.
+    pub fn allows(&self, ip: std::net::IpAddr) -> bool {
+        self.hosts.iter().any(|h| {
+            h == "%"
+                || (h == "localhost" && ip.is_loopback())
+                || h.parse::<std::net::IpAddr>().map(|a| a == ip).unwrap_or(false)
+        })
+    }
+}
+
+/// Connection-wide settings and the factory of per-connection handlers.
+pub trait Service: Send + Sync + 'static {
+    type Handler: Handler;
+    /// The version string in the greeting.
+    fn server_version(&self) -> String;
+    /// Largest packet accepted from clients.
+    fn max_allowed_packet(&self) -> usize;
+    fn handshake_timeout(&self) -> Duration;
+    /// Looks up an account by user name.
+    fn account(&self, user: &str) -> Option<Account>;
+    /// Creates the session after authentication; an error (unknown database, ...) is sent
+    /// to the client and the connection closed.
+    fn start(&self, info: ClientInfo) -> Result<Self::Handler, ErrPacket>;
+}
+
+/// Outcome of a handler call: `Err` means the client connection is unusable (I/O failed).
+pub type HandlerResult = Result<(), PacketError>;
+
+/// Handles the commands of one authenticated client. Each method must answer through
+/// `out` (exactly one response, which may be several result sets for multi-statements).
+pub trait Handler: Send + 'static {
+    fn query(&mut self, sql: Bytes, out: &mut Responder<'_>) -> impl Future<Output = HandlerResult> + Send;
+    fn init_db(&mut self, db: &str, out: &mut Responder<'_>) -> impl Future<Output = HandlerResult> + Send;
+    fn field_list(
+        &mut self,
+        table: &str,
+        wildcard: &str,
+        out: &mut Responder<'_>,
+    ) -> impl Future<Output = HandlerResult> + Send;
+    fn prepare(&mut self, sql: Bytes, out: &mut Responder<'_>) -> impl Future<Output = HandlerResult> + Send;
+    /// COM_STMT_EXECUTE: `payload` is the whole command after the command byte.
+    fn execute(&mut self, payload: Bytes, out: &mut Responder<'_>) -> impl Future<Output = HandlerResult> + Send;
+    /// COM_STMT_FETCH (cursor reads).
+    fn fetch(&mut self, payload: Bytes, out: &mut Responder<'_>) -> impl Future<Output = HandlerResult> + Send;
+    /// COM_STMT_SEND_LONG_DATA: no response is sent.
+    fn send_long_data(&mut self, statement_id: u32, param: u16, data: &[u8]);
+    /// COM_STMT_CLOSE: no response is sent.
+    fn close_statement(&mut self, statement_id: u32) -> impl Future<Output = ()> + Send;
+    fn reset_statement(&mut self, statement_id: u32, out: &mut Responder<'_>) -> impl Future<Output = HandlerResult> + Send;
+    fn reset_connection(&mut self, out: &mut Responder<'_>) -> impl Future<Output = HandlerResult> + Send;
+    /// COM_SET_OPTION: multi-statements turned on or off.
+    fn set_multi_statements(&mut self, on: bool);
+    fn ping(&mut self, out: &mut Responder<'_>) -> impl Future<Output = HandlerResult> + Send;
+    fn kill(&mut self, id: u32, out: &mut Responder<'_>) -> impl Future<Output = HandlerResult> + Send;
+    /// The COM_STATISTICS answer.
+    fn statistics(&self) -> String;
+    /// Server status flags for packets the connection writes itself.
+    fn status(&self) -> u16;
+    /// The connection is over (COM_QUIT, disconnect, shutdown): release everything.
+    fn close(&mut self) -> impl Future<Output = ()> + Send;
+}
+
+/// Serves one client until it quits, fails, or `shutdown` turns true between commands.
+pub async fn serve<S: Service>(
+    service: &S,
+    stream: TcpStream,
+    connection_id: u32,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let peer = match stream.peer_addr() {
+        Ok(p) => p,
+        Err(_) => return,
+    };
+    let _ = stream.set_nodelay(true);
+    let mut io = PacketIo::new(stream);
+    let handshake = tokio::time::timeout(
+        service.handshake_timeout(),
+        handshake(service, &mut io, connection_id, peer),
+    )
+    .await;
+    let (mut handler, mut capabilities) = match handshake {
+        Ok(Some((h, caps))) => (h, Caps(caps)),
+        Ok(None) => {
+            io.shutdown().await;
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "handshake timed out");
+            return;
+        }
+    };
+    let max = service.max_allowed_packet();
+    loop {
+        io.set_seq(0);
+        let packet = tokio::select! {
+            biased;
+            _ = wait_shutdown(&mut shutdown) => {
+                break;
+            }
+            p = io.read_packet(max) => p,
+        };
+        let packet = match packet {
+            Ok(p) => p,
+            Err(PacketError::TooLarge { size, max }) => {
+                tracing::info!(%peer, size, max, "client packet over max_allowed_packet");
+                let mut out = Responder::new(&mut io, capabilities.0);
+                out.error(&ErrPacket::new(
+                    1153,
+                    "08S01",
+                    "Got a packet bigger than 'max_allowed_packet' bytes",
+                ));
+                break;
+            }
+            Err(PacketError::OutOfOrder { .. }) => {
+                let mut out = Responder::new(&mut io, capabilities.0);
+                out.error(&ErrPacket::new(1156, "08S01", "Got packets out of order"));
+                break;
+            }
+            Err(_) => break,
+        };
+        match dispatch(&mut handler, &mut io, &mut capabilities, packet).await {
+            Ok(true) => {}
+            Ok(false) | Err(_) => break,
+        }
+        if io.flush().await.is_err() {
+            break;
+        }
+    }
+    handler.close().await;
+    io.shutdown().await;
+}
+
+/// The capabilities negotiated at handshake, tracked because COM_SET_OPTION changes them.
+struct Caps(u32);
+
+async fn wait_shutdown(rx: &mut watch::Receiver<bool>) {
+    loop {
+        if *rx.borrow() {
+            return;
+        }
+        if rx.changed().await.is_err() {
+            // The server dropped the sender: never shut down on its account.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Runs the connection phase; `None` when the client was refused (already told why).
+async fn handshake<S: Service>(
+    service: &S,
+    io: &mut PacketIo<TcpStream>,
+    connection_id: u32,
+    peer: SocketAddr,
+) -> Option<(S::Handler, u32)> {
+    let scramble = new_scramble();
+    let greeting = Greeting {
+        server_version: service.server_version(),
+        connection_id,
+        scramble: scramble.to_vec(),
+        capabilities: SERVER_CAPABILITIES,
+        charset: CHARSET_UTF8MB4_GENERAL_CI as u8,
+        status: SERVER_STATUS_AUTOCOMMIT,
+        auth_plugin: NATIVE_PASSWORD.to_string(),
+    };
+    io.set_seq(0);
+    let at = io.begin_packet();
+    greeting.encode(io.buf());
+    io.finish_packet(at);
+    io.flush().await.ok()?;
+
+    let refuse = |io: &mut PacketIo<TcpStream>, err: ErrPacket| {
+        let mut out = Responder::new(io, CLIENT_PROTOCOL_41);
+        out.error(&err);
+    };
+    let payload = io.read_packet(1 << 20).await.ok()?;
+    if HandshakeResponse::is_ssl_request(&payload) {
+        refuse(
+            io,
+            ErrPacket::new(1043, "08S01", "Bad handshake: shardgate does not offer SSL to clients"),
+        );
+        io.flush().await.ok();
+        return None;
+    }
+    let response = match HandshakeResponse::decode(&payload) {
+        Ok(r) => r,
+        Err(_) => {
+            refuse(io, ErrPacket::new(1043, "08S01", "Bad handshake"));
+            io.flush().await.ok();
+            return None;
+        }
+    };
+    let capabilities = response.capabilities & SERVER_CAPABILITIES;
+    let mut answer = response.auth_response.clone();
+    let plugin = response.auth_plugin.as_deref().unwrap_or(NATIVE_PASSWORD);
+    if plugin != NATIVE_PASSWORD && capabilities & CLIENT_PLUGIN_AUTH != 0 {
+        // MySQL 8 clients start with caching_sha2_password: ask for native instead.
+        let at = io.begin_packet();
+        encode_auth_switch(io.buf(), NATIVE_PASSWORD, &scramble);
+        io.finish_packet(at);
+        io.flush().await.ok()?;
+        answer = io.read_packet(1 << 16).await.ok()?.to_vec();
+    }
+    let denied = |using_password: bool| {
+        ErrPacket::new(
+            1045,
+            "28000",
+            format!(
+                "Access denied for user '{}'@'{}' (using password: {})",
+                response.user,
+                peer.ip(),
+                if using_password { "YES" } else { "NO" }
+            ),
+        )
+    };
+    let ok = match service.account(&response.user) {
+        Some(account) => {
+            account.allows(peer.ip()) && verify_native(&account.password, &scramble, &answer)
+        }
+        None => false,
+    };
+    if !ok {
+        tracing::info!(%peer, user = %response.user, "access denied");
+        refuse(io, denied(!answer.is_empty()));
+        io.flush().await.ok();
+        return None;
+    }
+    let info = ClientInfo {
+        connection_id,
+        user: response.user.clone(),
+        database: response.database.clone(),
+        capabilities,
+        charset: response.charset,
+        peer,
+        attributes: response.attributes.clone(),
+    };
+    let handler = match service.start(info) {
+        Ok(h) => h,
+        Err(e) => {
+            refuse(io, e);
+            io.flush().await.ok();
+            return None;
+        }
+    };
+    let mut out = Responder::new(io, capabilities);
+    out.ok(&OkPacket {
+        status: handler.status(),
+        ..OkPacket::default()
+    });
+    io.flush().await.ok()?;
+    Some((handler, capabilities))
+}
+
+/// Handles one command. `Ok(false)` ends the connection.
+async fn dispatch<H: Handler>(
+    handler: &mut H,
+    io: &mut PacketIo<TcpStream>,
+    caps: &mut Caps,
+    packet: Bytes,
+) -> Result<bool, PacketError> {
+    let Some(&command) = packet.first() else {
+        return Ok(false);
+    };
+    let body = packet.slice(1..);
+    let mut out = Responder::new(io, caps.0);
+    let malformed = |out: &mut Responder<'_>| {
+        out.error(&ErrPacket::new(1047, "08S01", "Malformed command packet"));
+    };
+    match command {
+        COM_QUIT => return Ok(false),
+        COM_QUERY => handler.query(body, &mut out).await?,
+        COM_INIT_DB => {
+            let db = String::from_utf8_lossy(&body).into_owned();
+            handler.init_db(&db, &mut out).await?
+        }
+        COM_FIELD_LIST => {
+            let mut r = Reader::new(&body);
+            let table = String::from_utf8_lossy(r.nul_bytes_or_rest()).into_owned();
+            let wildcard = String::from_utf8_lossy(r.rest()).into_owned();
+            handler.field_list(&table, &wildcard, &mut out).await?
+        }
+        COM_PING => handler.ping(&mut out).await?,
+        COM_STATISTICS => {
+            let s = handler.statistics();
+            out.raw(s.as_bytes());
+        }
+        COM_STMT_PREPARE => handler.prepare(body, &mut out).await?,
+        COM_STMT_EXECUTE => handler.execute(body, &mut out).await?,
+        COM_STMT_FETCH => handler.fetch(body, &mut out).await?,
+        COM_STMT_SEND_LONG_DATA => {
+            let mut r = Reader::new(&body);
+            if let (Ok(id), Ok(param)) = (r.u32(), r.u16()) {
+                handler.send_long_data(id, param, r.rest());
+            }
+            return Ok(true);
+        }
+        COM_STMT_CLOSE => {
+            if let Ok(id) = Reader::new(&body).u32() {
+                handler.close_statement(id).await;
+            }
+            return Ok(true);
+        }
+        COM_STMT_RESET => match Reader::new(&body).u32() {
+            Ok(id) => handler.reset_statement(id, &mut out).await?,
+            Err(_) => malformed(&mut out),
+        },
+        COM_RESET_CONNECTION => handler.reset_connection(&mut out).await?,
+        COM_SET_OPTION => match Reader::new(&body).u16() {
+            Ok(option @ (0 | 1)) => {
+                let on = option == 0;
+                if on {
+                    caps.0 |= CLIENT_MULTI_STATEMENTS;
+                } else {
+                    caps.0 &= !CLIENT_MULTI_STATEMENTS;
+                }
+                handler.set_multi_statements(on);
+                let status = handler.status();
+                out.eof(status, 0);
+            }
+            Ok(_) => out.error(&ErrPacket::new(1047, "08S01", "Unknown COM_SET_OPTION value")),
+            Err(_) => malformed(&mut out),
+        },
+        COM_PROCESS_KILL => match Reader::new(&body).u32() {
+            Ok(id) => handler.kill(id, &mut out).await?,
+            Err(_) => malformed(&mut out),
+        },
+        _ => {
+            out.error(&ErrPacket::new(
+                1047,
+                "08S01",
+                format!("Unknown command (0x{command:02x}) for shardgate"),
+            ));
+        }
+    }
+    if !out.replied() {
+        let mut out = Responder::new(io, caps.0);
+        out.error(&ErrPacket::new(1105, "HY000", "shardgate internal error: no response was produced"));
+    }
+    Ok(true)
+}
+
+/// The payload of a bare OK, for callers that need one without a responder.
+pub fn ok_payload(status: u16) -> BytesMut {
+    let mut b = BytesMut::new();
+    OkPacket {
+        status,
+        ..OkPacket::default()
+    }
+    .encode(0, &mut b);
+    b
+}

@@ -1,0 +1,17 @@
+//! The MySQL client/server protocol, server side, plus the packet-level pieces the backend
+//! connector reuses. This layer knows nothing about keyspaces or routing: it decodes
+//! commands and calls a [`Handler`], which answers through a [`Responder`].
+
+pub mod auth;
+pub mod codec;
+pub mod conn;
+pub mod consts;
+pub mod handshake;
+pub mod packet;
+pub mod packets;
+pub mod responder;
+
+pub use conn::{serve, Account, ClientInfo, Handler, HandlerResult, Service};
+pub use packet::{PacketError, PacketIo};
+pub use packets::{ColumnDef, ErrPacket, OkPacket};
+pub use responder::Responder;

@@ -1,0 +1,1 @@
+//! shardctl library.
