@@ -83,6 +83,8 @@ pub struct BackendConn {
     broken: bool,
     pub last_used: Instant,
     pub options_key: u64,
+    /// Statements prepared on this connection, by text (see `stmt.rs`).
+    pub(crate) statements: std::collections::HashMap<std::sync::Arc<str>, super::stmt::BackendStatement>,
 }
 
 impl BackendConn {
@@ -97,14 +99,14 @@ impl BackendConn {
             .map_err(|_| fail("connect timed out".into()))?
             .map_err(|e| fail(e.to_string()))?;
         stream.set_nodelay(true).ok();
-        let mut io = PacketIo::new(stream);
-        tokio::time::timeout(opts.connect_timeout, Self::login(&mut io, opts))
+        let io = PacketIo::new(stream);
+        tokio::time::timeout(opts.connect_timeout, Self::login(io, opts))
             .await
             .map_err(|_| fail("login timed out".into()))?
     }
 
     async fn login(
-        io: &mut PacketIo<TcpStream>,
+        mut io: PacketIo<TcpStream>,
         opts: &ConnectOptions,
     ) -> Result<BackendConn, BackendError> {
         let first = io.read_packet(1 << 20).await?;
@@ -180,6 +182,7 @@ impl BackendConn {
             broken: false,
             last_used: Instant::now(),
             options_key: 0,
+            statements: Default::default(),
         })
     }
 

@@ -1,4 +1,129 @@
-//! Backend connections.
+//! Backend connections: the client side of the MySQL protocol ([`conn`]), pools per
+//! backend ([`pool`]), relaying responses to the client ([`relay`]), and the registry of
+//! pools the proxy keeps for the shards in the topology ([`Backends`]).
+
 pub mod conn;
 pub mod pool;
 pub mod relay;
+pub mod stmt;
+
+use conn::ConnectOptions;
+use pool::{Pool, PoolSettings};
+use shardgate_config::BackendConfig;
+use shardgate_topology::{Shard, Snapshot};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Identity of a pool: one backend address and database with one connection setup.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PoolKey {
+    pub addr: String,
+    pub database: String,
+    pub charset: u8,
+    pub capabilities: u32,
+}
+
+/// Every backend pool of the proxy.
+pub struct Backends {
+    config: BackendConfig,
+    pools: Mutex<HashMap<PoolKey, Arc<Pool>>>,
+    version: Mutex<Option<String>>,
+}
+
+impl Backends {
+    pub fn new(config: BackendConfig) -> Backends {
+        Backends {
+            config,
+            pools: Mutex::new(HashMap::new()),
+            version: Mutex::new(None),
+        }
+    }
+
+    /// The pool for `shard` with the client's character set and mirrored capabilities.
+    pub fn pool(&self, shard: &Shard, charset: u8, capabilities: u32) -> Arc<Pool> {
+        let key = PoolKey {
+            addr: shard.primary.clone(),
+            database: shard.database.clone(),
+            charset,
+            capabilities: capabilities & conn::MIRRORED_CAPABILITIES,
+        };
+        let mut pools = self.pools.lock().unwrap();
+        if let Some(p) = pools.get(&key) {
+            return p.clone();
+        }
+        let options = ConnectOptions {
+            addr: key.addr.clone(),
+            user: self.config.user.clone(),
+            password: self.config.password.clone(),
+            database: key.database.clone(),
+            charset,
+            extra_capabilities: key.capabilities,
+            connect_timeout: Duration::from_millis(self.config.connect_timeout_ms),
+        };
+        let pool = Pool::new(
+            options,
+            PoolSettings {
+                max_size: self.config.pool_size as usize,
+                acquire_timeout: Duration::from_millis(self.config.connect_timeout_ms.max(1000) * 2),
+                health_check_idle: Duration::from_millis(self.config.health_check_idle_ms),
+                max_idle: Duration::from_millis(self.config.max_idle_ms),
+            },
+        );
+        pools.insert(key, pool.clone());
+        pool
+    }
+
+    /// Retires pools whose backend (address, database) is no longer a shard in `snapshot`:
+    /// idle connections close now, borrowed ones when their borrower is done with them.
+    pub fn retire_missing(&self, snapshot: &Snapshot) {
+        let live: HashSet<(String, String)> = snapshot
+            .keyspaces
+            .values()
+            .flat_map(|k| k.shards.values())
+            .map(|s| (s.primary.clone(), s.database.clone()))
+            .collect();
+        let mut pools = self.pools.lock().unwrap();
+        pools.retain(|k, p| {
+            let keep = live.contains(&(k.addr.clone(), k.database.clone()));
+            if !keep {
+                tracing::info!(addr = %k.addr, database = %k.database, "draining pool of a shard that left the topology");
+                p.retire();
+            }
+            keep
+        });
+    }
+
+    /// All pools, for metrics and the status page.
+    pub fn pools(&self) -> Vec<(PoolKey, Arc<Pool>)> {
+        self.pools
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, p)| (k.clone(), p.clone()))
+            .collect()
+    }
+
+    /// Closes connections idle for too long (called periodically).
+    pub fn reap(&self) {
+        for (_, p) in self.pools() {
+            p.reap();
+        }
+    }
+
+    /// The backends' version string, once one connection succeeded.
+    pub fn server_version(&self) -> Option<String> {
+        self.version.lock().unwrap().clone()
+    }
+
+    pub fn set_server_version(&self, v: &str) {
+        let mut g = self.version.lock().unwrap();
+        if g.is_none() {
+            *g = Some(v.to_string());
+        }
+    }
+
+    pub fn config(&self) -> &BackendConfig {
+        &self.config
+    }
+}

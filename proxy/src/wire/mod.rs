@@ -9,6 +9,7 @@ pub mod consts;
 pub mod handshake;
 pub mod packet;
 pub mod packets;
+pub mod params;
 pub mod responder;
 
 pub use conn::{serve, Account, ClientInfo, Handler, HandlerResult, Service};

@@ -1,0 +1,145 @@
+//! [`Context`]: what every session of one proxy shares (configuration, the current
+//! topology snapshot, backend pools, the plan cache, metrics, the session registry).
+
+use crate::backend::Backends;
+use crate::metrics::Metrics;
+use crate::planner::{self, Plan, PlanContext};
+use crate::registry::Registry;
+use crate::error::ProxyError;
+use arc_swap::ArcSwap;
+use shardgate_config::Config;
+use shardgate_topology::Snapshot;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// State shared by all sessions.
+pub struct Context {
+    pub config: Config,
+    pub topology: ArcSwap<Snapshot>,
+    pub backends: Backends,
+    pub plans: PlanCache,
+    pub metrics: Metrics,
+    pub registry: Registry,
+    pub started: Instant,
+    /// Version string sent to clients.
+    pub server_version: Mutex<String>,
+    /// The last topology problem seen (shown on the status page), if any.
+    pub topology_error: Mutex<Option<String>>,
+}
+
+impl Context {
+    pub fn new(config: Config, snapshot: Snapshot) -> Arc<Context> {
+        let plan_cache_size = config.session.plan_cache_size as usize;
+        let version = if config.proxy.server_version.is_empty() {
+            "5.5.5-10.11.0-MariaDB-shardgate".to_string()
+        } else {
+            config.proxy.server_version.clone()
+        };
+        Arc::new(Context {
+            backends: Backends::new(config.backend.clone()),
+            config,
+            topology: ArcSwap::from_pointee(snapshot),
+            plans: PlanCache::new(plan_cache_size),
+            metrics: Metrics::new(),
+            registry: Registry::default(),
+            started: Instant::now(),
+            server_version: Mutex::new(version),
+            topology_error: Mutex::new(None),
+        })
+    }
+
+    /// The current topology snapshot.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.topology.load_full()
+    }
+
+    /// Learns the backends' version from a connection, for the greeting.
+    pub fn learn_backend_version(&self, v: &str) {
+        if self.config.proxy.server_version.is_empty() && self.backends.server_version().is_none() {
+            self.backends.set_server_version(v);
+            *self.server_version.lock().unwrap() = format!("{v}-shardgate");
+        }
+    }
+
+    /// Plans `sql`, from the cache when possible.
+    pub fn plan(&self, sql: &str, snapshot: &Snapshot, keyspace: Option<&str>, shard: Option<&str>) -> Result<Arc<Plan>, ProxyError> {
+        let key = PlanKey {
+            sql: sql.to_string(),
+            keyspace: keyspace.map(str::to_string),
+            shard: shard.map(str::to_string),
+            revision: snapshot.revision,
+        };
+        if let Some(p) = self.plans.get(&key) {
+            self.metrics.plan_cache_hits.inc();
+            return Ok(p);
+        }
+        self.metrics.plan_cache_misses.inc();
+        let p = Arc::new(planner::plan(
+            sql,
+            &PlanContext {
+                snapshot,
+                keyspace,
+                shard,
+            },
+        )?);
+        self.plans.put(key, p.clone());
+        Ok(p)
+    }
+}
+
+/// Cache key of a plan: the text, what the session targets, and the topology revision.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PlanKey {
+    pub sql: String,
+    pub keyspace: Option<String>,
+    pub shard: Option<String>,
+    pub revision: i64,
+}
+
+/// A bounded map of plans. When full, the least recently used eighth is evicted.
+pub struct PlanCache {
+    capacity: usize,
+    tick: AtomicU64,
+    map: Mutex<HashMap<PlanKey, (Arc<Plan>, u64)>>,
+}
+
+impl PlanCache {
+    pub fn new(capacity: usize) -> PlanCache {
+        PlanCache {
+            capacity: capacity.max(16),
+            tick: AtomicU64::new(0),
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn get(&self, key: &PlanKey) -> Option<Arc<Plan>> {
+        let t = self.tick.fetch_add(1, Ordering::Relaxed);
+        let mut m = self.map.lock().unwrap();
+        m.get_mut(key).map(|(p, used)| {
+            *used = t;
+            p.clone()
+        })
+    }
+
+    pub fn put(&self, key: PlanKey, plan: Arc<Plan>) {
+        let t = self.tick.fetch_add(1, Ordering::Relaxed);
+        let mut m = self.map.lock().unwrap();
+        if m.len() >= self.capacity {
+            let mut ticks: Vec<u64> = m.values().map(|(_, u)| *u).collect();
+            ticks.sort_unstable();
+            let cutoff = ticks[ticks.len() / 8];
+            m.retain(|_, (_, u)| *u > cutoff);
+        }
+        m.insert(key, (plan, t));
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.lock().unwrap().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

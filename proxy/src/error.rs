@@ -1,0 +1,137 @@
+//! The error catalogue: every error the proxy itself reports to a client, with its MySQL
+//! errno, SQLSTATE and message. Backend errors keep their own codes ([`ProxyError::Backend`]).
+//!
+//! Codes are MySQL/MariaDB's where one fits, so clients and ORMs react as they would to
+//! the server; messages say what shardgate did and what to do about it.
+
+use crate::backend::conn::BackendError;
+use crate::wire::ErrPacket;
+
+/// Errors reported to clients.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProxyError {
+    #[error("Unknown database '{0}'")]
+    UnknownDatabase(String),
+    #[error("No database selected")]
+    NoDatabaseSelected,
+    #[error("Table '{keyspace}.{table}' doesn't exist")]
+    UnknownTable { keyspace: String, table: String },
+    #[error("This version of shardgate doesn't yet support '{0}'")]
+    NotSupported(String),
+    #[error("You have an error in your SQL syntax; {0}")]
+    Syntax(String),
+    /// An error packet from a backend, passed through unchanged.
+    #[error("{}", .0.message)]
+    Backend(ErrPacket),
+    #[error("shard {shard} is unavailable: {reason}")]
+    ShardUnavailable { shard: String, reason: String },
+    #[error("keyspace '{0}' has no serving shards")]
+    NoServingShards(String),
+    #[error("shardgate: {0}")]
+    Internal(String),
+    #[error("Too many connections")]
+    TooManyConnections,
+    #[error("Unknown prepared statement handler ({id}) given to {command}")]
+    UnknownStatement { id: u32, command: &'static str },
+    #[error("Incorrect arguments to {0}")]
+    WrongArguments(&'static str),
+    #[error("Query execution was interrupted (max_statement_time exceeded)")]
+    QueryTimeout,
+    #[error("Query execution was interrupted")]
+    Interrupted,
+    #[error("shardgate: the result of this multi-shard query needs more than {limit} rows in memory (session.max_merge_rows); add a LIMIT or a narrower WHERE")]
+    MergeTooLarge { limit: u64 },
+    #[error("shardgate: transaction would span shards {shards} but transaction_mode is 'single'; use SET transaction_mode = 'multi' or 'twopc'")]
+    CrossShardTransaction { shards: String },
+    #[error("shardgate: changing the sharding column {column} of table {table} would move the row to another shard; delete and re-insert it instead")]
+    ShardKeyChange { table: String, column: String },
+    #[error("shardgate: {0}")]
+    Unsupported(String),
+    #[error("shardgate: {0}")]
+    WrongValue(String),
+    #[error("shardgate: keyspace {keyspace} is being resharded (workflow {workflow}); {what} is refused until it completes")]
+    Resharding {
+        keyspace: String,
+        workflow: String,
+        what: String,
+    },
+    #[error("Access denied; {0}")]
+    AccessDenied(String),
+    #[error("Duplicate entry '{value}' for key '{key}'")]
+    DuplicateKey { value: String, key: String },
+    #[error("Unknown system variable '{0}'")]
+    UnknownVariable(String),
+    #[error("Variable '{name}' can't be set to the value of '{value}'")]
+    WrongVariableValue { name: String, value: String },
+    #[error("Unknown thread id: {0}")]
+    UnknownThread(u64),
+}
+
+impl ProxyError {
+    /// (errno, SQLSTATE) of this error.
+    pub fn code(&self) -> (u16, &'static str) {
+        match self {
+            ProxyError::UnknownDatabase(_) => (1049, "42000"),
+            ProxyError::NoDatabaseSelected => (1046, "3D000"),
+            ProxyError::UnknownTable { .. } => (1146, "42S02"),
+            ProxyError::NotSupported(_) => (1235, "42000"),
+            ProxyError::Syntax(_) => (1064, "42000"),
+            ProxyError::Backend(e) => (e.code, "HY000"),
+            ProxyError::ShardUnavailable { .. } => (2013, "HY000"),
+            ProxyError::NoServingShards(_) => (1105, "HY000"),
+            ProxyError::Internal(_) => (1105, "HY000"),
+            ProxyError::TooManyConnections => (1040, "08004"),
+            ProxyError::UnknownStatement { .. } => (1243, "HY000"),
+            ProxyError::WrongArguments(_) => (1210, "HY000"),
+            ProxyError::QueryTimeout => (1969, "70100"),
+            ProxyError::Interrupted => (1317, "70100"),
+            ProxyError::MergeTooLarge { .. } => (1105, "HY000"),
+            ProxyError::CrossShardTransaction { .. } => (1105, "HY000"),
+            ProxyError::ShardKeyChange { .. } => (1235, "42000"),
+            ProxyError::Unsupported(_) => (1235, "42000"),
+            ProxyError::WrongValue(_) => (1105, "HY000"),
+            ProxyError::Resharding { .. } => (1105, "HY000"),
+            ProxyError::AccessDenied(_) => (1227, "42000"),
+            ProxyError::DuplicateKey { .. } => (1062, "23000"),
+            ProxyError::UnknownVariable(_) => (1193, "HY000"),
+            ProxyError::WrongVariableValue { .. } => (1231, "42000"),
+            ProxyError::UnknownThread(_) => (1094, "HY000"),
+        }
+    }
+
+    /// The packet sent to the client.
+    pub fn to_packet(&self) -> ErrPacket {
+        if let ProxyError::Backend(e) = self {
+            return e.clone();
+        }
+        let (code, state) = self.code();
+        ErrPacket::new(code, state, self.to_string())
+    }
+
+    /// Wraps a backend failure on `shard` (a server error passes through as is).
+    pub fn from_backend(shard: &str, e: BackendError) -> ProxyError {
+        match e {
+            BackendError::Server(p) => ProxyError::Backend(p),
+            other => ProxyError::ShardUnavailable {
+                shard: shard.to_string(),
+                reason: other.to_string(),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_and_messages_follow_mysql() {
+        let p = ProxyError::UnknownDatabase("nope".into()).to_packet();
+        assert_eq!((p.code, p.state_str()), (1049, "42000"));
+        assert_eq!(p.message, "Unknown database 'nope'");
+        let p = ProxyError::NotSupported("cross-shard join".into()).to_packet();
+        assert_eq!(p.code, 1235);
+        let backend = ErrPacket::new(1062, "23000", "Duplicate entry '1' for key 'PRIMARY'");
+        assert_eq!(ProxyError::Backend(backend.clone()).to_packet(), backend);
+    }
+}

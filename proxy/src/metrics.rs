@@ -1,0 +1,73 @@
+//! Prometheus metrics of the proxy, served on /metrics.
+
+use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+
+/// Every metric the proxy exports.
+pub struct Metrics {
+    pub registry: Registry,
+    pub connections_total: IntCounter,
+    pub connections_refused: IntCounter,
+    pub connections_current: IntGauge,
+    pub queries_total: IntCounterVec,
+    pub query_errors_total: IntCounterVec,
+    pub plan_cache_hits: IntCounter,
+    pub plan_cache_misses: IntCounter,
+    pub topology_revision: IntGauge,
+    pub topology_updates_total: IntCounter,
+    pub topology_rejected_total: IntCounter,
+    pub topology_etcd_errors_total: IntCounter,
+    pub topology_stale: IntGauge,
+    pub backend_connect_errors_total: IntCounter,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new_custom(Some("shardgate".into()), None).expect("registry");
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("metric");
+            registry.register(Box::new(c.clone())).expect("register");
+            c
+        };
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("metric");
+            registry.register(Box::new(g.clone())).expect("register");
+            g
+        };
+        let vec = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("metric");
+            registry.register(Box::new(c.clone())).expect("register");
+            c
+        };
+        Metrics {
+            connections_total: counter("connections_total", "Client connections accepted."),
+            connections_refused: counter("connections_refused_total", "Client connections refused (limit or shutdown)."),
+            connections_current: gauge("connections_current", "Client connections open now."),
+            queries_total: vec("queries_total", "Statements executed, by plan kind.", &["kind"]),
+            query_errors_total: vec("query_errors_total", "Statements that returned an error, by errno.", &["code"]),
+            plan_cache_hits: counter("plan_cache_hits_total", "Plans served from the cache."),
+            plan_cache_misses: counter("plan_cache_misses_total", "Statements planned anew."),
+            topology_revision: gauge("topology_revision", "etcd revision of the topology in use."),
+            topology_updates_total: counter("topology_updates_total", "Topology snapshots swapped in."),
+            topology_rejected_total: counter("topology_rejected_total", "Topology changes rejected as invalid."),
+            topology_etcd_errors_total: counter("topology_etcd_errors_total", "Failed etcd reads or watches."),
+            topology_stale: gauge("topology_stale", "1 while etcd is unreachable and the last good snapshot is served."),
+            backend_connect_errors_total: counter("backend_connect_errors_total", "Failed backend connection attempts."),
+            registry,
+        }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("text encoding");
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

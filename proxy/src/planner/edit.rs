@@ -1,0 +1,204 @@
+//! Rewriting statements by editing their original text.
+//!
+//! sqlparser's Display output is not a faithful MySQL rendering (it drops backslash
+//! escapes, for one), so shardgate never re-prints a parsed statement. Rewrites are edits
+//! of byte ranges of the client's text, located through the AST nodes' spans; everything
+//! not edited reaches the backend exactly as the client wrote it.
+
+use sqlparser::tokenizer::{Location, Span};
+
+/// Maps sqlparser locations (1-based line and character column) to byte offsets.
+pub struct TextIndex<'a> {
+    text: &'a str,
+    line_starts: Vec<usize>,
+}
+
+impl<'a> TextIndex<'a> {
+    pub fn new(text: &'a str) -> Self {
+        let mut line_starts = vec![0];
+        for (i, b) in text.bytes().enumerate() {
+            if b == b'\n' {
+                line_starts.push(i + 1);
+            }
+        }
+        TextIndex { text, line_starts }
+    }
+
+    /// Byte offset of a location, if it is inside the text.
+    pub fn offset(&self, loc: Location) -> Option<usize> {
+        if loc.line == 0 || loc.column == 0 {
+            return None;
+        }
+        let start = *self.line_starts.get(loc.line as usize - 1)?;
+        let line_end = self
+            .line_starts
+            .get(loc.line as usize)
+            .copied()
+            .unwrap_or(self.text.len());
+        let line = &self.text[start..line_end];
+        let col = loc.column as usize - 1;
+        if col == line.chars().count() {
+            return Some(line_end.min(start + line.len()));
+        }
+        line.char_indices().nth(col).map(|(b, _)| start + b)
+    }
+
+    /// Byte range of a span (end exclusive), if the span is known.
+    pub fn range(&self, span: Span) -> Option<(usize, usize)> {
+        let a = self.offset(span.start)?;
+        let b = self.offset(span.end)?;
+        (a <= b).then_some((a, b))
+    }
+
+    /// Byte range of an expression's span, widened so parentheses balance: sqlparser's
+    /// spans of composite nodes stop at their last child and miss closing parentheses.
+    pub fn expr_range(&self, span: Span) -> Option<(usize, usize)> {
+        let (a, b) = self.range(span)?;
+        let bytes = self.text.as_bytes();
+        let mut depth = 0i32;
+        let mut i = a;
+        let mut quote: Option<u8> = None;
+        while i < bytes.len() {
+            if i >= b && depth <= 0 {
+                break;
+            }
+            let c = bytes[i];
+            match quote {
+                Some(q) => {
+                    if c == b'\\' && q != b'`' {
+                        i += 1;
+                    } else if c == q {
+                        quote = None;
+                    }
+                }
+                None => match c {
+                    b'\'' | b'"' | b'`' => quote = Some(c),
+                    b'(' => depth += 1,
+                    b')' => {
+                        depth -= 1;
+                        if depth == 0 && i >= b {
+                            return Some((a, i + 1));
+                        }
+                    }
+                    _ => {}
+                },
+            }
+            i += 1;
+        }
+        (depth == 0).then_some((a, b.max(a)))
+    }
+
+    /// Byte range of a function call from its name's span: the name and its argument list.
+    pub fn call_range(&self, name_span: Span) -> Option<(usize, usize)> {
+        let (a, b) = self.range(name_span)?;
+        let rest = &self.text[b..];
+        let skip = rest.len() - rest.trim_start().len();
+        if !rest.trim_start().starts_with('(') {
+            return Some((a, b));
+        }
+        let open = b + skip;
+        let end = self.expr_range(Span::new(
+            self.location_of(open)?,
+            self.location_of(open + 1)?,
+        ))?;
+        Some((a, end.1))
+    }
+
+    /// The location of a byte offset (inverse of [`TextIndex::offset`]).
+    pub fn location_of(&self, offset: usize) -> Option<Location> {
+        if offset > self.text.len() {
+            return None;
+        }
+        let line = match self.line_starts.binary_search(&offset) {
+            Ok(l) => l,
+            Err(l) => l - 1,
+        };
+        let start = self.line_starts[line];
+        let col = self.text.get(start..offset)?.chars().count();
+        Some(Location::new(line as u64 + 1, col as u64 + 1))
+    }
+
+    /// The original text of a span.
+    pub fn slice(&self, span: Span) -> Option<&'a str> {
+        self.range(span).map(|(a, b)| &self.text[a..b])
+    }
+
+    pub fn text(&self) -> &'a str {
+        self.text
+    }
+}
+
+/// A set of non-overlapping replacements of byte ranges.
+#[derive(Debug, Default, Clone)]
+pub struct Edits {
+    edits: Vec<(usize, usize, String)>,
+}
+
+impl Edits {
+    pub fn new() -> Self {
+        Edits::default()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.edits.is_empty()
+    }
+
+    /// Replaces `[start, end)` with `text`. Insertions use `start == end`.
+    pub fn replace(&mut self, start: usize, end: usize, text: impl Into<String>) {
+        self.edits.push((start, end, text.into()));
+    }
+
+    pub fn insert(&mut self, at: usize, text: impl Into<String>) {
+        self.replace(at, at, text);
+    }
+
+    /// Applies the edits; `None` if two of them overlap (the caller then refuses the
+    /// rewrite rather than guessing).
+    pub fn apply(mut self, text: &str) -> Option<String> {
+        self.edits.sort_by_key(|e| (e.0, e.1));
+        let mut out = String::with_capacity(text.len() + 64);
+        let mut pos = 0;
+        for (a, b, t) in &self.edits {
+            if *a < pos || *b > text.len() {
+                return None;
+            }
+            out.push_str(&text[pos..*a]);
+            out.push_str(t);
+            pos = *b;
+        }
+        out.push_str(&text[pos..]);
+        Some(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlparser::ast::Spanned;
+    use sqlparser::dialect::MySqlDialect;
+    use sqlparser::parser::Parser;
+
+    #[test]
+    fn spans_map_to_the_original_text() {
+        let sql = "SELECT 'é', x\n  FROM t WHERE id IN (1, 2)";
+        let stmt = &Parser::parse_sql(&MySqlDialect {}, sql).unwrap()[0];
+        let idx = TextIndex::new(sql);
+        let sqlparser::ast::Statement::Query(q) = stmt else { panic!() };
+        let sqlparser::ast::SetExpr::Select(s) = &*q.body else { panic!() };
+        let w = s.selection.as_ref().unwrap();
+        let (a, b) = idx.expr_range(w.span()).unwrap();
+        assert_eq!(&sql[a..b], "id IN (1, 2)");
+        assert_eq!(idx.slice(s.projection[1].span()), Some("x"));
+        let mut e = Edits::new();
+        e.replace(a, b, "id IN (2)");
+        assert_eq!(e.apply(sql).unwrap(), "SELECT 'é', x\n  FROM t WHERE id IN (2)");
+    }
+
+    #[test]
+    fn overlapping_edits_are_refused() {
+        let mut e = Edits::new();
+        e.replace(0, 5, "a");
+        e.replace(3, 6, "b");
+        assert!(e.apply("0123456789").is_none());
+    }
+}

@@ -1,0 +1,276 @@
+//! Planning: from statement text and a topology snapshot to a [`Plan`]. Pure: no I/O,
+//! no session mutation, so plans can be cached and tested with golden files.
+//!
+//! Session statements (USE, SET, BEGIN, SHOW DATABASES...) are recognised from their
+//! leading words; everything else is parsed with sqlparser's MySQL dialect, its tables
+//! resolved to keyspaces, and routed.
+
+pub mod edit;
+pub mod plan;
+pub mod set;
+pub mod sqltext;
+pub mod tables;
+
+use crate::error::ProxyError;
+use edit::{Edits, TextIndex};
+pub use plan::{Plan, Primitive, Query, Route, SessionOp, Target};
+use shardgate_topology::{Keyspace, Snapshot};
+use sqlparser::ast::{visit_expressions, Expr, Spanned, Statement};
+use sqlparser::dialect::MySqlDialect;
+use sqlparser::parser::Parser;
+use sqltext::leading_words;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+/// What the planner may look at besides the statement.
+#[derive(Clone, Copy)]
+pub struct PlanContext<'a> {
+    pub snapshot: &'a Snapshot,
+    /// The session's current keyspace.
+    pub keyspace: Option<&'a str>,
+    /// The shard the session targets with `USE ks:shard`.
+    pub shard: Option<&'a str>,
+}
+
+/// Plans one statement (multi-statement text is split before planning).
+pub fn plan(sql: &str, ctx: &PlanContext) -> Result<Plan, ProxyError> {
+    let words = leading_words(sql, 4);
+    let w = |i: usize| words.get(i).map(String::as_str).unwrap_or("");
+    match w(0) {
+        "USE" => plan_use(sql, ctx),
+        "BEGIN" if w(1).is_empty() || w(1) == "WORK" => {
+            Ok(Plan::Session(SessionOp::Begin { read_only: false }))
+        }
+        "START" if w(1) == "TRANSACTION" => {
+            let upper = sql.to_ascii_uppercase();
+            Ok(Plan::Session(SessionOp::Begin {
+                read_only: upper.contains("READ ONLY"),
+            }))
+        }
+        "COMMIT" => Ok(Plan::Session(SessionOp::Commit)),
+        "ROLLBACK" if w(1) != "TO" && w(2) != "TO" => Ok(Plan::Session(SessionOp::Rollback)),
+        "SET" => set::parse_set(sql)
+            .map(|a| Plan::Session(SessionOp::Set(a)))
+            .map_err(ProxyError::Syntax),
+        "SHOW" => match w(1) {
+            "DATABASES" | "SCHEMAS" => Ok(Plan::Session(SessionOp::ShowDatabases)),
+            "KEYSPACES" | "VITESS_KEYSPACES" => Ok(Plan::Session(SessionOp::ShowKeyspaces)),
+            "SHARDS" | "VITESS_SHARDS" => Ok(Plan::Session(SessionOp::ShowShards)),
+            _ => plan_statement(sql, ctx),
+        },
+        "EXPLAIN" if w(1) == "FORMAT" && w(2) == "SHARDGATE" => {
+            let upper = sql.to_ascii_uppercase();
+            let at = upper.find("SHARDGATE").unwrap_or(0) + "SHARDGATE".len();
+            let inner = sql[at..].trim();
+            Ok(Plan::Session(SessionOp::Explain(Box::new(plan(inner, ctx)?))))
+        }
+        _ => plan_statement(sql, ctx),
+    }
+}
+
+fn plan_use(sql: &str, ctx: &PlanContext) -> Result<Plan, ProxyError> {
+    let code = sqltext::strip_comments(sql);
+    let arg = code
+        .trim()
+        .get(3..)
+        .unwrap_or("")
+        .trim()
+        .trim_end_matches(';')
+        .trim()
+        .trim_matches('`');
+    use_target(arg, ctx.snapshot).map(|(keyspace, shard)| Plan::Session(SessionOp::Use { keyspace, shard }))
+}
+
+/// Resolves a database name as clients give it (`ks`, `ks:shard`, `ks/shard`).
+pub fn use_target(arg: &str, snapshot: &Snapshot) -> Result<(String, Option<String>), ProxyError> {
+    let (ks, shard) = match arg.split_once([':', '/']) {
+        Some((k, s)) => (k, Some(s.to_string())),
+        None => (arg, None),
+    };
+    let Some(keyspace) = snapshot.keyspace(ks) else {
+        return Err(ProxyError::UnknownDatabase(arg.to_string()));
+    };
+    if let Some(s) = &shard {
+        if !keyspace.shards.contains_key(s) {
+            return Err(ProxyError::UnknownDatabase(arg.to_string()));
+        }
+    }
+    Ok((ks.to_string(), shard))
+}
+
+/// Parses and routes a data or DDL statement.
+fn plan_statement(sql: &str, ctx: &PlanContext) -> Result<Plan, ProxyError> {
+    let parsed = Parser::parse_sql(&MySqlDialect {}, sql);
+    let stmt = match parsed {
+        Ok(mut v) if v.len() == 1 => v.pop().expect("one statement"),
+        Ok(_) => return Err(ProxyError::Syntax("expected exactly one statement".into())),
+        Err(e) => return plan_unparsed(sql, ctx, &e.to_string()),
+    };
+    if let Some(shard) = ctx.shard {
+        let ks = ctx.keyspace.unwrap_or_default();
+        return Ok(route(ks, Target::Shard(shard.to_string()), sql, &stmt, ctx));
+    }
+    let refs = tables::tables(&stmt);
+    let mut keyspaces: Vec<&str> = Vec::new();
+    for t in &refs {
+        if let Some(ks) = t.keyspace(ctx.keyspace)? {
+            if !keyspaces.contains(&ks) {
+                keyspaces.push(ks);
+            }
+        }
+    }
+    let keyspace = match keyspaces.as_slice() {
+        [] => default_keyspace(ctx)?,
+        [one] => ctx.snapshot.keyspace(one).ok_or_else(|| {
+            let t = refs
+                .iter()
+                .find(|t| t.keyspace(ctx.keyspace).ok().flatten() == Some(one))
+                .map(|t| t.name.clone())
+                .unwrap_or_default();
+            if ctx.keyspace == Some(one) {
+                ProxyError::UnknownDatabase(one.to_string())
+            } else {
+                ProxyError::UnknownTable {
+                    keyspace: one.to_string(),
+                    table: t,
+                }
+            }
+        })?,
+        many => {
+            return Err(ProxyError::NotSupported(format!(
+                "a statement spanning keyspaces {}",
+                many.join(", ")
+            )))
+        }
+    };
+    if !keyspace.sharded {
+        return Ok(route(&keyspace.name, Target::Unsharded, sql, &stmt, ctx));
+    }
+    if keyspaces.is_empty() {
+        return Ok(route(&keyspace.name, Target::AnyShard, sql, &stmt, ctx));
+    }
+    Err(ProxyError::NotSupported(format!(
+        "statements on sharded keyspace {} (sharded routing is not available in this build)",
+        keyspace.name
+    )))
+}
+
+/// A statement sqlparser cannot read: passed through where no routing decision depends on
+/// it (unsharded keyspace, a targeted shard), refused elsewhere.
+fn plan_unparsed(sql: &str, ctx: &PlanContext, err: &str) -> Result<Plan, ProxyError> {
+    let query = Query::verbatim(sql);
+    if let Some(shard) = ctx.shard {
+        return Ok(Plan::Query(Primitive::Route(Route {
+            keyspace: ctx.keyspace.unwrap_or_default().to_string(),
+            target: Target::Shard(shard.to_string()),
+            query,
+        })));
+    }
+    let ks = default_keyspace(ctx)?;
+    if !ks.sharded {
+        return Ok(Plan::Query(Primitive::Route(Route {
+            keyspace: ks.name.clone(),
+            target: Target::Unsharded,
+            query,
+        })));
+    }
+    Err(ProxyError::NotSupported(format!(
+        "a statement shardgate cannot parse on sharded keyspace {} ({err})",
+        ks.name
+    )))
+}
+
+/// The keyspace for statements that name no table: the session's, else the first
+/// unsharded keyspace, else the first keyspace.
+fn default_keyspace<'a>(ctx: &PlanContext<'a>) -> Result<&'a Arc<Keyspace>, ProxyError> {
+    if let Some(k) = ctx.keyspace {
+        return ctx
+            .snapshot
+            .keyspace(k)
+            .ok_or_else(|| ProxyError::UnknownDatabase(k.to_string()));
+    }
+    ctx.snapshot
+        .keyspaces
+        .values()
+        .find(|k| !k.sharded && !k.serving.is_empty())
+        .or_else(|| ctx.snapshot.keyspaces.values().find(|k| !k.serving.is_empty()))
+        .ok_or_else(|| ProxyError::NoServingShards("(no keyspace has serving shards)".into()))
+}
+
+fn route(keyspace: &str, target: Target, sql: &str, stmt: &Statement, ctx: &PlanContext) -> Plan {
+    let query = match session_rewrites(sql, stmt, keyspace, ctx) {
+        Some(text) => Query::rewritten(&text),
+        None => Query::verbatim(sql),
+    };
+    Plan::Query(Primitive::Route(Route {
+        keyspace: keyspace.to_string(),
+        target,
+        query,
+    }))
+}
+
+/// Rewrites that make a backend answer as the proxy would: `DATABASE()` is the session's
+/// keyspace (not the backend's database name), `@@socket` is NULL (drivers would otherwise
+/// reconnect straight to the backend's socket), and keyspace qualifiers become the shard's
+/// database name. `None` when nothing needs changing.
+fn session_rewrites(sql: &str, stmt: &Statement, keyspace: &str, ctx: &PlanContext) -> Option<String> {
+    let idx = TextIndex::new(sql);
+    let mut edits = Edits::new();
+    let ks = ctx.snapshot.keyspace(keyspace);
+    let db_differs = ks
+        .map(|k| k.shards.values().any(|s| s.database != k.name))
+        .unwrap_or(false);
+    let _ = visit_expressions(stmt, |e: &Expr| {
+        match e {
+            Expr::Identifier(id) if id.quote_style.is_none() => {
+                let v = id.value.to_ascii_lowercase();
+                if v == "@@socket" || v == "@@global.socket" || v == "@@session.socket" {
+                    if let Some((a, b)) = idx.range(id.span) {
+                        edits.replace(a, b, "NULL");
+                    }
+                }
+            }
+            Expr::CompoundIdentifier(parts)
+                if parts.len() == 2
+                    && parts[0].value.eq_ignore_ascii_case("@@global")
+                    && parts[1].value.eq_ignore_ascii_case("socket") =>
+            {
+                if let Some((a, b)) = idx.range(e.span()) {
+                    edits.replace(a, b, "NULL");
+                }
+            }
+            Expr::Function(f) => {
+                let name = f.name.to_string().to_ascii_lowercase();
+                if (name == "database" || name == "schema") && (ctx.keyspace.is_none() || db_differs) {
+                    if let Some((a, b)) = idx.call_range(f.name.span()) {
+                        let lit = match ctx.keyspace {
+                            Some(k) => format!("'{}'", k.replace('\'', "''")),
+                            None => "NULL".to_string(),
+                        };
+                        edits.replace(a, b, lit);
+                    }
+                }
+            }
+            _ => {}
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    if db_differs {
+        for t in tables::tables(stmt) {
+            if let (Some(s), Some(span)) = (&t.schema, t.schema_span) {
+                if s == keyspace {
+                    if let Some((a, b)) = idx.range(span) {
+                        edits.replace(a, b, format!("{}db", sqltext::MARKER_PREFIX));
+                    }
+                }
+            }
+        }
+    }
+    if edits.is_empty() {
+        return None;
+    }
+    edits.apply(sql)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,94 @@
+use super::*;
+use shardgate_topology::Snapshot;
+
+fn snapshot(commerce_db: &str) -> Snapshot {
+    let entries = vec![
+        ("keyspaces/commerce".to_string(), r#"{"tables": {"product": {}}}"#.to_string()),
+        (
+            "keyspaces/commerce/shards/-".to_string(),
+            format!(r#"{{"primary": "127.0.0.1:1", "database": "{commerce_db}"}}"#),
+        ),
+        (
+            "keyspaces/customer".to_string(),
+            r#"{"sharded": true, "vindexes": {"hash": {"type": "hash"}}, "tables": {"customer": {"column_vindexes": [{"column": "id", "name": "hash"}]}}}"#.to_string(),
+        ),
+        ("keyspaces/customer/shards/-80".to_string(), r#"{"primary": "127.0.0.1:2", "database": "customer"}"#.to_string()),
+        ("keyspaces/customer/shards/80-".to_string(), r#"{"primary": "127.0.0.1:3", "database": "customer"}"#.to_string()),
+    ];
+    Snapshot::build(1, entries.iter().map(|(k, v)| (k.as_str(), v.as_bytes()))).unwrap()
+}
+
+fn route_of(p: Plan) -> Route {
+    match p {
+        Plan::Query(Primitive::Route(r)) => r,
+        other => panic!("not a route: {other:?}"),
+    }
+}
+
+fn ctx<'a>(s: &'a Snapshot, ks: Option<&'a str>) -> PlanContext<'a> {
+    PlanContext {
+        snapshot: s,
+        keyspace: ks,
+        shard: None,
+    }
+}
+
+#[test]
+fn session_statements() {
+    let s = snapshot("commerce");
+    let c = ctx(&s, None);
+    assert!(matches!(plan("use `commerce`", &c).unwrap(), Plan::Session(SessionOp::Use { keyspace, shard: None }) if keyspace == "commerce"));
+    assert!(matches!(plan("USE customer:-80", &c).unwrap(), Plan::Session(SessionOp::Use { shard: Some(s), .. }) if s == "-80"));
+    assert_eq!(plan("use nope", &c).unwrap_err().code().0, 1049);
+    assert_eq!(plan("use customer:40-", &c).unwrap_err().code().0, 1049);
+    assert!(matches!(plan("begin", &c).unwrap(), Plan::Session(SessionOp::Begin { read_only: false })));
+    assert!(matches!(plan("START TRANSACTION READ ONLY", &c).unwrap(), Plan::Session(SessionOp::Begin { read_only: true })));
+    assert!(matches!(plan("rollback work", &c).unwrap(), Plan::Session(SessionOp::Rollback)));
+    assert!(matches!(plan("SHOW databases", &c).unwrap(), Plan::Session(SessionOp::ShowDatabases)));
+    assert!(matches!(plan("set autocommit=1", &c).unwrap(), Plan::Session(SessionOp::Set(_))));
+}
+
+#[test]
+fn unsharded_statements_pass_through_verbatim() {
+    let s = snapshot("commerce");
+    let r = route_of(plan("select * from product where name = 'a\\'b'", &ctx(&s, Some("commerce"))).unwrap());
+    assert_eq!(r.target, Target::Unsharded);
+    assert!(r.query.verbatim);
+    assert_eq!(r.query.template.with_placeholders(), "select * from product where name = 'a\\'b'");
+    let r = route_of(plan("select * from commerce.product", &ctx(&s, None)).unwrap());
+    assert_eq!(r.keyspace, "commerce");
+    // Something sqlparser cannot read still reaches an unsharded keyspace.
+    let r = route_of(plan("select 1 from product lock in share mode", &ctx(&s, Some("commerce"))).unwrap());
+    assert!(r.query.verbatim);
+}
+
+#[test]
+fn errors_name_the_problem() {
+    let s = snapshot("commerce");
+    assert_eq!(plan("select * from product", &ctx(&s, None)).unwrap_err().code().0, 1046);
+    assert_eq!(plan("select * from nope.t", &ctx(&s, None)).unwrap_err().code().0, 1146);
+    let e = plan("select * from commerce.product join customer.customer", &ctx(&s, None)).unwrap_err();
+    assert_eq!(e.code().0, 1235);
+}
+
+#[test]
+fn socket_and_database_are_rewritten() {
+    let s = snapshot("commerce");
+    let r = route_of(plan("SELECT @@max_allowed_packet,@@wait_timeout,@@socket", &ctx(&s, None)).unwrap());
+    assert_eq!(r.query.template.with_placeholders(), "SELECT @@max_allowed_packet,@@wait_timeout,NULL");
+    assert!(!r.query.verbatim);
+    let r = route_of(plan("select DATABASE(), USER() limit 1", &ctx(&s, None)).unwrap());
+    assert_eq!(r.query.template.with_placeholders(), "select NULL, USER() limit 1");
+    // Same names: nothing to rewrite.
+    let r = route_of(plan("select DATABASE()", &ctx(&s, Some("commerce"))).unwrap());
+    assert!(r.query.verbatim);
+}
+
+#[test]
+fn keyspace_qualifiers_map_to_backend_databases() {
+    let s = snapshot("app_commerce");
+    let r = route_of(plan("select * from `commerce`.product p, commerce.product q", &ctx(&s, Some("commerce"))).unwrap());
+    assert_eq!(r.query.template.with_placeholders(), "select * from :sg_db.product p, :sg_db.product q");
+    let r = route_of(plan("select database()", &ctx(&s, Some("commerce"))).unwrap());
+    assert_eq!(r.query.template.with_placeholders(), "select 'commerce'");
+}

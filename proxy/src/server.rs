@@ -1,0 +1,110 @@
+//! The MySQL listener: accepts clients, enforces the connection limit, and shuts down
+//! gracefully (stop accepting, let running statements finish within the deadline, close).
+
+use crate::context::Context;
+use crate::session::Session;
+use crate::wire::{self, Account, ClientInfo, ErrPacket, PacketIo, Service};
+use shardgate_config::PasswordHash;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// The wire-layer service backed by a proxy [`Context`].
+pub struct ProxyService {
+    pub ctx: Arc<Context>,
+}
+
+impl Service for ProxyService {
+    type Handler = Session;
+
+    fn server_version(&self) -> String {
+        self.ctx.server_version.lock().unwrap().clone()
+    }
+
+    fn max_allowed_packet(&self) -> usize {
+        self.ctx.config.proxy.max_allowed_packet as usize
+    }
+
+    fn handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.ctx.config.proxy.handshake_timeout_ms)
+    }
+
+    fn account(&self, user: &str) -> Option<Account> {
+        self.ctx.config.users.iter().find(|u| u.name == user).map(|u| Account {
+            password: PasswordHash::parse(&u.password_hash).unwrap_or(PasswordHash::Empty),
+            hosts: u.hosts.clone(),
+        })
+    }
+
+    fn start(&self, info: ClientInfo) -> Result<Session, ErrPacket> {
+        Session::start(self.ctx.clone(), info)
+    }
+}
+
+/// Serves clients on `listener` until `shutdown` completes, then drains.
+pub async fn run(listener: TcpListener, ctx: Arc<Context>, shutdown: impl Future<Output = ()>) {
+    let service = Arc::new(ProxyService { ctx: ctx.clone() });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+    let max = ctx.config.proxy.max_connections as usize;
+    tokio::pin!(shutdown);
+    loop {
+        while tasks.try_join_next().is_some() {}
+        let accepted = tokio::select! {
+            _ = &mut shutdown => break,
+            a = listener.accept() => a,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if ctx.registry.len() >= max {
+            ctx.metrics.connections_refused.inc();
+            tracing::warn!(%peer, max, "refusing connection: proxy.max_connections reached");
+            tasks.spawn(async move {
+                let mut io = PacketIo::new(stream);
+                io.write_packet(&{
+                    let mut b = bytes::BytesMut::new();
+                    ErrPacket::new(1040, "08004", "Too many connections").encode(&mut b);
+                    b
+                });
+                io.shutdown().await;
+            });
+            continue;
+        }
+        let id = ctx.registry.next_id();
+        let service = service.clone();
+        let rx = stop_rx.clone();
+        let metrics_ctx = ctx.clone();
+        metrics_ctx.metrics.connections_total.inc();
+        metrics_ctx.metrics.connections_current.inc();
+        tasks.spawn(async move {
+            wire::serve(&*service, stream, id, rx).await;
+            metrics_ctx.metrics.connections_current.dec();
+        });
+    }
+    drop(listener);
+    let deadline = Duration::from_millis(ctx.config.proxy.shutdown_timeout_ms);
+    tracing::info!(
+        sessions = tasks.len(),
+        deadline_ms = deadline.as_millis() as u64,
+        "shutting down: no new connections; waiting for running statements"
+    );
+    let _ = stop_tx.send(true);
+    let drained = tokio::time::timeout(deadline, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(remaining = tasks.len(), "shutdown deadline passed; closing remaining connections");
+        tasks.shutdown().await;
+    }
+    tracing::info!("all client connections closed");
+}

@@ -1,0 +1,231 @@
+//! One client session: its current keyspace, settings, transaction, prepared statements
+//! and backend connections. [`Session`] implements the wire layer's [`Handler`]; each
+//! command is handled in the submodule named after it.
+
+pub mod conns;
+mod ops;
+mod prepared;
+mod query;
+
+use crate::context::Context;
+use crate::error::ProxyError;
+use crate::registry::SessionEntry;
+use crate::wire::consts::*;
+use crate::wire::{ClientInfo, ErrPacket, Handler, HandlerResult, OkPacket, Responder};
+use bytes::Bytes;
+use conns::Connections;
+use prepared::PreparedStatement;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// The state of one client connection.
+pub struct Session {
+    ctx: Arc<Context>,
+    entry: Arc<SessionEntry>,
+    info: ClientInfo,
+    keyspace: Option<String>,
+    /// Set by `USE ks:shard`: every statement goes to this shard.
+    shard: Option<String>,
+    conns: Connections,
+    statements: HashMap<u32, PreparedStatement>,
+    next_statement_id: u32,
+    autocommit: bool,
+    no_backslash_escapes: bool,
+    multi_statements: bool,
+    /// LAST_INSERT_ID() as the client should see it.
+    last_insert_id: u64,
+}
+
+impl Session {
+    /// Creates the session after authentication; fails with 1049 for an unknown database.
+    pub fn start(ctx: Arc<Context>, info: ClientInfo) -> Result<Session, ErrPacket> {
+        let (keyspace, shard) = match &info.database {
+            Some(db) => {
+                let snapshot = ctx.snapshot();
+                let (k, s) = crate::planner::use_target(db, &snapshot).map_err(|e| e.to_packet())?;
+                (Some(k), s)
+            }
+            None => (None, None),
+        };
+        let entry = ctx.registry.register(
+            info.connection_id,
+            &info.user,
+            info.peer,
+            info.database.clone(),
+        );
+        let conns = Connections::new(info.charset, info.capabilities);
+        let multi_statements = info.capabilities & CLIENT_MULTI_STATEMENTS != 0;
+        Ok(Session {
+            ctx,
+            entry,
+            info,
+            keyspace,
+            shard,
+            conns,
+            statements: HashMap::new(),
+            next_statement_id: 1,
+            autocommit: true,
+            no_backslash_escapes: false,
+            multi_statements,
+            last_insert_id: 0,
+        })
+    }
+
+    /// Server status flags as the client should see them.
+    fn status_flags(&self) -> u16 {
+        let mut s = 0;
+        if self.autocommit {
+            s |= SERVER_STATUS_AUTOCOMMIT;
+        }
+        if self.conns.in_transaction() {
+            s |= SERVER_STATUS_IN_TRANS;
+        }
+        if self.no_backslash_escapes {
+            s |= SERVER_STATUS_NO_BACKSLASH_ESCAPES;
+        }
+        s
+    }
+
+    /// An OK for a statement the proxy answered itself.
+    fn ok(&self, out: &mut Responder<'_>, more: bool) {
+        let mut status = self.status_flags();
+        if more {
+            status |= SERVER_MORE_RESULTS_EXISTS;
+        }
+        out.ok(&OkPacket {
+            status,
+            ..OkPacket::default()
+        });
+    }
+
+    fn error(&self, out: &mut Responder<'_>, e: &ProxyError) {
+        let p = e.to_packet();
+        self.ctx
+            .metrics
+            .query_errors_total
+            .with_label_values(&[&p.code.to_string()])
+            .inc();
+        out.error(&p);
+    }
+
+    /// Learns session flags a backend reported in its final status.
+    fn observe_status(&mut self, status: u16) {
+        self.no_backslash_escapes = status & SERVER_STATUS_NO_BACKSLASH_ESCAPES != 0;
+    }
+}
+
+impl Handler for Session {
+    async fn query(&mut self, sql: Bytes, out: &mut Responder<'_>) -> HandlerResult {
+        self.handle_query(sql, out).await
+    }
+
+    async fn init_db(&mut self, db: &str, out: &mut Responder<'_>) -> HandlerResult {
+        let snapshot = self.ctx.snapshot();
+        match crate::planner::use_target(db, &snapshot) {
+            Ok((k, s)) => {
+                self.set_keyspace(k, s);
+                self.ok(out, false);
+            }
+            Err(e) => self.error(out, &e),
+        }
+        Ok(())
+    }
+
+    async fn field_list(&mut self, table: &str, wildcard: &str, out: &mut Responder<'_>) -> HandlerResult {
+        self.handle_field_list(table, wildcard, out).await
+    }
+
+    async fn prepare(&mut self, sql: Bytes, out: &mut Responder<'_>) -> HandlerResult {
+        self.handle_prepare(sql, out).await
+    }
+
+    async fn execute(&mut self, payload: Bytes, out: &mut Responder<'_>) -> HandlerResult {
+        self.handle_execute(payload, out).await
+    }
+
+    async fn fetch(&mut self, _payload: Bytes, out: &mut Responder<'_>) -> HandlerResult {
+        // Executes never open cursors (results are sent whole), so there is nothing to fetch.
+        out.error(&ErrPacket::new(
+            1421,
+            "HY000",
+            "The statement has no open cursor (shardgate sends prepared statement results whole)",
+        ));
+        Ok(())
+    }
+
+    fn send_long_data(&mut self, statement_id: u32, param: u16, data: &[u8]) {
+        if let Some(s) = self.statements.get_mut(&statement_id) {
+            s.append_long_data(param, data);
+        }
+    }
+
+    async fn close_statement(&mut self, statement_id: u32) {
+        self.statements.remove(&statement_id);
+    }
+
+    async fn reset_statement(&mut self, statement_id: u32, out: &mut Responder<'_>) -> HandlerResult {
+        match self.statements.get_mut(&statement_id) {
+            Some(s) => {
+                s.reset();
+                self.ok(out, false);
+            }
+            None => self.error(
+                out,
+                &ProxyError::UnknownStatement {
+                    id: statement_id,
+                    command: "mysqld_stmt_reset",
+                },
+            ),
+        }
+        Ok(())
+    }
+
+    async fn reset_connection(&mut self, out: &mut Responder<'_>) -> HandlerResult {
+        self.conns.release_all().await;
+        self.conns.settings.clear();
+        self.statements.clear();
+        self.autocommit = true;
+        self.no_backslash_escapes = false;
+        self.last_insert_id = 0;
+        self.ok(out, false);
+        Ok(())
+    }
+
+    fn set_multi_statements(&mut self, on: bool) {
+        self.multi_statements = on;
+    }
+
+    async fn ping(&mut self, out: &mut Responder<'_>) -> HandlerResult {
+        self.ok(out, false);
+        Ok(())
+    }
+
+    async fn kill(&mut self, id: u32, out: &mut Responder<'_>) -> HandlerResult {
+        self.handle_kill(id as u64, true, out).await;
+        Ok(())
+    }
+
+    fn statistics(&self) -> String {
+        let uptime = self.ctx.started.elapsed().as_secs().max(1);
+        let questions: u64 = self
+            .ctx
+            .metrics
+            .queries_total
+            .with_label_values(&["route"])
+            .get();
+        format!(
+            "Uptime: {uptime}  Threads: {}  Questions: {questions}  Slow queries: 0  Opens: 0  Open tables: 0  Queries per second avg: {:.3}",
+            self.ctx.registry.len(),
+            questions as f64 / uptime as f64
+        )
+    }
+
+    fn status(&self) -> u16 {
+        self.status_flags()
+    }
+
+    async fn close(&mut self) {
+        self.conns.release_all().await;
+        self.ctx.registry.unregister(self.info.connection_id);
+    }
+}

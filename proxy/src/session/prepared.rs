@@ -1,0 +1,155 @@
+//! Prepared statements (COM_STMT_PREPARE / EXECUTE / SEND_LONG_DATA / RESET / CLOSE).
+//!
+//! The client sees proxy-wide statement ids. A statement that routes to shards is
+//! prepared on a backend once to learn its parameter and column metadata; each execute
+//! then runs on whatever backend connection the plan selects for the bound values, which
+//! prepares it lazily (see `backend/stmt.rs`). Statements the session answers itself
+//! (BEGIN, COMMIT, SET...) are prepared without a backend.
+
+use super::query::Flow;
+use super::Session;
+use crate::error::ProxyError;
+use crate::planner::sqltext::{split_statements, SqlTemplate};
+use crate::planner::{Plan, Primitive, Target};
+use crate::wire::params::{execute_statement_id, Execute};
+use crate::wire::{ColumnDef, HandlerResult, Responder};
+use bytes::{Bytes, BytesMut};
+
+/// A statement prepared by the client.
+pub struct PreparedStatement {
+    pub sql: String,
+    pub params: u16,
+    pub columns: Vec<ColumnDef>,
+    /// Parameter types from the last execute that sent them.
+    pub types: Vec<(u8, bool)>,
+    /// Values sent with COM_STMT_SEND_LONG_DATA, by parameter.
+    pub long_data: Vec<Option<BytesMut>>,
+}
+
+impl PreparedStatement {
+    pub fn append_long_data(&mut self, param: u16, data: &[u8]) {
+        if let Some(slot) = self.long_data.get_mut(param as usize) {
+            slot.get_or_insert_with(BytesMut::new).extend_from_slice(data);
+        }
+    }
+
+    pub fn reset(&mut self) {
+        for d in &mut self.long_data {
+            *d = None;
+        }
+    }
+}
+
+impl Session {
+    pub(super) async fn handle_prepare(&mut self, sql: Bytes, out: &mut Responder<'_>) -> HandlerResult {
+        let text = String::from_utf8_lossy(&sql).into_owned();
+        self.entry.begin("Prepare", Some(&text));
+        let r = self.prepare_inner(&text, out).await;
+        self.entry.end();
+        if let Err(e) = r {
+            self.error(out, &e);
+        }
+        Ok(())
+    }
+
+    async fn prepare_inner(&mut self, text: &str, out: &mut Responder<'_>) -> Result<(), ProxyError> {
+        let stmts = split_statements(text);
+        let [one] = stmts.as_slice() else {
+            return Err(ProxyError::Syntax(
+                "a prepared statement must be exactly one statement".into(),
+            ));
+        };
+        let snapshot = self.ctx.snapshot();
+        let plan = self
+            .ctx
+            .plan(one, &snapshot, self.keyspace.as_deref(), self.shard.as_deref())?;
+        let param_count = SqlTemplate::new(one).param_count() as u16;
+        let (params, columns, param_defs) = match &*plan {
+            Plan::Session(_) => (
+                param_count,
+                Vec::new(),
+                vec![ColumnDef::text("?"); param_count as usize],
+            ),
+            Plan::Query(Primitive::Route(route)) => {
+                let ks = snapshot
+                    .keyspace(&route.keyspace)
+                    .ok_or_else(|| ProxyError::UnknownDatabase(route.keyspace.clone()))?;
+                let shard = match &route.target {
+                    Target::Shard(s) => ks.shards.get(s),
+                    _ => ks.serving.first(),
+                }
+                .ok_or_else(|| ProxyError::NoServingShards(ks.name.clone()))?;
+                let held = self.conns.get(&self.ctx, &route.keyspace, shard).await?;
+                let label = held.label.clone();
+                let text: std::sync::Arc<str> = route.query.text.clone();
+                let st = held
+                    .conn
+                    .prepared(&text)
+                    .await
+                    .map_err(|e| ProxyError::from_backend(&label, e))?;
+                (st.params, st.columns.clone(), st.param_defs.clone())
+            }
+        };
+        let id = self.next_statement_id;
+        self.next_statement_id = self.next_statement_id.wrapping_add(1).max(1);
+        out.prepare_ok(id, columns.len() as u16, params, 0);
+        if params > 0 {
+            for p in &param_defs {
+                out.build(|b| p.encode(b));
+            }
+            out.end_columns(self.status_flags());
+        }
+        if !columns.is_empty() {
+            for c in &columns {
+                out.build(|b| c.encode(b));
+            }
+            out.end_columns(self.status_flags());
+        }
+        self.statements.insert(
+            id,
+            PreparedStatement {
+                sql: one.to_string(),
+                params,
+                columns,
+                types: Vec::new(),
+                long_data: vec![None; params as usize],
+            },
+        );
+        Ok(())
+    }
+
+    pub(super) async fn handle_execute(&mut self, payload: Bytes, out: &mut Responder<'_>) -> HandlerResult {
+        let id = match execute_statement_id(&payload) {
+            Ok(id) => id,
+            Err(_) => {
+                self.error(out, &ProxyError::WrongArguments("mysqld_stmt_execute"));
+                return Ok(());
+            }
+        };
+        let Some(stmt) = self.statements.get_mut(&id) else {
+            self.error(
+                out,
+                &ProxyError::UnknownStatement {
+                    id,
+                    command: "mysqld_stmt_execute",
+                },
+            );
+            return Ok(());
+        };
+        let exec = match Execute::parse(&payload, stmt.params as usize, &mut stmt.types, &mut stmt.long_data) {
+            Ok(e) => e,
+            Err(_) => {
+                self.error(out, &ProxyError::WrongArguments("mysqld_stmt_execute"));
+                return Ok(());
+            }
+        };
+        let sql = stmt.sql.clone();
+        self.entry.begin("Execute", Some(&sql));
+        let r = self.run_statement(&sql, out, false, Some(&exec)).await;
+        self.entry.end();
+        match r {
+            Ok(Flow::Continue) | Ok(Flow::Stop) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
