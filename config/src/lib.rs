@@ -43,7 +43,7 @@ pub enum ConfigError {
 
 /// The whole configuration of a shardgate proxy (and of `shardctl`, which reads the
 /// `topology` section to find etcd).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub proxy: ProxyConfig,
@@ -221,19 +221,6 @@ impl Default for LogConfig {
     }
 }
 
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            proxy: ProxyConfig::default(),
-            topology: TopologyConfig::default(),
-            backend: BackendConfig::default(),
-            session: SessionConfig::default(),
-            log: LogConfig::default(),
-            users: Vec::new(),
-        }
-    }
-}
-
 /// Environment variables that belong to the binaries rather than to a setting.
 const RESERVED_ENV: &[&str] = &["SHARDGATE_CONFIG", "SHARDGATE_BIN_DIR", "SHARDGATE_KEEP"];
 
@@ -287,12 +274,13 @@ impl Config {
         let source = file
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| "(defaults)".to_string());
-        let config: Config = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Parse {
-                path: source,
-                message: e.to_string(),
-            })?;
+        let config: Config =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Parse {
+                    path: source,
+                    message: e.to_string(),
+                })?;
         config.validate()?;
         Ok(config)
     }
@@ -322,7 +310,9 @@ impl Config {
                 self.proxy.listen
             ));
         }
-        if !self.proxy.http_listen.is_empty() && self.proxy.http_listen.parse::<SocketAddr>().is_err() {
+        if !self.proxy.http_listen.is_empty()
+            && self.proxy.http_listen.parse::<SocketAddr>().is_err()
+        {
             return bad(format!(
                 "proxy.http_listen = {:?} is not an IP:port address (or empty to disable)",
                 self.proxy.http_listen

@@ -24,7 +24,10 @@ impl PasswordHash {
             .strip_prefix('*')
             .ok_or_else(|| "must start with '*' (use shardctl hash-password)".to_string())?;
         if hex.len() != 40 {
-            return Err(format!("must be '*' and 40 hex digits, got {} digits", hex.len()));
+            return Err(format!(
+                "must be '*' and 40 hex digits, got {} digits",
+                hex.len()
+            ));
         }
         let mut out = [0u8; 20];
         for (i, byte) in out.iter_mut().enumerate() {

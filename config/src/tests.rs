@@ -18,8 +18,14 @@ fn file_then_env_then_overrides() {
     )
     .unwrap();
     let env = vec![
-        ("SHARDGATE_PROXY_LISTEN".to_string(), "127.0.0.1:2222".to_string()),
-        ("SHARDGATE_TOPOLOGY_ETCD_ENDPOINTS".to_string(), "a:1, b:2".to_string()),
+        (
+            "SHARDGATE_PROXY_LISTEN".to_string(),
+            "127.0.0.1:2222".to_string(),
+        ),
+        (
+            "SHARDGATE_TOPOLOGY_ETCD_ENDPOINTS".to_string(),
+            "a:1, b:2".to_string(),
+        ),
         ("PATH".to_string(), "/bin".to_string()),
     ];
     let overrides = vec![("backend.pool_size".to_string(), "9".to_string())];
@@ -36,7 +42,12 @@ fn unknown_keys_are_rejected_with_their_name() {
     assert!(e.to_string().contains("listen_addr"), "{e}");
     let e = Config::from_toml("[proxi]\n").unwrap_err();
     assert!(e.to_string().contains("proxi"), "{e}");
-    let e = Config::load(None, vec![("SHARDGATE_PROXY_LISTN".into(), "x".into())], &[]).unwrap_err();
+    let e = Config::load(
+        None,
+        vec![("SHARDGATE_PROXY_LISTN".into(), "x".into())],
+        &[],
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("SHARDGATE_PROXY_LISTN"), "{e}");
 }
 
@@ -46,17 +57,25 @@ fn bad_values_name_the_setting() {
     assert!(e.to_string().contains("proxy.listen"), "{e}");
     let e = Config::from_toml("[session]\ntransaction_mode = \"xa\"\n").unwrap_err();
     assert!(e.to_string().contains("transaction_mode"), "{e}");
-    let e = Config::load(None, vec![("SHARDGATE_BACKEND_POOL_SIZE".into(), "many".into())], &[])
-        .unwrap_err();
+    let e = Config::load(
+        None,
+        vec![("SHARDGATE_BACKEND_POOL_SIZE".into(), "many".into())],
+        &[],
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("whole number"), "{e}");
-    let e = Config::from_toml("[[users]]\nname = \"app\"\npassword_hash = \"secret\"\n").unwrap_err();
+    let e =
+        Config::from_toml("[[users]]\nname = \"app\"\npassword_hash = \"secret\"\n").unwrap_err();
     assert!(e.to_string().contains("users[0]"), "{e}");
 }
 
 #[test]
 fn password_hash_matches_mariadb_password_function() {
     // MariaDB: SELECT PASSWORD('secret') = '*14E65567ABDB5135D0CFD9A70B3032C179A49EE7'
-    assert_eq!(hash_password("secret"), "*14E65567ABDB5135D0CFD9A70B3032C179A49EE7");
+    assert_eq!(
+        hash_password("secret"),
+        "*14E65567ABDB5135D0CFD9A70B3032C179A49EE7"
+    );
     assert_eq!(hash_password(""), "");
     assert!(matches!(
         PasswordHash::parse(&hash_password("x")).unwrap(),

@@ -1,1 +1,132 @@
-//! Integration test harness.
+//! The integration-test harness: real etcd, MariaDB and shardgate processes on loopback,
+//! started through the same code as `shardctl up` and stopped when the test ends (even
+//! when it fails). Set `SHARDGATE_KEEP=1` to keep a failed test's directory and logs.
+
+use anyhow::Result;
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Opts};
+use shardgate_resharder::local::{self, ClusterInfo, UpOptions};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A cluster for one test.
+pub struct TestCluster {
+    pub info: ClusterInfo,
+    dir: PathBuf,
+}
+
+impl TestCluster {
+    /// etcd, MariaDB (commerce + `shards` customer shards) with sample data, and a proxy.
+    pub async fn start(shards: usize) -> TestCluster {
+        Self::start_with(shards, true).await
+    }
+
+    /// Like [`TestCluster::start`], without starting a proxy when `proxy` is false.
+    pub async fn start_with(shards: usize, proxy: bool) -> TestCluster {
+        let dir = std::env::temp_dir().join(format!(
+            "sg-test-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        let info = local::up(&UpOptions {
+            dir: dir.clone(),
+            cluster: "test".into(),
+            shards,
+            port: 0,
+            http_port: 0,
+            sample_data: true,
+            start_proxy: proxy,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("cannot start the test cluster: {e:#}"));
+        TestCluster { info, dir }
+    }
+
+    /// The first proxy's MySQL address.
+    pub fn proxy_addr(&self) -> String {
+        self.info.proxies[0].mysql.clone()
+    }
+
+    /// A mysql_async URL for the first proxy.
+    pub fn url(&self, db: &str) -> String {
+        url_for(&self.proxy_addr(), db)
+    }
+
+    /// A connection through the first proxy.
+    pub async fn conn(&self, db: &str) -> Conn {
+        Conn::new(Opts::from_url(&self.url(db)).unwrap())
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect through the proxy: {e}"))
+    }
+
+    /// A direct connection to the MariaDB holding `keyspace/shard`.
+    pub async fn direct(&self, keyspace: &str, shard: &str) -> Conn {
+        let s = self
+            .info
+            .shards
+            .iter()
+            .find(|s| s.keyspace == keyspace && s.shard == shard)
+            .unwrap_or_else(|| panic!("no shard {keyspace}/{shard}"));
+        Conn::new(Opts::from_url(&url_for(&s.addr, &s.database)).unwrap())
+            .await
+            .unwrap()
+    }
+
+    pub fn dir(&self) -> &PathBuf {
+        &self.dir
+    }
+
+    /// The proxy log, for assertions and failure messages.
+    pub fn proxy_log(&self) -> String {
+        std::fs::read_to_string(&self.info.proxies[0].log).unwrap_or_default()
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        if let Ok(info) = ClusterInfo::load(&self.dir) {
+            info.stop_all();
+        } else {
+            self.info.stop_all();
+        }
+        let keep = std::env::var_os("SHARDGATE_KEEP").is_some() && std::thread::panicking();
+        if !keep {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        } else {
+            eprintln!("keeping {}", self.dir.display());
+        }
+    }
+}
+
+/// A mysql_async URL (never switching to a Unix socket).
+pub fn url_for(addr: &str, db: &str) -> String {
+    format!("mysql://root@{addr}/{db}?prefer_socket=false")
+}
+
+/// Runs a query and returns the rows as strings (NULL as "NULL").
+pub async fn rows(conn: &mut Conn, sql: &str) -> Result<Vec<Vec<String>>> {
+    let rows: Vec<mysql_async::Row> = conn.query(sql).await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            (0..r.len())
+                .map(|i| match r.as_ref(i) {
+                    Some(mysql_async::Value::NULL) | None => "NULL".to_string(),
+                    Some(mysql_async::Value::Bytes(b)) => String::from_utf8_lossy(b).into_owned(),
+                    Some(v) => v.as_sql(true).trim_matches('\'').to_string(),
+                })
+                .collect()
+        })
+        .collect())
+}
+
+/// The MySQL error code of a mysql_async error, if it is a server error.
+pub fn errno(e: &mysql_async::Error) -> Option<u16> {
+    match e {
+        mysql_async::Error::Server(s) => Some(s.code),
+        _ => None,
+    }
+}

@@ -2,10 +2,10 @@
 //! topology snapshot, backend pools, the plan cache, metrics, the session registry).
 
 use crate::backend::Backends;
+use crate::error::ProxyError;
 use crate::metrics::Metrics;
 use crate::planner::{self, Plan, PlanContext};
 use crate::registry::Registry;
-use crate::error::ProxyError;
 use arc_swap::ArcSwap;
 use shardgate_config::Config;
 use shardgate_topology::Snapshot;
@@ -64,7 +64,13 @@ impl Context {
     }
 
     /// Plans `sql`, from the cache when possible.
-    pub fn plan(&self, sql: &str, snapshot: &Snapshot, keyspace: Option<&str>, shard: Option<&str>) -> Result<Arc<Plan>, ProxyError> {
+    pub fn plan(
+        &self,
+        sql: &str,
+        snapshot: &Snapshot,
+        keyspace: Option<&str>,
+        shard: Option<&str>,
+    ) -> Result<Arc<Plan>, ProxyError> {
         let key = PlanKey {
             sql: sql.to_string(),
             keyspace: keyspace.map(str::to_string),

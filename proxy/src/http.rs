@@ -108,7 +108,11 @@ async fn status_json(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
 
 async fn page(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
     let s = status(&ctx);
-    let esc = |v: &str| v.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+    let esc = |v: &str| {
+        v.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+    };
     let mut h = String::from("<!doctype html><html><head><meta charset=utf-8><title>shardgate</title><style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}.err{color:#b00}</style></head><body>");
     let _ = write!(
         h,
@@ -121,7 +125,11 @@ async fn page(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
         if s["topology_stale"].as_bool() == Some(true) { " <b class=err>(etcd unreachable: serving the last good topology)</b>" } else { "" },
     );
     if let Some(e) = s["topology_error"].as_str() {
-        let _ = write!(h, "<p class=err><b>Rejected topology change:</b> {}</p>", esc(e));
+        let _ = write!(
+            h,
+            "<p class=err><b>Rejected topology change:</b> {}</p>",
+            esc(e)
+        );
     }
     h.push_str("<h2>Keyspaces</h2><table><tr><th>keyspace</th><th>sharded</th><th>routing version</th><th>serving shards</th></tr>");
     for k in s["keyspaces"].as_array().into_iter().flatten() {
@@ -129,7 +137,14 @@ async fn page(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
             .as_array()
             .into_iter()
             .flatten()
-            .map(|x| format!("{} ({} / {})", x["shard"].as_str().unwrap_or(""), x["primary"].as_str().unwrap_or(""), x["database"].as_str().unwrap_or("")))
+            .map(|x| {
+                format!(
+                    "{} ({} / {})",
+                    x["shard"].as_str().unwrap_or(""),
+                    x["primary"].as_str().unwrap_or(""),
+                    x["database"].as_str().unwrap_or("")
+                )
+            })
             .collect();
         let _ = write!(
             h,

@@ -61,7 +61,9 @@ fn overrides(a: &Args) -> Vec<(String, String)> {
 fn init_logging(c: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&c.log.filter));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
     if c.log.format == "json" {
         builder.json().init();
     } else {
@@ -85,10 +87,16 @@ async fn main() -> anyhow::Result<()> {
     let store = Store::connect(&config.topology)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let cache = (!config.topology.cache_file.is_empty()).then(|| PathBuf::from(&config.topology.cache_file));
+    let cache = (!config.topology.cache_file.is_empty())
+        .then(|| PathBuf::from(&config.topology.cache_file));
     tracing::info!(endpoints = ?store.endpoints(), prefix = store.prefix(), "loading topology");
     let (snapshot, from_etcd) = topo::initial_snapshot(&store, cache.as_deref()).await;
-    tracing::info!(revision = snapshot.revision, keyspaces = snapshot.keyspaces.len(), from_etcd, "topology loaded");
+    tracing::info!(
+        revision = snapshot.revision,
+        keyspaces = snapshot.keyspaces.len(),
+        from_etcd,
+        "topology loaded"
+    );
 
     let listener = TcpListener::bind(&config.proxy.listen)
         .await
@@ -156,12 +164,16 @@ async fn probe_backend_version(ctx: &Arc<Context>) {
     for ks in snapshot.keyspaces.values() {
         if let Some(shard) = ks.serving.first() {
             let pool = ctx.backends.pool(shard, 45, 0);
-            if let Ok(Ok(conn)) = tokio::time::timeout(std::time::Duration::from_secs(3), pool.get()).await {
+            if let Ok(Ok(conn)) =
+                tokio::time::timeout(std::time::Duration::from_secs(3), pool.get()).await
+            {
                 ctx.learn_backend_version(&conn.server_version);
                 tracing::info!(version = %conn.server_version, "backend version");
                 return;
             }
         }
     }
-    tracing::warn!("no backend reachable at start; the greeting uses a default version until one is");
+    tracing::warn!(
+        "no backend reachable at start; the greeting uses a default version until one is"
+    );
 }

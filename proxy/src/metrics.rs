@@ -40,18 +40,44 @@ impl Metrics {
         };
         Metrics {
             connections_total: counter("connections_total", "Client connections accepted."),
-            connections_refused: counter("connections_refused_total", "Client connections refused (limit or shutdown)."),
+            connections_refused: counter(
+                "connections_refused_total",
+                "Client connections refused (limit or shutdown).",
+            ),
             connections_current: gauge("connections_current", "Client connections open now."),
-            queries_total: vec("queries_total", "Statements executed, by plan kind.", &["kind"]),
-            query_errors_total: vec("query_errors_total", "Statements that returned an error, by errno.", &["code"]),
+            queries_total: vec(
+                "queries_total",
+                "Statements executed, by plan kind.",
+                &["kind"],
+            ),
+            query_errors_total: vec(
+                "query_errors_total",
+                "Statements that returned an error, by errno.",
+                &["code"],
+            ),
             plan_cache_hits: counter("plan_cache_hits_total", "Plans served from the cache."),
             plan_cache_misses: counter("plan_cache_misses_total", "Statements planned anew."),
             topology_revision: gauge("topology_revision", "etcd revision of the topology in use."),
-            topology_updates_total: counter("topology_updates_total", "Topology snapshots swapped in."),
-            topology_rejected_total: counter("topology_rejected_total", "Topology changes rejected as invalid."),
-            topology_etcd_errors_total: counter("topology_etcd_errors_total", "Failed etcd reads or watches."),
-            topology_stale: gauge("topology_stale", "1 while etcd is unreachable and the last good snapshot is served."),
-            backend_connect_errors_total: counter("backend_connect_errors_total", "Failed backend connection attempts."),
+            topology_updates_total: counter(
+                "topology_updates_total",
+                "Topology snapshots swapped in.",
+            ),
+            topology_rejected_total: counter(
+                "topology_rejected_total",
+                "Topology changes rejected as invalid.",
+            ),
+            topology_etcd_errors_total: counter(
+                "topology_etcd_errors_total",
+                "Failed etcd reads or watches.",
+            ),
+            topology_stale: gauge(
+                "topology_stale",
+                "1 while etcd is unreachable and the last good snapshot is served.",
+            ),
+            backend_connect_errors_total: counter(
+                "backend_connect_errors_total",
+                "Failed backend connection attempts.",
+            ),
             registry,
         }
     }

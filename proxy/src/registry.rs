@@ -118,7 +118,13 @@ impl Registry {
         }
     }
 
-    pub fn register(&self, id: u32, user: &str, peer: SocketAddr, db: Option<String>) -> Arc<SessionEntry> {
+    pub fn register(
+        &self,
+        id: u32,
+        user: &str,
+        peer: SocketAddr,
+        db: Option<String>,
+    ) -> Arc<SessionEntry> {
         let e = Arc::new(SessionEntry {
             id,
             user: user.to_string(),

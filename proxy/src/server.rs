@@ -33,10 +33,15 @@ impl Service for ProxyService {
     }
 
     fn account(&self, user: &str) -> Option<Account> {
-        self.ctx.config.users.iter().find(|u| u.name == user).map(|u| Account {
-            password: PasswordHash::parse(&u.password_hash).unwrap_or(PasswordHash::Empty),
-            hosts: u.hosts.clone(),
-        })
+        self.ctx
+            .config
+            .users
+            .iter()
+            .find(|u| u.name == user)
+            .map(|u| Account {
+                password: PasswordHash::parse(&u.password_hash).unwrap_or(PasswordHash::Empty),
+                hosts: u.hosts.clone(),
+            })
     }
 
     fn start(&self, info: ClientInfo) -> Result<Session, ErrPacket> {
@@ -103,7 +108,10 @@ pub async fn run(listener: TcpListener, ctx: Arc<Context>, shutdown: impl Future
     })
     .await;
     if drained.is_err() {
-        tracing::warn!(remaining = tasks.len(), "shutdown deadline passed; closing remaining connections");
+        tracing::warn!(
+            remaining = tasks.len(),
+            "shutdown deadline passed; closing remaining connections"
+        );
         tasks.shutdown().await;
     }
     tracing::info!("all client connections closed");

@@ -109,7 +109,12 @@ pub struct Follower {
 }
 
 impl Follower {
-    pub fn new(ctx: Arc<Context>, store: Store, cache: Option<PathBuf>, registration: ProxyDoc) -> Arc<Follower> {
+    pub fn new(
+        ctx: Arc<Context>,
+        store: Store,
+        cache: Option<PathBuf>,
+        registration: ProxyDoc,
+    ) -> Arc<Follower> {
         Arc::new(Follower {
             ctx,
             store,
@@ -284,9 +289,10 @@ impl Follower {
 fn same_keyspaces(a: &Snapshot, b: &Snapshot) -> bool {
     a.keyspaces.len() == b.keyspaces.len()
         && a.keyspaces.iter().all(|(k, v)| {
-            b.keyspaces.get(k).map(|w| {
-                w.doc == v.doc && w.shards == v.shards && w.routing == v.routing
-            }) == Some(true)
+            b.keyspaces
+                .get(k)
+                .map(|w| w.doc == v.doc && w.shards == v.shards && w.routing == v.routing)
+                == Some(true)
         })
 }
 

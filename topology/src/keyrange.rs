@@ -99,7 +99,7 @@ impl KeyRange {
             ));
         };
         let parse_part = |p: &str| -> Result<Vec<u8>, String> {
-            if p.len() % 2 != 0 {
+            if !p.len().is_multiple_of(2) {
                 return Err(format!(
                     "shard name {name:?}: {p:?} must have an even number of hex digits"
                 ));
@@ -203,7 +203,11 @@ pub fn check_partition(whole: &KeyRange, parts: &[KeyRange]) -> Result<(), Strin
                 ))
             }
             Ordering::Less => {
-                let prev = if i == 0 { whole.name() } else { sorted[i - 1].name() };
+                let prev = if i == 0 {
+                    whole.name()
+                } else {
+                    sorted[i - 1].name()
+                };
                 return Err(if i == 0 {
                     format!("shard {} starts before {}", r.name(), prev)
                 } else {
@@ -220,16 +224,17 @@ pub fn check_partition(whole: &KeyRange, parts: &[KeyRange]) -> Result<(), Strin
     }
     if whole.end.is_empty() {
         if !open_end {
-            return Err(format!(
-                "key range gap: nothing covers {}-",
-                hex(&cursor)
-            ));
+            return Err(format!("key range gap: nothing covers {}-", hex(&cursor)));
         }
     } else if open_end || compare_ids(&cursor, &whole.end) != Ordering::Equal {
         return Err(format!(
             "shards do not end exactly at {} (they reach {})",
             hex(&whole.end),
-            if open_end { "the end".to_string() } else { hex(&cursor) }
+            if open_end {
+                "the end".to_string()
+            } else {
+                hex(&cursor)
+            }
         ));
     }
     Ok(())
@@ -266,7 +271,7 @@ pub fn hex(b: &[u8]) -> String {
 }
 
 pub fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 || !s.is_ascii() {
+    if !s.len().is_multiple_of(2) || !s.is_ascii() {
         return None;
     }
     (0..s.len() / 2)

@@ -171,7 +171,9 @@ impl KeyPath {
             if valid_name(s) || s.contains('-') && KeyRange::parse(s).is_ok() {
                 Ok(s.to_string())
             } else {
-                Err(format!("{s:?} is not a valid name (letters, digits, '_', '-')"))
+                Err(format!(
+                    "{s:?} is not a valid name (letters, digits, '_', '-')"
+                ))
             }
         };
         match parts.as_slice() {
@@ -271,8 +273,9 @@ impl Snapshot {
             if !ks_docs.contains_key(ks) {
                 problems.push(TopoProblem {
                     key: format!("keyspaces/{ks}"),
-                    problem: "shards or routing exist for this keyspace but its document is missing"
-                        .into(),
+                    problem:
+                        "shards or routing exist for this keyspace but its document is missing"
+                            .into(),
                 });
             }
         }
@@ -280,7 +283,8 @@ impl Snapshot {
         for (name, doc) in &ks_docs {
             let shards = shard_docs.remove(name).unwrap_or_default();
             let routing = routing_docs.remove(name);
-            if let Some(ks) = build_keyspace(name, doc, shards, routing, &sequences, &mut problems) {
+            if let Some(ks) = build_keyspace(name, doc, shards, routing, &sequences, &mut problems)
+            {
                 snapshot.keyspaces.insert(name.clone(), Arc::new(ks));
             }
         }
@@ -338,7 +342,10 @@ fn build_keyspace(
     let mut vindexes = BTreeMap::new();
     for (vname, v) in &doc.vindexes {
         if !doc.sharded {
-            fail(&ks_key, format!("vindex {vname:?} declared in an unsharded keyspace"));
+            fail(
+                &ks_key,
+                format!("vindex {vname:?} declared in an unsharded keyspace"),
+            );
             continue;
         }
         match Vindex::from_spec(vname, &v.vindex_type, &v.params, &v.owner) {
@@ -350,7 +357,10 @@ fn build_keyspace(
     }
     if let Some(dv) = &doc.default_vindex {
         if !doc.vindexes.contains_key(dv) {
-            fail(&ks_key, format!("default_vindex {dv:?} is not declared in vindexes"));
+            fail(
+                &ks_key,
+                format!("default_vindex {dv:?} is not declared in vindexes"),
+            );
         }
     }
 
@@ -363,7 +373,10 @@ fn build_keyspace(
             ("reference", _) => TableKind::Reference,
             ("sequence", false) => TableKind::Sequence,
             ("sequence", true) => {
-                fail(&ks_key, format!("table {tname:?}: sequence tables must be in an unsharded keyspace"));
+                fail(
+                    &ks_key,
+                    format!("table {tname:?}: sequence tables must be in an unsharded keyspace"),
+                );
                 continue;
             }
             (other, _) => {
@@ -374,12 +387,18 @@ fn build_keyspace(
         let mut cvs = Vec::new();
         for cv in &t.column_vindexes {
             if !cv.column.is_empty() && !cv.columns.is_empty() {
-                fail(&ks_key, format!("table {tname:?}: column and columns are mutually exclusive"));
+                fail(
+                    &ks_key,
+                    format!("table {tname:?}: column and columns are mutually exclusive"),
+                );
                 continue;
             }
             let cols = cv.column_names();
             if cols.is_empty() {
-                fail(&ks_key, format!("table {tname:?}: a column vindex needs column or columns"));
+                fail(
+                    &ks_key,
+                    format!("table {tname:?}: a column vindex needs column or columns"),
+                );
                 continue;
             }
             match vindexes.get(&cv.name) {
@@ -391,7 +410,13 @@ fn build_keyspace(
                     if doc.vindexes.contains_key(&cv.name) {
                         continue; // the vindex itself was already reported
                     }
-                    fail(&ks_key, format!("table {tname:?} names vindex {:?}, which is not declared in vindexes", cv.name));
+                    fail(
+                        &ks_key,
+                        format!(
+                            "table {tname:?} names vindex {:?}, which is not declared in vindexes",
+                            cv.name
+                        ),
+                    );
                 }
             }
         }
@@ -404,13 +429,21 @@ fn build_keyspace(
                     fail(&ks_key, format!("table {tname:?}: the primary vindex {:?} must be computable from the column (not a lookup)", p.vindex.name));
                 }
                 Some(p) if p.columns.len() != 1 => {
-                    fail(&ks_key, format!("table {tname:?}: the primary vindex must be on exactly one column"));
+                    fail(
+                        &ks_key,
+                        format!(
+                            "table {tname:?}: the primary vindex must be on exactly one column"
+                        ),
+                    );
                 }
                 _ => {}
             }
         }
         if !doc.sharded && !t.column_vindexes.is_empty() {
-            fail(&ks_key, format!("table {tname:?}: column_vindexes in an unsharded keyspace"));
+            fail(
+                &ks_key,
+                format!("table {tname:?}: column_vindexes in an unsharded keyspace"),
+            );
         }
         let pinned = match &t.pinned {
             Some(h) => match KeyspaceId::from_hex(h) {
@@ -426,8 +459,14 @@ fn build_keyspace(
             None => None,
             Some(ai) => {
                 let found: Vec<&(String, String)> = match ai.sequence.split_once('.') {
-                    Some((k, s)) => sequences.iter().filter(|(sk, st)| sk == k && st == s).collect(),
-                    None => sequences.iter().filter(|(_, st)| st == &ai.sequence).collect(),
+                    Some((k, s)) => sequences
+                        .iter()
+                        .filter(|(sk, st)| sk == k && st == s)
+                        .collect(),
+                    None => sequences
+                        .iter()
+                        .filter(|(_, st)| st == &ai.sequence)
+                        .collect(),
                 };
                 match found.as_slice() {
                     [(k, s)] => Some(AutoIncrement {
@@ -476,7 +515,10 @@ fn build_keyspace(
             fail(&key, "database must not be empty".into());
         }
         if !doc.sharded && !range.is_full() {
-            fail(&key, format!("unsharded keyspace {name:?} can only have the shard \"-\" (or \"0\")"));
+            fail(
+                &key,
+                format!("unsharded keyspace {name:?} can only have the shard \"-\" (or \"0\")"),
+            );
         }
         shards.insert(
             sname.clone(),
@@ -505,7 +547,10 @@ fn build_keyspace(
     for s in &routing.serving {
         match shards.get(s) {
             Some(sh) => serving.push(sh.clone()),
-            None => fail(&routing_key, format!("serving shard {s:?} has no shard document")),
+            None => fail(
+                &routing_key,
+                format!("serving shard {s:?} has no shard document"),
+            ),
         }
     }
     if !serving.is_empty() && serving.len() == routing.serving.len() {
@@ -521,30 +566,40 @@ fn build_keyspace(
             for s in list.iter() {
                 match shards.get(s) {
                     Some(sh) => out.push(sh.range.clone()),
-                    None => fail(&routing_key, format!("dual_write names unknown shard {s:?}")),
+                    None => fail(
+                        &routing_key,
+                        format!("dual_write names unknown shard {s:?}"),
+                    ),
                 }
             }
         }
         if from.len() == dw.from.len() && to.len() == dw.to.len() && !from.is_empty() {
             if let Some(whole) = union_range(&from) {
                 if let Err(e) = check_partition(&whole, &to) {
-                    fail(&routing_key, format!("dual_write targets do not cover the sources exactly: {e}"));
+                    fail(
+                        &routing_key,
+                        format!("dual_write targets do not cover the sources exactly: {e}"),
+                    );
                 }
             } else {
-                fail(&routing_key, "dual_write sources are not one contiguous range".into());
+                fail(
+                    &routing_key,
+                    "dual_write sources are not one contiguous range".into(),
+                );
             }
         }
     }
     if let Some(wb) = &routing.write_buffer {
         for s in &wb.shards {
             if !shards.contains_key(s) {
-                fail(&routing_key, format!("write_buffer names unknown shard {s:?}"));
+                fail(
+                    &routing_key,
+                    format!("write_buffer names unknown shard {s:?}"),
+                );
             }
         }
     }
-    serving.sort_by(|a, b| {
-        crate::keyrange::compare_ids(a.range.start(), b.range.start())
-    });
+    serving.sort_by(|a, b| crate::keyrange::compare_ids(a.range.start(), b.range.start()));
     if problems.len() != before {
         return None;
     }

@@ -9,8 +9,8 @@
 
 use crate::snapshot::{Snapshot, TopoProblems};
 use etcd_client::{
-    Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, TlsOptions,
-    Txn, TxnOp, WatchOptions, WatchStream,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, TlsOptions, Txn,
+    TxnOp, WatchOptions, WatchStream,
 };
 use shardgate_config::TopologyConfig;
 use std::time::Duration;
@@ -305,7 +305,11 @@ impl Store {
 
     /// Validates the topology as it would be after `writes` (against `base`, which the
     /// caller read), then commits only if no keyspace key changed since `base` was read.
-    pub async fn commit_validated(&self, base: &Loaded, writes: &[Write]) -> Result<i64, StoreError> {
+    pub async fn commit_validated(
+        &self,
+        base: &Loaded,
+        writes: &[Write],
+    ) -> Result<i64, StoreError> {
         base.apply(writes).snapshot().map_err(StoreError::Invalid)?;
         self.commit_guarded(writes, Some(base.revision)).await
     }
@@ -313,17 +317,16 @@ impl Store {
     /// Watches every key of the cluster from `revision` (inclusive).
     pub async fn watch(&self, revision: i64) -> Result<WatchStream, StoreError> {
         let mut w = self.client.watch_client();
-        Ok(w
-            .watch(
-                self.prefix.clone(),
-                Some(
-                    WatchOptions::new()
-                        .with_prefix()
-                        .with_start_revision(revision)
-                        .with_progress_notify(),
-                ),
-            )
-            .await?)
+        Ok(w.watch(
+            self.prefix.clone(),
+            Some(
+                WatchOptions::new()
+                    .with_prefix()
+                    .with_start_revision(revision)
+                    .with_progress_notify(),
+            ),
+        )
+        .await?)
     }
 
     /// Grants a lease of `ttl` seconds.
@@ -339,7 +342,9 @@ impl Store {
         keeper.keep_alive().await?;
         match stream.message().await? {
             Some(r) => Ok(r.ttl()),
-            None => Err(StoreError::Unavailable("lease keep-alive stream closed".into())),
+            None => Err(StoreError::Unavailable(
+                "lease keep-alive stream closed".into(),
+            )),
         }
     }
 
@@ -351,7 +356,12 @@ impl Store {
     }
 
     /// Puts a key attached to a lease (registrations).
-    pub async fn put_leased(&self, key: &str, value: Vec<u8>, lease: i64) -> Result<i64, StoreError> {
+    pub async fn put_leased(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        lease: i64,
+    ) -> Result<i64, StoreError> {
         let mut kv = self.client.kv_client();
         let resp = kv
             .put(

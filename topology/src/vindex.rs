@@ -276,12 +276,25 @@ mod tests {
             Some("d01ab7e4d6978f0b")
         );
         assert_eq!(
-            hex_of(&x, SqlValue::Bytes(b"testaverylongvaluetomakesurethisworks".to_vec())).as_deref(),
+            hex_of(
+                &x,
+                SqlValue::Bytes(b"testaverylongvaluetomakesurethisworks".to_vec())
+            )
+            .as_deref(),
             Some("81d8c38e0d850e6a")
         );
-        assert_eq!(hex_of(&x, SqlValue::Int(1)).as_deref(), Some("d46405367612b4b7"));
-        assert_eq!(hex_of(&x, SqlValue::Int(-1)).as_deref(), Some("d8e2a6a7c8c7623d"));
-        assert_eq!(hex_of(&x, SqlValue::Null).as_deref(), Some("99e9d85137db46ef"));
+        assert_eq!(
+            hex_of(&x, SqlValue::Int(1)).as_deref(),
+            Some("d46405367612b4b7")
+        );
+        assert_eq!(
+            hex_of(&x, SqlValue::Int(-1)).as_deref(),
+            Some("d8e2a6a7c8c7623d")
+        );
+        assert_eq!(
+            hex_of(&x, SqlValue::Null).as_deref(),
+            Some("99e9d85137db46ef")
+        );
         assert_eq!(
             hex_of(&x, SqlValue::UInt(u64::MAX)).as_deref(),
             Some("477cfa8d6d8f1f8d")

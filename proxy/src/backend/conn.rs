@@ -84,7 +84,8 @@ pub struct BackendConn {
     pub last_used: Instant,
     pub options_key: u64,
     /// Statements prepared on this connection, by text (see `stmt.rs`).
-    pub(crate) statements: std::collections::HashMap<std::sync::Arc<str>, super::stmt::BackendStatement>,
+    pub(crate) statements:
+        std::collections::HashMap<std::sync::Arc<str>, super::stmt::BackendStatement>,
 }
 
 impl BackendConn {
@@ -120,7 +121,11 @@ impl BackendConn {
         let greeting = Greeting::decode(&first)?;
         let caps = BACKEND_CAPABILITIES
             | (opts.extra_capabilities & MIRRORED_CAPABILITIES)
-            | if opts.database.is_empty() { 0 } else { CLIENT_CONNECT_WITH_DB };
+            | if opts.database.is_empty() {
+                0
+            } else {
+                CLIENT_CONNECT_WITH_DB
+            };
         let caps = caps & (greeting.capabilities | CLIENT_CONNECT_WITH_DB);
         let mut plugin = greeting.auth_plugin.clone();
         if plugin.is_empty() {

@@ -65,7 +65,9 @@ impl Backends {
             options,
             PoolSettings {
                 max_size: self.config.pool_size as usize,
-                acquire_timeout: Duration::from_millis(self.config.connect_timeout_ms.max(1000) * 2),
+                acquire_timeout: Duration::from_millis(
+                    self.config.connect_timeout_ms.max(1000) * 2,
+                ),
                 health_check_idle: Duration::from_millis(self.config.health_check_idle_ms),
                 max_idle: Duration::from_millis(self.config.max_idle_ms),
             },

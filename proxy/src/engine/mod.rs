@@ -57,7 +57,11 @@ impl Exec<'_> {
         }
     }
 
-    fn shards_of<'s>(&self, r: &Route, snapshot: &'s Snapshot) -> Result<Vec<&'s Shard>, ProxyError> {
+    fn shards_of<'s>(
+        &self,
+        r: &Route,
+        snapshot: &'s Snapshot,
+    ) -> Result<Vec<&'s Shard>, ProxyError> {
         let ks = snapshot
             .keyspace(&r.keyspace)
             .ok_or_else(|| ProxyError::UnknownDatabase(r.keyspace.clone()))?;
@@ -73,7 +77,11 @@ impl Exec<'_> {
         })
     }
 
-    async fn route(&mut self, r: &Route, out: &mut Responder<'_>) -> Result<RelaySummary, ExecError> {
+    async fn route(
+        &mut self,
+        r: &Route,
+        out: &mut Responder<'_>,
+    ) -> Result<RelaySummary, ExecError> {
         let snapshot = self.snapshot;
         let shards = self.shards_of(r, snapshot)?;
         let [shard] = shards.as_slice() else {
@@ -97,7 +105,12 @@ impl Exec<'_> {
                 Err(e) => Err(e),
             }
         } else {
-            let sql = render(&r.query.template, &shard.database, None, self.no_backslash_escapes);
+            let sql = render(
+                &r.query.template,
+                &shard.database,
+                None,
+                self.no_backslash_escapes,
+            );
             held.conn.send_command(COM_QUERY, sql.as_bytes()).await
         };
         if let Err(e) = sent {

@@ -183,15 +183,22 @@ mod tests {
         let sql = "SELECT 'é', x\n  FROM t WHERE id IN (1, 2)";
         let stmt = &Parser::parse_sql(&MySqlDialect {}, sql).unwrap()[0];
         let idx = TextIndex::new(sql);
-        let sqlparser::ast::Statement::Query(q) = stmt else { panic!() };
-        let sqlparser::ast::SetExpr::Select(s) = &*q.body else { panic!() };
+        let sqlparser::ast::Statement::Query(q) = stmt else {
+            panic!()
+        };
+        let sqlparser::ast::SetExpr::Select(s) = &*q.body else {
+            panic!()
+        };
         let w = s.selection.as_ref().unwrap();
         let (a, b) = idx.expr_range(w.span()).unwrap();
         assert_eq!(&sql[a..b], "id IN (1, 2)");
         assert_eq!(idx.slice(s.projection[1].span()), Some("x"));
         let mut e = Edits::new();
         e.replace(a, b, "id IN (2)");
-        assert_eq!(e.apply(sql).unwrap(), "SELECT 'é', x\n  FROM t WHERE id IN (2)");
+        assert_eq!(
+            e.apply(sql).unwrap(),
+            "SELECT 'é', x\n  FROM t WHERE id IN (2)"
+        );
     }
 
     #[test]

@@ -62,7 +62,9 @@ pub fn plan(sql: &str, ctx: &PlanContext) -> Result<Plan, ProxyError> {
             let upper = sql.to_ascii_uppercase();
             let at = upper.find("SHARDGATE").unwrap_or(0) + "SHARDGATE".len();
             let inner = sql[at..].trim();
-            Ok(Plan::Session(SessionOp::Explain(Box::new(plan(inner, ctx)?))))
+            Ok(Plan::Session(SessionOp::Explain(Box::new(plan(
+                inner, ctx,
+            )?))))
         }
         _ => plan_statement(sql, ctx),
     }
@@ -78,7 +80,8 @@ fn plan_use(sql: &str, ctx: &PlanContext) -> Result<Plan, ProxyError> {
         .trim_end_matches(';')
         .trim()
         .trim_matches('`');
-    use_target(arg, ctx.snapshot).map(|(keyspace, shard)| Plan::Session(SessionOp::Use { keyspace, shard }))
+    use_target(arg, ctx.snapshot)
+        .map(|(keyspace, shard)| Plan::Session(SessionOp::Use { keyspace, shard }))
 }
 
 /// Resolves a database name as clients give it (`ks`, `ks:shard`, `ks/shard`).
@@ -193,7 +196,12 @@ fn default_keyspace<'a>(ctx: &PlanContext<'a>) -> Result<&'a Arc<Keyspace>, Prox
         .keyspaces
         .values()
         .find(|k| !k.sharded && !k.serving.is_empty())
-        .or_else(|| ctx.snapshot.keyspaces.values().find(|k| !k.serving.is_empty()))
+        .or_else(|| {
+            ctx.snapshot
+                .keyspaces
+                .values()
+                .find(|k| !k.serving.is_empty())
+        })
         .ok_or_else(|| ProxyError::NoServingShards("(no keyspace has serving shards)".into()))
 }
 
@@ -213,7 +221,12 @@ fn route(keyspace: &str, target: Target, sql: &str, stmt: &Statement, ctx: &Plan
 /// keyspace (not the backend's database name), `@@socket` is NULL (drivers would otherwise
 /// reconnect straight to the backend's socket), and keyspace qualifiers become the shard's
 /// database name. `None` when nothing needs changing.
-fn session_rewrites(sql: &str, stmt: &Statement, keyspace: &str, ctx: &PlanContext) -> Option<String> {
+fn session_rewrites(
+    sql: &str,
+    stmt: &Statement,
+    keyspace: &str,
+    ctx: &PlanContext,
+) -> Option<String> {
     let idx = TextIndex::new(sql);
     let mut edits = Edits::new();
     let ks = ctx.snapshot.keyspace(keyspace);
@@ -241,7 +254,9 @@ fn session_rewrites(sql: &str, stmt: &Statement, keyspace: &str, ctx: &PlanConte
             }
             Expr::Function(f) => {
                 let name = f.name.to_string().to_ascii_lowercase();
-                if (name == "database" || name == "schema") && (ctx.keyspace.is_none() || db_differs) {
+                if (name == "database" || name == "schema")
+                    && (ctx.keyspace.is_none() || db_differs)
+                {
                     if let Some((a, b)) = idx.call_range(f.name.span()) {
                         let lit = match ctx.keyspace {
                             Some(k) => format!("'{}'", k.replace('\'', "''")),

@@ -32,7 +32,9 @@ pub enum SessionOp {
     /// `SHOW SHARDS` / `SHOW VITESS_SHARDS`.
     ShowShards,
     /// BEGIN / START TRANSACTION.
-    Begin { read_only: bool },
+    Begin {
+        read_only: bool,
+    },
     Commit,
     Rollback,
     /// SET statements: applied to the session and to every backend connection it uses.

@@ -151,7 +151,8 @@ fn name_value(p: &str) -> Result<(String, String), String> {
 
 fn unquote(s: &str) -> String {
     let s = s.trim();
-    s.trim_matches(|c| c == '\'' || c == '"' || c == '`').to_string()
+    s.trim_matches(|c| c == '\'' || c == '"' || c == '`')
+        .to_string()
 }
 
 /// `s` without a leading keyword `w` (case-insensitive, whole word), or None.
@@ -221,33 +222,61 @@ mod tests {
             a[0],
             Session {
                 name: "sql_mode".into(),
-                value: "(SELECT CONCAT(@@sql_mode, ',PIPES_AS_CONCAT,NO_ENGINE_SUBSTITUTION'))".into()
+                value: "(SELECT CONCAT(@@sql_mode, ',PIPES_AS_CONCAT,NO_ENGINE_SUBSTITUTION'))"
+                    .into()
             }
         );
-        assert_eq!(a[1], Session { name: "time_zone".into(), value: "'+00:00'".into() });
+        assert_eq!(
+            a[1],
+            Session {
+                name: "time_zone".into(),
+                value: "'+00:00'".into()
+            }
+        );
         assert_eq!(
             a[2],
-            Names { charset: "utf8mb4".into(), collation: Some("utf8mb4_unicode_ci".into()) }
+            Names {
+                charset: "utf8mb4".into(),
+                collation: Some("utf8mb4_unicode_ci".into())
+            }
         );
         assert_eq!(
             parse_set("SET AUTOCOMMIT = 0").unwrap(),
-            vec![Session { name: "autocommit".into(), value: "0".into() }]
+            vec![Session {
+                name: "autocommit".into(),
+                value: "0".into()
+            }]
         );
         assert_eq!(
             parse_set("set @@session.autocommit=1, @x := 5, @@GLOBAL.max_connections=3").unwrap(),
             vec![
-                Session { name: "autocommit".into(), value: "1".into() },
-                User { name: "x".into(), value: "5".into() },
-                Global { name: "max_connections".into(), value: "3".into() }
+                Session {
+                    name: "autocommit".into(),
+                    value: "1".into()
+                },
+                User {
+                    name: "x".into(),
+                    value: "5".into()
+                },
+                Global {
+                    name: "max_connections".into(),
+                    value: "3".into()
+                }
             ]
         );
         assert_eq!(
             parse_set("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED").unwrap(),
-            vec![Transaction { session: true, text: "ISOLATION LEVEL READ COMMITTED".into() }]
+            vec![Transaction {
+                session: true,
+                text: "ISOLATION LEVEL READ COMMITTED".into()
+            }]
         );
         assert_eq!(
             parse_set("SET character set 'latin1'").unwrap(),
-            vec![Names { charset: "latin1".into(), collation: None }]
+            vec![Names {
+                charset: "latin1".into(),
+                collation: None
+            }]
         );
         assert!(parse_set("SET").is_err());
         assert!(parse_set("SET x").is_err());

@@ -54,7 +54,10 @@ fn scan(sql: &[u8], mut f: impl FnMut(usize, Region)) {
             }
             b'-' if i + 2 <= n
                 && sql.get(i + 1) == Some(&b'-')
-                && sql.get(i + 2).map(|b| b.is_ascii_whitespace()).unwrap_or(true) =>
+                && sql
+                    .get(i + 2)
+                    .map(|b| b.is_ascii_whitespace())
+                    .unwrap_or(true) =>
             {
                 while i < n && sql[i] != b'\n' {
                     f(i, Region::Comment);
@@ -122,12 +125,10 @@ fn is_stored_program(stmt: &str) -> bool {
     if words.first().map(String::as_str) != Some("CREATE") {
         return false;
     }
-    words.iter().skip(1).any(|w| {
-        matches!(
-            w.as_str(),
-            "PROCEDURE" | "FUNCTION" | "TRIGGER" | "EVENT"
-        )
-    })
+    words
+        .iter()
+        .skip(1)
+        .any(|w| matches!(w.as_str(), "PROCEDURE" | "FUNCTION" | "TRIGGER" | "EVENT"))
 }
 
 /// The text with comments removed (quoted text kept).
@@ -265,9 +266,21 @@ mod tests {
 
     #[test]
     fn splits_outside_quotes_and_comments() {
-        let s = split_statements("select 1; select ';' ; /* ; */ select \"a;b\" -- ;\n; select `x;y`;");
-        assert_eq!(s, vec!["select 1", "select ';'", "/* ; */ select \"a;b\" -- ;", "select `x;y`"]);
-        assert_eq!(split_statements("select 'it''s;' ; select 'a\\';b'"), vec!["select 'it''s;'", "select 'a\\';b'"]);
+        let s =
+            split_statements("select 1; select ';' ; /* ; */ select \"a;b\" -- ;\n; select `x;y`;");
+        assert_eq!(
+            s,
+            vec![
+                "select 1",
+                "select ';'",
+                "/* ; */ select \"a;b\" -- ;",
+                "select `x;y`"
+            ]
+        );
+        assert_eq!(
+            split_statements("select 'it''s;' ; select 'a\\';b'"),
+            vec!["select 'it''s;'", "select 'a\\';b'"]
+        );
         assert_eq!(split_statements("  ;; "), Vec::<&str>::new());
         assert_eq!(split_statements("-- only a comment"), Vec::<&str>::new());
     }
@@ -276,7 +289,9 @@ mod tests {
     fn stored_programs_are_not_split() {
         let sql = "CREATE PROCEDURE p() BEGIN SELECT 1; SELECT 2; END";
         assert_eq!(split_statements(sql), vec![sql]);
-        let s = split_statements("select 0; create definer=x function f() returns int begin return 1; end");
+        let s = split_statements(
+            "select 0; create definer=x function f() returns int begin return 1; end",
+        );
         assert_eq!(s.len(), 2);
     }
 
@@ -288,14 +303,26 @@ mod tests {
             |i, o| o.push_str(&format!("<{i}>")),
             |m, o| o.push_str(&format!("[{m}]")),
         );
-        assert_eq!(r, "SELECT '?', c FROM t WHERE id = <0> AND x = [in] -- ?\n AND y=<1>");
+        assert_eq!(
+            r,
+            "SELECT '?', c FROM t WHERE id = <0> AND x = [in] -- ?\n AND y=<1>"
+        );
         assert!(SqlTemplate::new("select 1").is_plain());
-        assert_eq!(t.with_placeholders(), "SELECT '?', c FROM t WHERE id = ? AND x = :sg_in -- ?\n AND y=?");
+        assert_eq!(
+            t.with_placeholders(),
+            "SELECT '?', c FROM t WHERE id = ? AND x = :sg_in -- ?\n AND y=?"
+        );
     }
 
     #[test]
     fn leading_words_skip_comments() {
-        assert_eq!(leading_words("/* hi */ select -- x\n 1", 2), vec!["SELECT", "1"]);
-        assert_eq!(leading_words("  SET @@session.x=1", 2), vec!["SET", "@@SESSION"]);
+        assert_eq!(
+            leading_words("/* hi */ select -- x\n 1", 2),
+            vec!["SELECT", "1"]
+        );
+        assert_eq!(
+            leading_words("  SET @@session.x=1", 2),
+            vec!["SET", "@@SESSION"]
+        );
     }
 }

@@ -2,7 +2,7 @@ use super::*;
 use shardgate_topology::Snapshot;
 
 fn snapshot(commerce_db: &str) -> Snapshot {
-    let entries = vec![
+    let entries = [
         ("keyspaces/commerce".to_string(), r#"{"tables": {"product": {}}}"#.to_string()),
         (
             "keyspaces/commerce/shards/-".to_string(),
@@ -37,48 +37,110 @@ fn ctx<'a>(s: &'a Snapshot, ks: Option<&'a str>) -> PlanContext<'a> {
 fn session_statements() {
     let s = snapshot("commerce");
     let c = ctx(&s, None);
-    assert!(matches!(plan("use `commerce`", &c).unwrap(), Plan::Session(SessionOp::Use { keyspace, shard: None }) if keyspace == "commerce"));
-    assert!(matches!(plan("USE customer:-80", &c).unwrap(), Plan::Session(SessionOp::Use { shard: Some(s), .. }) if s == "-80"));
+    assert!(
+        matches!(plan("use `commerce`", &c).unwrap(), Plan::Session(SessionOp::Use { keyspace, shard: None }) if keyspace == "commerce")
+    );
+    assert!(
+        matches!(plan("USE customer:-80", &c).unwrap(), Plan::Session(SessionOp::Use { shard: Some(s), .. }) if s == "-80")
+    );
     assert_eq!(plan("use nope", &c).unwrap_err().code().0, 1049);
     assert_eq!(plan("use customer:40-", &c).unwrap_err().code().0, 1049);
-    assert!(matches!(plan("begin", &c).unwrap(), Plan::Session(SessionOp::Begin { read_only: false })));
-    assert!(matches!(plan("START TRANSACTION READ ONLY", &c).unwrap(), Plan::Session(SessionOp::Begin { read_only: true })));
-    assert!(matches!(plan("rollback work", &c).unwrap(), Plan::Session(SessionOp::Rollback)));
-    assert!(matches!(plan("SHOW databases", &c).unwrap(), Plan::Session(SessionOp::ShowDatabases)));
-    assert!(matches!(plan("set autocommit=1", &c).unwrap(), Plan::Session(SessionOp::Set(_))));
+    assert!(matches!(
+        plan("begin", &c).unwrap(),
+        Plan::Session(SessionOp::Begin { read_only: false })
+    ));
+    assert!(matches!(
+        plan("START TRANSACTION READ ONLY", &c).unwrap(),
+        Plan::Session(SessionOp::Begin { read_only: true })
+    ));
+    assert!(matches!(
+        plan("rollback work", &c).unwrap(),
+        Plan::Session(SessionOp::Rollback)
+    ));
+    assert!(matches!(
+        plan("SHOW databases", &c).unwrap(),
+        Plan::Session(SessionOp::ShowDatabases)
+    ));
+    assert!(matches!(
+        plan("set autocommit=1", &c).unwrap(),
+        Plan::Session(SessionOp::Set(_))
+    ));
 }
 
 #[test]
 fn unsharded_statements_pass_through_verbatim() {
     let s = snapshot("commerce");
-    let r = route_of(plan("select * from product where name = 'a\\'b'", &ctx(&s, Some("commerce"))).unwrap());
+    let r = route_of(
+        plan(
+            "select * from product where name = 'a\\'b'",
+            &ctx(&s, Some("commerce")),
+        )
+        .unwrap(),
+    );
     assert_eq!(r.target, Target::Unsharded);
     assert!(r.query.verbatim);
-    assert_eq!(r.query.template.with_placeholders(), "select * from product where name = 'a\\'b'");
+    assert_eq!(
+        r.query.template.with_placeholders(),
+        "select * from product where name = 'a\\'b'"
+    );
     let r = route_of(plan("select * from commerce.product", &ctx(&s, None)).unwrap());
     assert_eq!(r.keyspace, "commerce");
     // Something sqlparser cannot read still reaches an unsharded keyspace.
-    let r = route_of(plan("select 1 from product lock in share mode", &ctx(&s, Some("commerce"))).unwrap());
+    let r = route_of(
+        plan(
+            "select 1 from product lock in share mode",
+            &ctx(&s, Some("commerce")),
+        )
+        .unwrap(),
+    );
     assert!(r.query.verbatim);
 }
 
 #[test]
 fn errors_name_the_problem() {
     let s = snapshot("commerce");
-    assert_eq!(plan("select * from product", &ctx(&s, None)).unwrap_err().code().0, 1046);
-    assert_eq!(plan("select * from nope.t", &ctx(&s, None)).unwrap_err().code().0, 1146);
-    let e = plan("select * from commerce.product join customer.customer", &ctx(&s, None)).unwrap_err();
+    assert_eq!(
+        plan("select * from product", &ctx(&s, None))
+            .unwrap_err()
+            .code()
+            .0,
+        1046
+    );
+    assert_eq!(
+        plan("select * from nope.t", &ctx(&s, None))
+            .unwrap_err()
+            .code()
+            .0,
+        1146
+    );
+    let e = plan(
+        "select * from commerce.product join customer.customer",
+        &ctx(&s, None),
+    )
+    .unwrap_err();
     assert_eq!(e.code().0, 1235);
 }
 
 #[test]
 fn socket_and_database_are_rewritten() {
     let s = snapshot("commerce");
-    let r = route_of(plan("SELECT @@max_allowed_packet,@@wait_timeout,@@socket", &ctx(&s, None)).unwrap());
-    assert_eq!(r.query.template.with_placeholders(), "SELECT @@max_allowed_packet,@@wait_timeout,NULL");
+    let r = route_of(
+        plan(
+            "SELECT @@max_allowed_packet,@@wait_timeout,@@socket",
+            &ctx(&s, None),
+        )
+        .unwrap(),
+    );
+    assert_eq!(
+        r.query.template.with_placeholders(),
+        "SELECT @@max_allowed_packet,@@wait_timeout,NULL"
+    );
     assert!(!r.query.verbatim);
     let r = route_of(plan("select DATABASE(), USER() limit 1", &ctx(&s, None)).unwrap());
-    assert_eq!(r.query.template.with_placeholders(), "select NULL, USER() limit 1");
+    assert_eq!(
+        r.query.template.with_placeholders(),
+        "select NULL, USER() limit 1"
+    );
     // Same names: nothing to rewrite.
     let r = route_of(plan("select DATABASE()", &ctx(&s, Some("commerce"))).unwrap());
     assert!(r.query.verbatim);
@@ -87,8 +149,17 @@ fn socket_and_database_are_rewritten() {
 #[test]
 fn keyspace_qualifiers_map_to_backend_databases() {
     let s = snapshot("app_commerce");
-    let r = route_of(plan("select * from `commerce`.product p, commerce.product q", &ctx(&s, Some("commerce"))).unwrap());
-    assert_eq!(r.query.template.with_placeholders(), "select * from :sg_db.product p, :sg_db.product q");
+    let r = route_of(
+        plan(
+            "select * from `commerce`.product p, commerce.product q",
+            &ctx(&s, Some("commerce")),
+        )
+        .unwrap(),
+    );
+    assert_eq!(
+        r.query.template.with_placeholders(),
+        "select * from :sg_db.product p, :sg_db.product q"
+    );
     let r = route_of(plan("select database()", &ctx(&s, Some("commerce"))).unwrap());
     assert_eq!(r.query.template.with_placeholders(), "select 'commerce'");
 }

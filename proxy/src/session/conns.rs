@@ -59,7 +59,11 @@ impl Connections {
     ) -> Result<&mut Held, ProxyError> {
         let key = (shard.primary.clone(), shard.database.clone());
         let label = format!("{keyspace}/{}", shard.name);
-        let pos = match self.held.iter().position(|h| h.key == key && !h.conn.is_broken()) {
+        let pos = match self
+            .held
+            .iter()
+            .position(|h| h.key == key && !h.conn.is_broken())
+        {
             Some(p) => p,
             None => {
                 self.held.retain(|h| h.key != key);

@@ -42,7 +42,8 @@ impl Session {
         let (keyspace, shard) = match &info.database {
             Some(db) => {
                 let snapshot = ctx.snapshot();
-                let (k, s) = crate::planner::use_target(db, &snapshot).map_err(|e| e.to_packet())?;
+                let (k, s) =
+                    crate::planner::use_target(db, &snapshot).map_err(|e| e.to_packet())?;
                 (Some(k), s)
             }
             None => (None, None),
@@ -131,7 +132,12 @@ impl Handler for Session {
         Ok(())
     }
 
-    async fn field_list(&mut self, table: &str, wildcard: &str, out: &mut Responder<'_>) -> HandlerResult {
+    async fn field_list(
+        &mut self,
+        table: &str,
+        wildcard: &str,
+        out: &mut Responder<'_>,
+    ) -> HandlerResult {
         self.handle_field_list(table, wildcard, out).await
     }
 
@@ -163,7 +169,11 @@ impl Handler for Session {
         self.statements.remove(&statement_id);
     }
 
-    async fn reset_statement(&mut self, statement_id: u32, out: &mut Responder<'_>) -> HandlerResult {
+    async fn reset_statement(
+        &mut self,
+        statement_id: u32,
+        out: &mut Responder<'_>,
+    ) -> HandlerResult {
         match self.statements.get_mut(&statement_id) {
             Some(s) => {
                 s.reset();

@@ -18,7 +18,11 @@ impl Session {
         out: &mut Responder<'_>,
         more: bool,
     ) -> Result<Flow, PacketError> {
-        self.ctx.metrics.queries_total.with_label_values(&["session"]).inc();
+        self.ctx
+            .metrics
+            .queries_total
+            .with_label_values(&["session"])
+            .inc();
         let result: Result<(), ProxyError> = match op {
             SessionOp::Use { keyspace, shard } => {
                 self.set_keyspace(keyspace.clone(), shard.clone());
@@ -96,7 +100,13 @@ impl Session {
         }
     }
 
-    fn rows(&self, out: &mut Responder<'_>, cols: &[ColumnDef], rows: &[Vec<Option<String>>], more: bool) {
+    fn rows(
+        &self,
+        out: &mut Responder<'_>,
+        cols: &[ColumnDef],
+        rows: &[Vec<Option<String>>],
+        more: bool,
+    ) {
         let mut status = self.status_flags();
         if more {
             status |= SERVER_MORE_RESULTS_EXISTS;
@@ -164,11 +174,18 @@ impl Session {
 
     /// KILL [CONNECTION|QUERY] id with the proxy's connection ids.
     pub(super) async fn handle_kill(&mut self, id: u64, connection: bool, out: &mut Responder<'_>) {
-        let Some(target) = u32::try_from(id).ok().and_then(|i| self.ctx.registry.get(i)) else {
+        let Some(target) = u32::try_from(id)
+            .ok()
+            .and_then(|i| self.ctx.registry.get(i))
+        else {
             self.error(out, &ProxyError::UnknownThread(id));
             return;
         };
-        target.request_kill(if connection { KILL_CONNECTION } else { KILL_QUERY });
+        target.request_kill(if connection {
+            KILL_CONNECTION
+        } else {
+            KILL_QUERY
+        });
         self.ok(out, false);
     }
 }

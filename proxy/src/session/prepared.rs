@@ -19,7 +19,6 @@ use bytes::{Bytes, BytesMut};
 pub struct PreparedStatement {
     pub sql: String,
     pub params: u16,
-    pub columns: Vec<ColumnDef>,
     /// Parameter types from the last execute that sent them.
     pub types: Vec<(u8, bool)>,
     /// Values sent with COM_STMT_SEND_LONG_DATA, by parameter.
@@ -29,7 +28,8 @@ pub struct PreparedStatement {
 impl PreparedStatement {
     pub fn append_long_data(&mut self, param: u16, data: &[u8]) {
         if let Some(slot) = self.long_data.get_mut(param as usize) {
-            slot.get_or_insert_with(BytesMut::new).extend_from_slice(data);
+            slot.get_or_insert_with(BytesMut::new)
+                .extend_from_slice(data);
         }
     }
 
@@ -41,7 +41,11 @@ impl PreparedStatement {
 }
 
 impl Session {
-    pub(super) async fn handle_prepare(&mut self, sql: Bytes, out: &mut Responder<'_>) -> HandlerResult {
+    pub(super) async fn handle_prepare(
+        &mut self,
+        sql: Bytes,
+        out: &mut Responder<'_>,
+    ) -> HandlerResult {
         let text = String::from_utf8_lossy(&sql).into_owned();
         self.entry.begin("Prepare", Some(&text));
         let r = self.prepare_inner(&text, out).await;
@@ -52,7 +56,11 @@ impl Session {
         Ok(())
     }
 
-    async fn prepare_inner(&mut self, text: &str, out: &mut Responder<'_>) -> Result<(), ProxyError> {
+    async fn prepare_inner(
+        &mut self,
+        text: &str,
+        out: &mut Responder<'_>,
+    ) -> Result<(), ProxyError> {
         let stmts = split_statements(text);
         let [one] = stmts.as_slice() else {
             return Err(ProxyError::Syntax(
@@ -60,9 +68,12 @@ impl Session {
             ));
         };
         let snapshot = self.ctx.snapshot();
-        let plan = self
-            .ctx
-            .plan(one, &snapshot, self.keyspace.as_deref(), self.shard.as_deref())?;
+        let plan = self.ctx.plan(
+            one,
+            &snapshot,
+            self.keyspace.as_deref(),
+            self.shard.as_deref(),
+        )?;
         let param_count = SqlTemplate::new(one).param_count() as u16;
         let (params, columns, param_defs) = match &*plan {
             Plan::Session(_) => (
@@ -110,7 +121,6 @@ impl Session {
             PreparedStatement {
                 sql: one.to_string(),
                 params,
-                columns,
                 types: Vec::new(),
                 long_data: vec![None; params as usize],
             },
@@ -118,7 +128,11 @@ impl Session {
         Ok(())
     }
 
-    pub(super) async fn handle_execute(&mut self, payload: Bytes, out: &mut Responder<'_>) -> HandlerResult {
+    pub(super) async fn handle_execute(
+        &mut self,
+        payload: Bytes,
+        out: &mut Responder<'_>,
+    ) -> HandlerResult {
         let id = match execute_statement_id(&payload) {
             Ok(id) => id,
             Err(_) => {
@@ -136,7 +150,12 @@ impl Session {
             );
             return Ok(());
         };
-        let exec = match Execute::parse(&payload, stmt.params as usize, &mut stmt.types, &mut stmt.long_data) {
+        let exec = match Execute::parse(
+            &payload,
+            stmt.params as usize,
+            &mut stmt.types,
+            &mut stmt.long_data,
+        ) {
             Ok(e) => e,
             Err(_) => {
                 self.error(out, &ProxyError::WrongArguments("mysqld_stmt_execute"));

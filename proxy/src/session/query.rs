@@ -19,12 +19,20 @@ pub(super) enum Flow {
 }
 
 impl Session {
-    pub(super) async fn handle_query(&mut self, sql: Bytes, out: &mut Responder<'_>) -> HandlerResult {
+    pub(super) async fn handle_query(
+        &mut self,
+        sql: Bytes,
+        out: &mut Responder<'_>,
+    ) -> HandlerResult {
         let text = String::from_utf8_lossy(&sql).into_owned();
         self.entry.begin("Query", Some(&text));
         let statements = split_statements(&text);
         let result = if statements.is_empty() {
-            out.error(&crate::wire::ErrPacket::new(1065, "42000", "Query was empty"));
+            out.error(&crate::wire::ErrPacket::new(
+                1065,
+                "42000",
+                "Query was empty",
+            ));
             Ok(())
         } else if statements.len() > 1 && !self.multi_statements {
             self.error(
@@ -66,10 +74,12 @@ impl Session {
         params: Option<&Execute>,
     ) -> Result<Flow, PacketError> {
         let snapshot = self.ctx.snapshot();
-        let plan = match self
-            .ctx
-            .plan(sql, &snapshot, self.keyspace.as_deref(), self.shard.as_deref())
-        {
+        let plan = match self.ctx.plan(
+            sql,
+            &snapshot,
+            self.keyspace.as_deref(),
+            self.shard.as_deref(),
+        ) {
             Ok(p) => p,
             Err(e) => {
                 self.error(out, &e);
@@ -79,7 +89,11 @@ impl Session {
         match &*plan {
             Plan::Session(op) => self.session_op(op, sql, out, more).await,
             Plan::Query(p) => {
-                self.ctx.metrics.queries_total.with_label_values(&["route"]).inc();
+                self.ctx
+                    .metrics
+                    .queries_total
+                    .with_label_values(&["route"])
+                    .inc();
                 let mut exec = Exec {
                     ctx: &self.ctx,
                     snapshot: &snapshot,

@@ -74,7 +74,11 @@ mod tests {
         let scramble = new_scramble();
         let answer = native_answer(b"s3cret", &scramble);
         assert!(verify_native(&stored, &scramble, &answer));
-        assert!(!verify_native(&stored, &scramble, &native_answer(b"wrong", &scramble)));
+        assert!(!verify_native(
+            &stored,
+            &scramble,
+            &native_answer(b"wrong", &scramble)
+        ));
         assert!(!verify_native(&stored, &new_scramble(), &answer));
         assert!(!verify_native(&stored, &scramble, &[]));
         assert!(!verify_native(&stored, &scramble, &answer[..19]));

@@ -178,7 +178,16 @@ mod tests {
 
     #[test]
     fn lenenc_round_trips_at_every_width() {
-        for n in [0u64, 250, 251, 65535, 65536, (1 << 24) - 1, 1 << 24, u64::MAX] {
+        for n in [
+            0u64,
+            250,
+            251,
+            65535,
+            65536,
+            (1 << 24) - 1,
+            1 << 24,
+            u64::MAX,
+        ] {
             let mut b = BytesMut::new();
             put_lenenc_int(&mut b, n);
             assert_eq!(b.len(), lenenc_int_len(n));

@@ -46,7 +46,9 @@ impl Account {
         self.hosts.iter().any(|h| {
             h == "%"
                 || (h == "localhost" && ip.is_loopback())
-                || h.parse::<std::net::IpAddr>().map(|a| a == ip).unwrap_or(false)
+                || h.parse::<std::net::IpAddr>()
+                    .map(|a| a == ip)
+                    .unwrap_or(false)
         })
     }
 }
@@ -72,29 +74,60 @@ pub type HandlerResult = Result<(), PacketError>;
 /// Handles the commands of one authenticated client. Each method must answer through
 /// `out` (exactly one response, which may be several result sets for multi-statements).
 pub trait Handler: Send + 'static {
-    fn query(&mut self, sql: Bytes, out: &mut Responder<'_>) -> impl Future<Output = HandlerResult> + Send;
-    fn init_db(&mut self, db: &str, out: &mut Responder<'_>) -> impl Future<Output = HandlerResult> + Send;
+    fn query(
+        &mut self,
+        sql: Bytes,
+        out: &mut Responder<'_>,
+    ) -> impl Future<Output = HandlerResult> + Send;
+    fn init_db(
+        &mut self,
+        db: &str,
+        out: &mut Responder<'_>,
+    ) -> impl Future<Output = HandlerResult> + Send;
     fn field_list(
         &mut self,
         table: &str,
         wildcard: &str,
         out: &mut Responder<'_>,
     ) -> impl Future<Output = HandlerResult> + Send;
-    fn prepare(&mut self, sql: Bytes, out: &mut Responder<'_>) -> impl Future<Output = HandlerResult> + Send;
+    fn prepare(
+        &mut self,
+        sql: Bytes,
+        out: &mut Responder<'_>,
+    ) -> impl Future<Output = HandlerResult> + Send;
     /// COM_STMT_EXECUTE: `payload` is the whole command after the command byte.
-    fn execute(&mut self, payload: Bytes, out: &mut Responder<'_>) -> impl Future<Output = HandlerResult> + Send;
+    fn execute(
+        &mut self,
+        payload: Bytes,
+        out: &mut Responder<'_>,
+    ) -> impl Future<Output = HandlerResult> + Send;
     /// COM_STMT_FETCH (cursor reads).
-    fn fetch(&mut self, payload: Bytes, out: &mut Responder<'_>) -> impl Future<Output = HandlerResult> + Send;
+    fn fetch(
+        &mut self,
+        payload: Bytes,
+        out: &mut Responder<'_>,
+    ) -> impl Future<Output = HandlerResult> + Send;
     /// COM_STMT_SEND_LONG_DATA: no response is sent.
     fn send_long_data(&mut self, statement_id: u32, param: u16, data: &[u8]);
     /// COM_STMT_CLOSE: no response is sent.
     fn close_statement(&mut self, statement_id: u32) -> impl Future<Output = ()> + Send;
-    fn reset_statement(&mut self, statement_id: u32, out: &mut Responder<'_>) -> impl Future<Output = HandlerResult> + Send;
-    fn reset_connection(&mut self, out: &mut Responder<'_>) -> impl Future<Output = HandlerResult> + Send;
+    fn reset_statement(
+        &mut self,
+        statement_id: u32,
+        out: &mut Responder<'_>,
+    ) -> impl Future<Output = HandlerResult> + Send;
+    fn reset_connection(
+        &mut self,
+        out: &mut Responder<'_>,
+    ) -> impl Future<Output = HandlerResult> + Send;
     /// COM_SET_OPTION: multi-statements turned on or off.
     fn set_multi_statements(&mut self, on: bool);
     fn ping(&mut self, out: &mut Responder<'_>) -> impl Future<Output = HandlerResult> + Send;
-    fn kill(&mut self, id: u32, out: &mut Responder<'_>) -> impl Future<Output = HandlerResult> + Send;
+    fn kill(
+        &mut self,
+        id: u32,
+        out: &mut Responder<'_>,
+    ) -> impl Future<Output = HandlerResult> + Send;
     /// The COM_STATISTICS answer.
     fn statistics(&self) -> String;
     /// Server status flags for packets the connection writes itself.
@@ -219,7 +252,11 @@ async fn handshake<S: Service>(
     if HandshakeResponse::is_ssl_request(&payload) {
         refuse(
             io,
-            ErrPacket::new(1043, "08S01", "Bad handshake: shardgate does not offer SSL to clients"),
+            ErrPacket::new(
+                1043,
+                "08S01",
+                "Bad handshake: shardgate does not offer SSL to clients",
+            ),
         );
         io.flush().await.ok();
         return None;
@@ -359,7 +396,11 @@ async fn dispatch<H: Handler>(
                 let status = handler.status();
                 out.eof(status, 0);
             }
-            Ok(_) => out.error(&ErrPacket::new(1047, "08S01", "Unknown COM_SET_OPTION value")),
+            Ok(_) => out.error(&ErrPacket::new(
+                1047,
+                "08S01",
+                "Unknown COM_SET_OPTION value",
+            )),
             Err(_) => malformed(&mut out),
         },
         COM_PROCESS_KILL => match Reader::new(&body).u32() {
@@ -376,7 +417,11 @@ async fn dispatch<H: Handler>(
     }
     if !out.replied() {
         let mut out = Responder::new(io, caps.0);
-        out.error(&ErrPacket::new(1105, "HY000", "shardgate internal error: no response was produced"));
+        out.error(&ErrPacket::new(
+            1105,
+            "HY000",
+            "shardgate internal error: no response was produced",
+        ));
     }
     Ok(true)
 }

@@ -11,6 +11,8 @@ pub mod packet;
 pub mod packets;
 pub mod params;
 pub mod responder;
+#[cfg(test)]
+mod tests;
 
 pub use conn::{serve, Account, ClientInfo, Handler, HandlerResult, Service};
 pub use packet::{PacketError, PacketIo};

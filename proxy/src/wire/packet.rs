@@ -246,7 +246,9 @@ mod tests {
         let (a, b) = tokio::io::duplex(1 << 20);
         let mut w = PacketIo::new(a);
         let mut r = PacketIo::new(b);
-        let big: Vec<u8> = (0..(MAX_PHYSICAL_PAYLOAD * 2 + 5)).map(|i| i as u8).collect();
+        let big: Vec<u8> = (0..(MAX_PHYSICAL_PAYLOAD * 2 + 5))
+            .map(|i| i as u8)
+            .collect();
         let exact = vec![7u8; MAX_PHYSICAL_PAYLOAD];
         let writer = tokio::spawn(async move {
             w.write_packet(&big);
@@ -277,14 +279,20 @@ mod tests {
         w.flush().await.unwrap();
         assert!(matches!(
             r.read_packet(100).await,
-            Err(PacketError::OutOfOrder { expected: 0, got: 3 })
+            Err(PacketError::OutOfOrder {
+                expected: 0,
+                got: 3
+            })
         ));
         let (a, b) = tokio::io::duplex(4096);
         let mut w = PacketIo::new(a);
         let mut r = PacketIo::new(b);
         w.write_packet(&[1u8; 200]);
         w.flush().await.unwrap();
-        assert!(matches!(r.read_packet(100).await, Err(PacketError::TooLarge { .. })));
+        assert!(matches!(
+            r.read_packet(100).await,
+            Err(PacketError::TooLarge { .. })
+        ));
     }
 
     #[tokio::test]

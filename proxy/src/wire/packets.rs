@@ -23,7 +23,11 @@ impl OkPacket {
         put_lenenc_int(buf, self.last_insert_id);
         buf.put_u16_le(self.status);
         buf.put_u16_le(self.warnings);
-        buf.put_slice(self.info.as_bytes());
+        // The protocol documentation says string<EOF>, but servers (and clients) use a
+        // length-encoded string here.
+        if !self.info.is_empty() {
+            put_lenenc_bytes(buf, self.info.as_bytes());
+        }
     }
 
     /// Parses an OK payload (header byte included) from a connection without
@@ -38,7 +42,11 @@ impl OkPacket {
         let last_insert_id = r.lenenc()?;
         let status = r.u16()?;
         let warnings = r.u16()?;
-        let info = String::from_utf8_lossy(r.rest()).into_owned();
+        let rest = r.rest();
+        let info = match Reader::new(rest).lenenc_bytes() {
+            Ok(s) if !rest.is_empty() && rest[0] > 0 => String::from_utf8_lossy(s).into_owned(),
+            _ => String::from_utf8_lossy(rest).into_owned(),
+        };
         Ok(OkPacket {
             affected_rows,
             last_insert_id,

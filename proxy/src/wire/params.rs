@@ -351,7 +351,10 @@ mod tests {
     #[test]
     fn parses_values_and_remembers_types() {
         let p = payload(
-            &[(MYSQL_TYPE_LONGLONG, &5000u64.to_le_bytes()), (MYSQL_TYPE_VAR_STRING, b"\x03abc")],
+            &[
+                (MYSQL_TYPE_LONGLONG, &5000u64.to_le_bytes()),
+                (MYSQL_TYPE_VAR_STRING, b"\x03abc"),
+            ],
             true,
             0,
         );

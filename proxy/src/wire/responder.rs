@@ -163,8 +163,8 @@ impl<'a> Responder<'a> {
         if self.deprecate_eof() {
             self.relay(payload);
         } else {
-            let (status, warnings) =
-                super::packets::status_and_warnings(payload).unwrap_or((SERVER_STATUS_AUTOCOMMIT, 0));
+            let (status, warnings) = super::packets::status_and_warnings(payload)
+                .unwrap_or((SERVER_STATUS_AUTOCOMMIT, 0));
             self.packet(|b| encode_eof(b, warnings, status));
         }
     }

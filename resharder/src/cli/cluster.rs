@@ -50,7 +50,8 @@ pub fn down(cli: &Cli, purge: bool) -> Result<()> {
     info.stop_all();
     println!("stopped the cluster in {}", dir.display());
     if purge {
-        std::fs::remove_dir_all(&dir).with_context(|| format!("cannot delete {}", dir.display()))?;
+        std::fs::remove_dir_all(&dir)
+            .with_context(|| format!("cannot delete {}", dir.display()))?;
         println!("deleted {}", dir.display());
     }
     Ok(())

@@ -27,7 +27,8 @@ impl Etcd {
 
 /// Starts etcd with its data in `datadir` (kept across restarts).
 pub async fn start(datadir: &Path, client_port: u16, peer_port: u16) -> Result<Etcd> {
-    let etcd = find_program("etcd").context("etcd is not installed (apt-get install -y etcd-server)")?;
+    let etcd =
+        find_program("etcd").context("etcd is not installed (apt-get install -y etcd-server)")?;
     std::fs::create_dir_all(datadir.parent().unwrap_or(Path::new("/")))?;
     let client = format!("http://127.0.0.1:{client_port}");
     let peer = format!("http://127.0.0.1:{peer_port}");
@@ -45,7 +46,14 @@ pub async fn start(datadir: &Path, client_port: u16, peer_port: u16) -> Result<E
         .env("ETCD_UNSUPPORTED_ARCH", "")
         .env_remove("ETCDCTL_API");
     let pid = spawn(&mut cmd, &log)?;
-    wait_port(&format!("127.0.0.1:{client_port}"), pid, Duration::from_secs(30), "etcd", &log).await?;
+    wait_port(
+        &format!("127.0.0.1:{client_port}"),
+        pid,
+        Duration::from_secs(30),
+        "etcd",
+        &log,
+    )
+    .await?;
     Ok(Etcd {
         client_port,
         peer_port,

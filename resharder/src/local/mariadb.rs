@@ -28,7 +28,10 @@ impl MariaDb {
 
     /// An URL for mysql_async.
     pub fn url(&self, db: &str) -> String {
-        format!("mysql://root@127.0.0.1:{}/{}?prefer_socket=false", self.port, db)
+        format!(
+            "mysql://root@127.0.0.1:{}/{}?prefer_socket=false",
+            self.port, db
+        )
     }
 }
 
@@ -54,7 +57,11 @@ pub fn template() -> Result<PathBuf> {
         .or_else(|_| find_program("mysql_install_db"))
         .context("MariaDB is not installed (apt-get install -y mariadb-server)")?;
     let seq = STAGING_SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    let staging = PathBuf::from(format!("{}.tmp{}-{seq}", base.display(), std::process::id()));
+    let staging = PathBuf::from(format!(
+        "{}.tmp{}-{seq}",
+        base.display(),
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&staging);
     std::fs::create_dir_all(&staging)?;
     let extra = staging.with_extension("sql");
@@ -98,7 +105,10 @@ pub async fn start(name: &str, datadir: &Path, port: u16) -> Result<MariaDb> {
             .status()
             .context("cannot copy the MariaDB template")?;
         if !status.success() {
-            bail!("copying the MariaDB template to {} failed", datadir.display());
+            bail!(
+                "copying the MariaDB template to {} failed",
+                datadir.display()
+            );
         }
     }
     let mariadbd = find_program("mariadbd")
@@ -110,8 +120,14 @@ pub async fn start(name: &str, datadir: &Path, port: u16) -> Result<MariaDb> {
         .arg(format!("--datadir={}", datadir.display()))
         .arg(format!("--port={port}"))
         .arg("--bind-address=127.0.0.1")
-        .arg(format!("--socket={}", datadir.join("mysqld.sock").display()))
-        .arg(format!("--pid-file={}", datadir.join("mysqld.pid").display()))
+        .arg(format!(
+            "--socket={}",
+            datadir.join("mysqld.sock").display()
+        ))
+        .arg(format!(
+            "--pid-file={}",
+            datadir.join("mysqld.pid").display()
+        ))
         .arg(format!("--log-error={}", log.display()))
         .arg("--user=root")
         .arg("--skip-name-resolve")
@@ -133,9 +149,15 @@ pub async fn start(name: &str, datadir: &Path, port: u16) -> Result<MariaDb> {
         datadir: datadir.to_path_buf(),
         pid,
     };
-    wait_port(&db.addr(), pid, Duration::from_secs(60), &format!("MariaDB {name}"), &log)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}\n{}", tail(&log, 20)))?;
+    wait_port(
+        &db.addr(),
+        pid,
+        Duration::from_secs(60),
+        &format!("MariaDB {name}"),
+        &log,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}\n{}", tail(&log, 20)))?;
     wait_login(&db).await?;
     Ok(db)
 }

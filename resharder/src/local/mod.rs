@@ -76,8 +76,13 @@ impl ClusterInfo {
 
     pub fn load(dir: &Path) -> Result<ClusterInfo> {
         let p = Self::path(dir);
-        let text = std::fs::read_to_string(&p)
-            .with_context(|| format!("no local cluster in {} (missing {})", dir.display(), p.display()))?;
+        let text = std::fs::read_to_string(&p).with_context(|| {
+            format!(
+                "no local cluster in {} (missing {})",
+                dir.display(),
+                p.display()
+            )
+        })?;
         serde_json::from_str(&text).with_context(|| format!("cannot read {}", p.display()))
     }
 
@@ -114,8 +119,23 @@ impl ClusterInfo {
 
     /// Starts one more proxy (tests run two). `port` 0 picks a free one.
     pub async fn start_proxy(&mut self, id: &str, port: u16, http_port: u16) -> Result<ProxyProc> {
+        self.start_proxy_env(id, port, http_port, &[]).await
+    }
+
+    /// Starts a proxy with extra environment (e.g. `SHARDGATE_PROXY_MAX_ALLOWED_PACKET`).
+    pub async fn start_proxy_env(
+        &mut self,
+        id: &str,
+        port: u16,
+        http_port: u16,
+        env: &[(&str, &str)],
+    ) -> Result<ProxyProc> {
         let port = if port == 0 { free_port()? } else { port };
-        let http_port = if http_port == 0 { free_port()? } else { http_port };
+        let http_port = if http_port == 0 {
+            free_port()?
+        } else {
+            http_port
+        };
         let mut cfg = Config::default();
         cfg.proxy.id = id.to_string();
         cfg.proxy.listen = format!("127.0.0.1:{port}");
@@ -123,7 +143,11 @@ impl ClusterInfo {
         cfg.proxy.shutdown_timeout_ms = 5_000;
         cfg.topology = self.topology_config();
         cfg.topology.lease_ttl_s = 4;
-        cfg.topology.cache_file = self.dir.join(format!("{id}.topology.json")).display().to_string();
+        cfg.topology.cache_file = self
+            .dir
+            .join(format!("{id}.topology.json"))
+            .display()
+            .to_string();
         cfg.users.push(UserConfig {
             name: "root".into(),
             password_hash: String::new(),
@@ -138,9 +162,19 @@ impl ClusterInfo {
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "info");
         }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
         let pid = spawn(&mut cmd, &log)?;
         let mysql = format!("127.0.0.1:{port}");
-        wait_port(&mysql, pid, Duration::from_secs(60), &format!("proxy {id}"), &log).await?;
+        wait_port(
+            &mysql,
+            pid,
+            Duration::from_secs(60),
+            &format!("proxy {id}"),
+            &log,
+        )
+        .await?;
         let p = ProxyProc {
             id: id.to_string(),
             pid,
@@ -201,10 +235,18 @@ pub async fn up(opts: &UpOptions) -> Result<ClusterInfo> {
     };
     info.save()?;
     let ranges = even_ranges(opts.shards);
-    let mut instances = vec![("commerce".to_string(), "commerce".to_string(), "-".to_string())];
+    let mut instances = vec![(
+        "commerce".to_string(),
+        "commerce".to_string(),
+        "-".to_string(),
+    )];
     for r in &ranges {
         let shard = r.name();
-        instances.push((format!("customer{}", shard.replace('-', "_")), "customer".into(), shard));
+        instances.push((
+            format!("customer{}", shard.replace('-', "_")),
+            "customer".into(),
+            shard,
+        ));
     }
     tokio::task::spawn_blocking(mariadb::template).await??;
     let mut starts = Vec::new();
@@ -212,7 +254,9 @@ pub async fn up(opts: &UpOptions) -> Result<ClusterInfo> {
         let datadir = dir.join("mysql").join(name);
         let port = free_port()?;
         let name = name.clone();
-        starts.push(tokio::spawn(async move { mariadb::start(&name, &datadir, port).await }));
+        starts.push(tokio::spawn(async move {
+            mariadb::start(&name, &datadir, port).await
+        }));
     }
     for s in starts {
         match s.await? {
@@ -275,7 +319,10 @@ async fn create_schema(info: &ClusterInfo, ranges: &[KeyRange], sample: bool) ->
         let (schema, data): (&[&str], Vec<String>) = if s.keyspace == "commerce" {
             (
                 sample::COMMERCE_SCHEMA,
-                sample::COMMERCE_DATA.iter().map(|s| s.to_string()).collect(),
+                sample::COMMERCE_DATA
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
             )
         } else {
             (

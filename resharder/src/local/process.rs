@@ -82,17 +82,30 @@ pub fn free_port() -> Result<u16> {
 }
 
 /// Waits until something accepts TCP connections on `addr`, or `pid` dies.
-pub async fn wait_port(addr: &str, pid: u32, timeout: Duration, what: &str, log: &Path) -> Result<()> {
+pub async fn wait_port(
+    addr: &str,
+    pid: u32,
+    timeout: Duration,
+    what: &str,
+    log: &Path,
+) -> Result<()> {
     let start = Instant::now();
     loop {
         if tokio::net::TcpStream::connect(addr).await.is_ok() {
             return Ok(());
         }
         if !alive(pid) {
-            bail!("{what} exited during startup; see {}:\n{}", log.display(), tail(log, 15));
+            bail!(
+                "{what} exited during startup; see {}:\n{}",
+                log.display(),
+                tail(log, 15)
+            );
         }
         if start.elapsed() > timeout {
-            bail!("{what} did not start listening on {addr} within {timeout:?}; see {}", log.display());
+            bail!(
+                "{what} did not start listening on {addr} within {timeout:?}; see {}",
+                log.display()
+            );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs what shardgate needs on Debian (as root), only if something is missing:
+# MariaDB server and client, etcd, protoc (for the etcd client), sysbench, HAProxy,
+# PyMySQL, and a Rust toolchain.
+set -euo pipefail
+
+need=()
+command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || need+=(mariadb-server)
+command -v mariadb >/dev/null 2>&1 || need+=(mariadb-client)
+command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
+command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
+command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
+command -v sysbench >/dev/null 2>&1 || need+=(sysbench)
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
+python3 -c 'import pymysql' >/dev/null 2>&1 || need+=(python3-pymysql)
+command -v cc >/dev/null 2>&1 || need+=(build-essential)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing: ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  if ! apt-get install -y "${need[@]}"; then
+    apt-get update
+    apt-get install -y "${need[@]}"
+  fi
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  if [ -x "$HOME/.cargo/bin/cargo" ]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+  else
+    echo "installing the Rust toolchain with rustup"
+    curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal
+    export PATH="$HOME/.cargo/bin:$PATH"
+  fi
+fi
