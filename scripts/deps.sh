@@ -12,7 +12,6 @@ command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
 command -v sysbench >/dev/null 2>&1 || need+=(sysbench)
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
-python3 -c 'import pymysql' >/dev/null 2>&1 || need+=(python3-pymysql)
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 
@@ -23,6 +22,11 @@ if [ ${#need[@]} -gt 0 ]; then
     apt-get update
     apt-get install -y "${need[@]}"
   fi
+fi
+
+# PyMySQL for the python3 on PATH (pip from PyPI; Debian's package as a fallback).
+if ! python3 -c 'import pymysql' >/dev/null 2>&1; then
+  python3 -m pip install --quiet pymysql 2>/dev/null || apt-get install -y python3-pymysql || true
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

@@ -72,9 +72,9 @@ impl Context {
         shard: Option<&str>,
     ) -> Result<Arc<Plan>, ProxyError> {
         let key = PlanKey {
-            sql: sql.to_string(),
-            keyspace: keyspace.map(str::to_string),
-            shard: shard.map(str::to_string),
+            sql,
+            keyspace,
+            shard,
             revision: snapshot.revision,
         };
         if let Some(p) = self.plans.get(&key) {
@@ -90,25 +90,52 @@ impl Context {
                 shard,
             },
         )?);
-        self.plans.put(key, p.clone());
+        self.plans.put(&key, p.clone());
         Ok(p)
     }
 }
 
 /// Cache key of a plan: the text, what the session targets, and the topology revision.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct PlanKey {
-    pub sql: String,
-    pub keyspace: Option<String>,
-    pub shard: Option<String>,
+/// Borrowed, so a lookup allocates nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PlanKey<'a> {
+    pub sql: &'a str,
+    pub keyspace: Option<&'a str>,
+    pub shard: Option<&'a str>,
     pub revision: i64,
+}
+
+impl PlanKey<'_> {
+    fn hash64(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.hash(&mut h);
+        h.finish()
+    }
+}
+
+/// An owned [`PlanKey`].
+struct StoredKey {
+    sql: Box<str>,
+    keyspace: Option<Box<str>>,
+    shard: Option<Box<str>>,
+    revision: i64,
+}
+
+impl StoredKey {
+    fn matches(&self, k: &PlanKey<'_>) -> bool {
+        &*self.sql == k.sql
+            && self.keyspace.as_deref() == k.keyspace
+            && self.shard.as_deref() == k.shard
+            && self.revision == k.revision
+    }
 }
 
 /// A bounded map of plans. When full, the least recently used eighth is evicted.
 pub struct PlanCache {
     capacity: usize,
     tick: AtomicU64,
-    map: Mutex<HashMap<PlanKey, (Arc<Plan>, u64)>>,
+    map: Mutex<HashMap<u64, Vec<(StoredKey, Arc<Plan>, u64)>>>,
 }
 
 impl PlanCache {
@@ -120,29 +147,46 @@ impl PlanCache {
         }
     }
 
-    pub fn get(&self, key: &PlanKey) -> Option<Arc<Plan>> {
+    pub fn get(&self, key: &PlanKey<'_>) -> Option<Arc<Plan>> {
         let t = self.tick.fetch_add(1, Ordering::Relaxed);
+        let h = key.hash64();
         let mut m = self.map.lock().unwrap();
-        m.get_mut(key).map(|(p, used)| {
-            *used = t;
-            p.clone()
-        })
+        let bucket = m.get_mut(&h)?;
+        bucket
+            .iter_mut()
+            .find(|(k, _, _)| k.matches(key))
+            .map(|(_, p, used)| {
+                *used = t;
+                p.clone()
+            })
     }
 
-    pub fn put(&self, key: PlanKey, plan: Arc<Plan>) {
+    pub fn put(&self, key: &PlanKey<'_>, plan: Arc<Plan>) {
         let t = self.tick.fetch_add(1, Ordering::Relaxed);
+        let h = key.hash64();
         let mut m = self.map.lock().unwrap();
         if m.len() >= self.capacity {
-            let mut ticks: Vec<u64> = m.values().map(|(_, u)| *u).collect();
+            let mut ticks: Vec<u64> = m.values().flat_map(|b| b.iter().map(|e| e.2)).collect();
             ticks.sort_unstable();
             let cutoff = ticks[ticks.len() / 8];
-            m.retain(|_, (_, u)| *u > cutoff);
+            for b in m.values_mut() {
+                b.retain(|e| e.2 > cutoff);
+            }
+            m.retain(|_, b| !b.is_empty());
         }
-        m.insert(key, (plan, t));
+        let stored = StoredKey {
+            sql: key.sql.into(),
+            keyspace: key.keyspace.map(Into::into),
+            shard: key.shard.map(Into::into),
+            revision: key.revision,
+        };
+        let bucket = m.entry(h).or_default();
+        bucket.retain(|(k, _, _)| !k.matches(key));
+        bucket.push((stored, plan, t));
     }
 
     pub fn len(&self) -> usize {
-        self.map.lock().unwrap().len()
+        self.map.lock().unwrap().values().map(Vec::len).sum()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -9,6 +9,10 @@ pub struct Metrics {
     pub connections_refused: IntCounter,
     pub connections_current: IntGauge,
     pub queries_total: IntCounterVec,
+    /// `queries_total{kind="route"}`, resolved once (hot path).
+    pub queries_route: IntCounter,
+    /// `queries_total{kind="session"}`.
+    pub queries_session: IntCounter,
     pub query_errors_total: IntCounterVec,
     pub plan_cache_hits: IntCounter,
     pub plan_cache_misses: IntCounter,
@@ -38,18 +42,21 @@ impl Metrics {
             registry.register(Box::new(c.clone())).expect("register");
             c
         };
+        let queries_total = vec(
+            "queries_total",
+            "Statements executed, by plan kind.",
+            &["kind"],
+        );
         Metrics {
+            queries_route: queries_total.with_label_values(&["route"]),
+            queries_session: queries_total.with_label_values(&["session"]),
+            queries_total,
             connections_total: counter("connections_total", "Client connections accepted."),
             connections_refused: counter(
                 "connections_refused_total",
                 "Client connections refused (limit or shutdown).",
             ),
             connections_current: gauge("connections_current", "Client connections open now."),
-            queries_total: vec(
-                "queries_total",
-                "Statements executed, by plan kind.",
-                &["kind"],
-            ),
             query_errors_total: vec(
                 "query_errors_total",
                 "Statements that returned an error, by errno.",

@@ -31,7 +31,7 @@ pub struct SessionEntry {
 struct SessionState {
     db: Option<String>,
     command: &'static str,
-    info: Option<String>,
+    info: Option<Arc<str>>,
     since: Instant,
 }
 
@@ -52,11 +52,11 @@ impl SessionEntry {
         self.state.lock().unwrap().db = db;
     }
 
-    /// Marks the start of a command (`info` is the statement text, shortened).
-    pub fn begin(&self, command: &'static str, info: Option<&str>) {
+    /// Marks the start of a command (`info` is the statement text; shared, not copied).
+    pub fn begin(&self, command: &'static str, info: Option<&Arc<str>>) {
         let mut s = self.state.lock().unwrap();
         s.command = command;
-        s.info = info.map(|i| i.chars().take(200).collect());
+        s.info = info.cloned();
         s.since = Instant::now();
     }
 
@@ -95,7 +95,7 @@ impl SessionEntry {
             db: s.db,
             command: s.command,
             time_s: s.since.elapsed().as_secs(),
-            info: s.info,
+            info: s.info.map(|i| i.chars().take(200).collect()),
         }
     }
 }

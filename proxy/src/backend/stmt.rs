@@ -23,7 +23,15 @@ pub struct BackendStatement {
 }
 
 impl BackendConn {
-    /// The backend statement for `sql`, preparing it on this connection if needed.
+    /// The backend statement id for `sql`, preparing it on this connection if needed.
+    pub async fn prepared_id(&mut self, sql: &Arc<str>) -> Result<u32, BackendError> {
+        if let Some(s) = self.statements.get(sql) {
+            return Ok(s.id);
+        }
+        Ok(self.prepared(sql).await?.id)
+    }
+
+    /// The backend statement for `sql` with its metadata, preparing it if needed.
     pub async fn prepared(&mut self, sql: &Arc<str>) -> Result<BackendStatement, BackendError> {
         if let Some(s) = self.statements.get(sql) {
             return Ok(s.clone());

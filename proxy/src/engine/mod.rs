@@ -89,7 +89,6 @@ impl Exec<'_> {
         };
         let binary = self.params.is_some();
         let held = self.conns.get(self.ctx, &r.keyspace, shard).await?;
-        let label = held.label.clone();
         if binary && !r.query.verbatim {
             return Err(ProxyError::NotSupported(
                 "this statement as a server-side prepared statement (it needs rewriting); use a client-side prepared statement".into(),
@@ -97,9 +96,9 @@ impl Exec<'_> {
             .into());
         }
         let sent = if let Some(params) = self.params {
-            match held.conn.prepared(&r.query.text).await {
-                Ok(st) => {
-                    let packet = params.encode(st.id);
+            match held.conn.prepared_id(&r.query.text).await {
+                Ok(id) => {
+                    let packet = params.encode(id);
                     held.conn.send_raw_command(&packet).await
                 }
                 Err(e) => Err(e),
@@ -114,7 +113,7 @@ impl Exec<'_> {
             held.conn.send_command(COM_QUERY, sql.as_bytes()).await
         };
         if let Err(e) = sent {
-            return Err(ProxyError::from_backend(&label, e).into());
+            return Err(ProxyError::from_backend(&held.label, e).into());
         }
         let opts = RelayOptions {
             more_results: self.more_results,

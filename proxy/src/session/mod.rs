@@ -217,12 +217,8 @@ impl Handler for Session {
 
     fn statistics(&self) -> String {
         let uptime = self.ctx.started.elapsed().as_secs().max(1);
-        let questions: u64 = self
-            .ctx
-            .metrics
-            .queries_total
-            .with_label_values(&["route"])
-            .get();
+        let questions: u64 =
+            self.ctx.metrics.queries_route.get() + self.ctx.metrics.queries_session.get();
         format!(
             "Uptime: {uptime}  Threads: {}  Questions: {questions}  Slow queries: 0  Opens: 0  Open tables: 0  Queries per second avg: {:.3}",
             self.ctx.registry.len(),

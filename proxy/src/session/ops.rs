@@ -18,11 +18,7 @@ impl Session {
         out: &mut Responder<'_>,
         more: bool,
     ) -> Result<Flow, PacketError> {
-        self.ctx
-            .metrics
-            .queries_total
-            .with_label_values(&["session"])
-            .inc();
+        self.ctx.metrics.queries_session.inc();
         let result: Result<(), ProxyError> = match op {
             SessionOp::Use { keyspace, shard } => {
                 self.set_keyspace(keyspace.clone(), shard.clone());

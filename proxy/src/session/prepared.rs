@@ -14,10 +14,13 @@ use crate::planner::{Plan, Primitive, Target};
 use crate::wire::params::{execute_statement_id, Execute};
 use crate::wire::{ColumnDef, HandlerResult, Responder};
 use bytes::{Bytes, BytesMut};
+use std::sync::Arc;
 
 /// A statement prepared by the client.
 pub struct PreparedStatement {
-    pub sql: String,
+    pub sql: Arc<str>,
+    /// The plan and the topology revision it was made for (re-planned when it changes).
+    pub plan: Option<(i64, Arc<Plan>)>,
     pub params: u16,
     /// Parameter types from the last execute that sent them.
     pub types: Vec<(u8, bool)>,
@@ -46,7 +49,7 @@ impl Session {
         sql: Bytes,
         out: &mut Responder<'_>,
     ) -> HandlerResult {
-        let text = String::from_utf8_lossy(&sql).into_owned();
+        let text: Arc<str> = String::from_utf8_lossy(&sql).into();
         self.entry.begin("Prepare", Some(&text));
         let r = self.prepare_inner(&text, out).await;
         self.entry.end();
@@ -119,7 +122,8 @@ impl Session {
         self.statements.insert(
             id,
             PreparedStatement {
-                sql: one.to_string(),
+                sql: Arc::from(*one),
+                plan: Some((snapshot.revision, plan.clone())),
                 params,
                 types: Vec::new(),
                 long_data: vec![None; params as usize],
@@ -163,8 +167,34 @@ impl Session {
             }
         };
         let sql = stmt.sql.clone();
+        let snapshot = self.ctx.snapshot();
+        let plan = match &stmt.plan {
+            Some((rev, p)) if *rev == snapshot.revision => p.clone(),
+            _ => {
+                let planned = self.ctx.plan(
+                    &sql,
+                    &snapshot,
+                    self.keyspace.as_deref(),
+                    self.shard.as_deref(),
+                );
+                match planned {
+                    Ok(p) => {
+                        if let Some(s) = self.statements.get_mut(&id) {
+                            s.plan = Some((snapshot.revision, p.clone()));
+                        }
+                        p
+                    }
+                    Err(e) => {
+                        self.error(out, &e);
+                        return Ok(());
+                    }
+                }
+            }
+        };
         self.entry.begin("Execute", Some(&sql));
-        let r = self.run_statement(&sql, out, false, Some(&exec)).await;
+        let r = self
+            .run_plan(&plan, &sql, &snapshot, out, false, Some(&exec))
+            .await;
         self.entry.end();
         match r {
             Ok(Flow::Continue) | Ok(Flow::Stop) => Ok(()),

@@ -24,7 +24,7 @@ impl Session {
         sql: Bytes,
         out: &mut Responder<'_>,
     ) -> HandlerResult {
-        let text = String::from_utf8_lossy(&sql).into_owned();
+        let text: std::sync::Arc<str> = String::from_utf8_lossy(&sql).into();
         self.entry.begin("Query", Some(&text));
         let statements = split_statements(&text);
         let result = if statements.is_empty() {
@@ -86,17 +86,27 @@ impl Session {
                 return Ok(Flow::Stop);
             }
         };
-        match &*plan {
+        self.run_plan(&plan, sql, &snapshot, out, more, params)
+            .await
+    }
+
+    /// Runs a planned statement.
+    pub(super) async fn run_plan(
+        &mut self,
+        plan: &Plan,
+        sql: &str,
+        snapshot: &shardgate_topology::Snapshot,
+        out: &mut Responder<'_>,
+        more: bool,
+        params: Option<&Execute>,
+    ) -> Result<Flow, PacketError> {
+        match plan {
             Plan::Session(op) => self.session_op(op, sql, out, more).await,
             Plan::Query(p) => {
-                self.ctx
-                    .metrics
-                    .queries_total
-                    .with_label_values(&["route"])
-                    .inc();
+                self.ctx.metrics.queries_route.inc();
                 let mut exec = Exec {
                     ctx: &self.ctx,
-                    snapshot: &snapshot,
+                    snapshot,
                     conns: &mut self.conns,
                     params,
                     more_results: more,

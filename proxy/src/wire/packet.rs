@@ -29,6 +29,8 @@ pub enum PacketError {
 /// Flush the write buffer once it holds this much, so large results stream.
 pub const FLUSH_THRESHOLD: usize = 64 * 1024;
 const INITIAL_READ_BUF: usize = 4 * 1024;
+/// The least a read asks the kernel for.
+const READ_CHUNK: usize = 16 * 1024;
 /// After a large packet, a read buffer bigger than this is given back.
 const KEEP_READ_BUF: usize = 256 * 1024;
 
@@ -78,7 +80,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketIo<S> {
 
     async fn fill(&mut self, want: usize) -> Result<(), PacketError> {
         while self.rbuf.len() < want {
-            self.rbuf.reserve(want - self.rbuf.len());
+            // Read generously: one syscall should bring many small packets.
+            self.rbuf.reserve((want - self.rbuf.len()).max(READ_CHUNK));
             let n = self.stream.read_buf(&mut self.rbuf).await?;
             if n == 0 {
                 return Err(if self.rbuf.is_empty() {

@@ -1,0 +1,170 @@
+#!/usr/bin/env python3
+"""shardgate benchmark driver (see bench/run.sh and BENCHMARKS.md).
+
+Starts a local cluster with the release binaries, puts HAProxy (TCP mode) in front of the
+unsharded keyspace's MariaDB, and runs sysbench against: MariaDB directly, HAProxy, and
+shardgate (unsharded keyspace `commerce`; and, in the `sharded` suite, the 2-shard keyspace
+`customer`). Targets alternate within each round and every figure is the median of rounds,
+so the ratios come from one run on one machine.
+"""
+import argparse, json, os, re, signal, socket, statistics, subprocess, sys, time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARDCTL = os.path.join(ROOT, "target/release/shardctl")
+
+
+def sh(cmd, **kw):
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def sysbench(test, host, port, db, args, cmd="run"):
+    base = ["sysbench", test, "--db-driver=mysql", f"--mysql-host={host}", f"--mysql-port={port}",
+            "--mysql-user=root", f"--mysql-db={db}", f"--tables={args.tables}",
+            f"--table-size={args.table_size}"]
+    if cmd == "run":
+        base += [f"--threads={args.threads}", f"--time={args.time}", "--percentile=95",
+                 "--db-ps-mode=auto", "--rand-type=uniform"]
+    out = subprocess.run(base + [cmd], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"sysbench {test} {cmd} on {port} failed:\n{out.stdout}\n{out.stderr}")
+    if cmd != "run":
+        return None
+    qps = float(re.search(r"queries:\s+\d+\s+\(([\d.]+) per sec", out.stdout).group(1))
+    p95 = float(re.search(r"95th percentile:\s+([\d.]+)", out.stdout).group(1))
+    errors = int(re.search(r"ignored errors:\s+(\d+)", out.stdout).group(1))
+    return qps, p95, errors
+
+
+def start_haproxy(backend, port, workdir):
+    cfg = os.path.join(workdir, "haproxy.cfg")
+    with open(cfg, "w") as f:
+        f.write(f"""global
+    maxconn 4000
+    nbthread 2
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 1h
+    timeout server 1h
+listen mysql
+    bind 127.0.0.1:{port}
+    server db {backend}
+""")
+    p = subprocess.Popen(["haproxy", "-f", cfg, "-db"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return p
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("haproxy did not start")
+
+
+def idle_connections(port, n, db):
+    """Opens n logged-in client connections (root, no password) with a minimal handshake."""
+    import struct
+    conns = []
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", port))
+        hdr = s.recv(4)
+        s.recv(int.from_bytes(hdr[:3], "little"))
+        caps = 0x200 | 0x8000 | 0x80000 | 0x8  # PROTOCOL_41 SECURE_CONNECTION PLUGIN_AUTH CONNECT_WITH_DB
+        body = struct.pack("<IIB23x", caps, 1 << 24, 45) + b"root\0" + b"\0" + db.encode() + b"\0" \
+            + b"mysql_native_password\0"
+        s.sendall(len(body).to_bytes(3, "little") + b"\x01" + body)
+        hdr = s.recv(4)
+        resp = s.recv(int.from_bytes(hdr[:3], "little"))
+        if resp[:1] != b"\x00":
+            raise RuntimeError(f"login failed: {resp!r}")
+        conns.append(s)
+    return conns
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--time", type=int, default=20)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=16)
+    ap.add_argument("--tables", type=int, default=4)
+    ap.add_argument("--table-size", type=int, default=20000)
+    ap.add_argument("--suites", default="foundation,memory")
+    ap.add_argument("--dir", default=os.path.join(ROOT, "bench/.cluster"))
+    args = ap.parse_args()
+    suites = set(args.suites.split(","))
+
+    subprocess.run([SHARDCTL, "--dir", args.dir, "down", "--purge"], capture_output=True)
+    pport = free_port()
+    up = sh([SHARDCTL, "--dir", args.dir, "up", "--detach", "--shards", "2", "--port", str(pport),
+             "--http-port", str(free_port())])
+    info = json.load(open(os.path.join(args.dir, "cluster.json")))
+    proxy_pid = info["proxies"][0]["pid"]
+    commerce = next(s for s in info["shards"] if s["keyspace"] == "commerce")
+    chost, cport = commerce["addr"].split(":")
+    hport = free_port()
+    haproxy = start_haproxy(commerce["addr"], hport, args.dir)
+    results = {}
+    try:
+        print(f"machine: {os.cpu_count()} cores; sysbench {args.threads} threads, {args.time}s x {args.rounds} rounds, "
+              f"{args.tables} tables x {args.table_size} rows", flush=True)
+        if "foundation" in suites:
+            sysbench("oltp_read_write", chost, int(cport), "commerce", args, "prepare")
+            targets = [("direct", chost, int(cport), "commerce"), ("haproxy", "127.0.0.1", hport, "commerce"),
+                       ("shardgate", "127.0.0.1", pport, "commerce")]
+            for test in ["oltp_point_select", "oltp_read_write"]:
+                for r in range(args.rounds):
+                    order = targets if r % 2 == 0 else list(reversed(targets))
+                    for name, host, port, db in order:
+                        q, p, e = sysbench(test, host, port, db, args)
+                        results.setdefault((test, name), []).append((q, p, e))
+                        print(f"  {test:18} {name:10} round {r+1}: {q:10.0f} qps  p95 {p:6.2f} ms  errors {e}", flush=True)
+        if "memory" in suites:
+            time.sleep(1)
+            idle = rss_kb(proxy_pid)
+            conns = idle_connections(pport, 1000, "commerce")
+            time.sleep(2)
+            loaded = rss_kb(proxy_pid)
+            for c in conns:
+                c.close()
+            results["memory"] = (idle, loaded)
+    finally:
+        haproxy.send_signal(signal.SIGTERM)
+        subprocess.run([SHARDCTL, "--dir", args.dir, "down"], capture_output=True)
+
+    print("\n| workload | target | QPS (median) | p95 ms (median) | errors | vs HAProxy | vs direct |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for test in ["oltp_point_select", "oltp_read_write"]:
+        med = {}
+        for name in ["direct", "haproxy", "shardgate"]:
+            runs = results.get((test, name))
+            if not runs:
+                continue
+            med[name] = (statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs),
+                         sum(r[2] for r in runs))
+        for name, (q, p, e) in med.items():
+            vh = q / med["haproxy"][0] if "haproxy" in med else 0
+            vd = q / med["direct"][0] if "direct" in med else 0
+            print(f"| {test} | {name} | {q:.0f} | {p:.2f} | {e} | {vh:.2f}x | {vd:.2f}x |")
+    if "memory" in results:
+        idle, loaded = results["memory"]
+        print(f"\nproxy RSS idle: {idle/1024:.1f} MiB; with 1,000 idle client connections: {loaded/1024:.1f} MiB "
+              f"(+{(loaded-idle)/1024:.1f} MiB, {(loaded-idle)/1000:.1f} KiB per connection)")
+
+
+if __name__ == "__main__":
+    main()
