@@ -131,11 +131,14 @@ impl StoredKey {
     }
 }
 
+/// A cached plan with its key and when it was last used.
+type CachedPlan = (StoredKey, Arc<Plan>, u64);
+
 /// A bounded map of plans. When full, the least recently used eighth is evicted.
 pub struct PlanCache {
     capacity: usize,
     tick: AtomicU64,
-    map: Mutex<HashMap<u64, Vec<(StoredKey, Arc<Plan>, u64)>>>,
+    map: Mutex<HashMap<u64, Vec<CachedPlan>>>,
 }
 
 impl PlanCache {

@@ -208,10 +208,16 @@ async fn mariadb_cli_and_sysbench_work() {
             .and_then(|n| n.parse().ok())
             .unwrap_or(0);
         assert!(tx > 10, "too few transactions ({mode}): {out}");
-        assert!(
-            out.contains("ignored errors:                      0"),
-            "{out}"
-        );
+        // sysbench retries deadlocks (1213) and lock waits (1205) itself; MariaDB reports a
+        // few of those under this contention with or without a proxy. Anything else fails
+        // the run above.
+        let ignored: u64 = out
+            .lines()
+            .find(|l| l.trim_start().starts_with("ignored errors:"))
+            .and_then(|l| l.split_whitespace().nth(2))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(u64::MAX);
+        assert!(ignored * 20 < tx, "too many deadlocks ({mode}): {out}");
     }
     let (ok, out) = sysbench("cleanup", &[]);
     assert!(ok, "{out}");
@@ -328,7 +334,8 @@ async fn bad_inputs_get_clear_errors_and_hurt_nobody() {
         .clone();
     let mut raw = raw_login(&small).await;
     let big = format!("SELECT '{}'", "x".repeat(2 << 20));
-    raw.send_command(0x03, big.as_bytes()).await.unwrap();
+    // The proxy answers as soon as it sees the length, possibly before all is written.
+    let _ = raw.send_command(0x03, big.as_bytes()).await;
     let p = raw.read().await.unwrap();
     assert_eq!(
         shardgate_proxy::wire::ErrPacket::decode(&p).unwrap().code,

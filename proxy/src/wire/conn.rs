@@ -185,6 +185,10 @@ pub async fn serve<S: Service>(
                     "08S01",
                     "Got a packet bigger than 'max_allowed_packet' bytes",
                 ));
+                // Let the client read the error: closing with its packet still unread
+                // would reset the connection and lose the message.
+                let _ = io.flush().await;
+                io.drain(Duration::from_secs(2), 1 << 30).await;
                 break;
             }
             Err(PacketError::OutOfOrder { .. }) => {

@@ -233,6 +233,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketIo<S> {
         Ok(())
     }
 
+    /// Closes the write side and discards what the peer still sends, for at most `limit`
+    /// time or `max` bytes, so an error written just before is not lost to a reset.
+    pub async fn drain(&mut self, limit: std::time::Duration, max: usize) {
+        let _ = self.stream.shutdown().await;
+        let mut seen = 0usize;
+        let mut sink = vec![0u8; 64 * 1024];
+        let _ = tokio::time::timeout(limit, async {
+            while seen < max {
+                match self.stream.read(&mut sink).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => seen += n,
+                }
+            }
+        })
+        .await;
+    }
+
     /// Shuts the write side down (best effort).
     pub async fn shutdown(&mut self) {
         let _ = self.flush().await;
