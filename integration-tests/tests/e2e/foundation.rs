@@ -455,3 +455,78 @@ async fn sigterm_lets_running_statements_finish() {
     }
     assert!(c.proxy_log().contains("all client connections closed"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protocol_commands_behave_like_mariadb() {
+    let c = TestCluster::start(1).await;
+    let addr = c.proxy_addr();
+
+    // COM_FIELD_LIST (the mariadb CLI's tab completion): column definitions, then EOF.
+    let mut raw = raw_login(&addr).await;
+    raw.send_command(0x04, b"product\0").await.unwrap();
+    let mut names = Vec::new();
+    loop {
+        let p = raw.read().await.unwrap();
+        if p[0] == 0xfe && p.len() < 0xffffff {
+            raw.finish(0);
+            break;
+        }
+        names.push(shardgate_proxy::wire::ColumnDef::decode(&p).unwrap().name);
+    }
+    assert_eq!(names, vec!["sku", "description", "price"]);
+
+    // COM_SET_OPTION: multi-statements off, then on again.
+    raw.send_command(0x1b, &[1, 0]).await.unwrap();
+    let _ = raw.read().await.unwrap();
+    raw.finish(0);
+    let e = raw.query("SELECT 1; SELECT 2").await.unwrap_err();
+    assert!(e.to_string().contains("syntax"), "{e}");
+    raw.send_command(0x1b, &[0, 0]).await.unwrap();
+    let _ = raw.read().await.unwrap();
+    raw.finish(0);
+    raw.send_command(0x03, b"SELECT 1; SELECT 2").await.unwrap();
+    let results = raw.collect().await.unwrap();
+    assert_eq!(results.len(), 2);
+
+    // COM_STATISTICS answers with a plain string.
+    raw.send_command(0x09, &[]).await.unwrap();
+    let p = raw.read().await.unwrap();
+    raw.finish(0);
+    assert!(String::from_utf8_lossy(&p).starts_with("Uptime:"));
+
+    // COM_RESET_CONNECTION (mysql_async's pool sends it when a connection comes back):
+    // user variables and session settings are gone afterwards.
+    let pool = mysql_async::Pool::new(Opts::from_url(&c.url("commerce")).unwrap());
+    {
+        let mut conn = pool.get_conn().await.unwrap();
+        conn.query_drop("SET @x = 42, SESSION sql_mode = 'ANSI_QUOTES'")
+            .await
+            .unwrap();
+        let x: Option<u8> = conn.query_first("SELECT @x").await.unwrap();
+        assert_eq!(x, Some(42));
+    }
+    let mut conn = pool.get_conn().await.unwrap();
+    let x: Option<Option<u8>> = conn.query_first("SELECT @x").await.unwrap();
+    assert_eq!(x, Some(None));
+    let mode: Option<String> = conn.query_first("SELECT @@sql_mode").await.unwrap();
+    assert!(!mode.unwrap_or_default().contains("ANSI_QUOTES"));
+    drop(conn);
+    pool.disconnect().await.unwrap();
+
+    // A client that goes away in the middle of a result leaves no trace: the next
+    // clients get whole, correct answers.
+    for _ in 0..3 {
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let mut raw = raw_login(&addr).await;
+        raw.send_command(0x03, b"SELECT REPEAT('x', 1000) FROM information_schema.columns a, information_schema.columns b LIMIT 200000").await.unwrap();
+        let _ = raw.read().await.unwrap();
+        drop(raw);
+        drop(s.write_all(b"").await);
+    }
+    let mut conn = c.conn("commerce").await;
+    let n: Option<u64> = conn
+        .query_first("SELECT COUNT(*) FROM product")
+        .await
+        .unwrap();
+    assert_eq!(n, Some(5));
+}

@@ -393,6 +393,30 @@ impl BackendConn {
         }
     }
 
+    /// COM_RESET_CONNECTION: rolls back, drops temporary tables, user variables, session
+    /// settings and prepared statements, so the connection can serve another session.
+    pub async fn reset(&mut self) -> Result<(), BackendError> {
+        self.send_command(COM_RESET_CONNECTION, &[]).await?;
+        let p = self.read().await?;
+        self.statements.clear();
+        match p.first() {
+            Some(0x00) => {
+                let ok = OkPacket::decode(&p)?;
+                self.finish(ok.status);
+                Ok(())
+            }
+            Some(0xff) => {
+                self.finish_after_error();
+                self.broken = true;
+                Err(BackendError::Server(ErrPacket::decode(&p)?))
+            }
+            _ => {
+                self.broken = true;
+                Err(BackendError::Protocol)
+            }
+        }
+    }
+
     /// Sends COM_QUIT and closes (best effort).
     pub async fn quit(mut self) {
         if !self.pending && !self.broken {

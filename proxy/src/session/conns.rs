@@ -156,10 +156,16 @@ impl Connections {
         }
     }
 
-    /// Rolls back and returns every connection (client gone or COM_RESET_CONNECTION).
+    /// Rolls back, resets and returns every connection (client gone or
+    /// COM_RESET_CONNECTION): nothing the session set (variables, temporary tables,
+    /// prepared statements) may reach the next session that borrows the connection.
     pub async fn release_all(&mut self) {
         let _ = self.finish(false).await;
-        self.held.clear();
+        for mut h in self.held.drain(..) {
+            if h.conn.is_clean() && h.conn.reset().await.is_err() {
+                h.conn.mark_broken();
+            }
+        }
     }
 
     /// Held connections (for KILL and the status page).
