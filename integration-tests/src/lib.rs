@@ -130,3 +130,89 @@ pub fn errno(e: &mysql_async::Error) -> Option<u16> {
         _ => None,
     }
 }
+
+/// A minimal HTTP GET (the proxies' status endpoint): (status code, body).
+pub async fn http_get(addr: &str, path: &str) -> Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    Ok((code, body.to_string()))
+}
+
+/// A proxy's /status document.
+pub async fn proxy_status(http: &str) -> Result<serde_json::Value> {
+    let (code, body) = http_get(http, "/status").await?;
+    anyhow::ensure!(code == 200, "status {code}");
+    Ok(serde_json::from_str(&body)?)
+}
+
+impl TestCluster {
+    /// Runs `shardctl` against this cluster; returns (success, stdout + stderr).
+    pub fn shardctl(&self, args: &[&str]) -> (bool, String) {
+        let bin =
+            shardgate_resharder::local::process::find_program("shardctl").expect("shardctl built");
+        let out = std::process::Command::new(bin)
+            .arg("--dir")
+            .arg(&self.dir)
+            .args(args)
+            .output()
+            .expect("run shardctl");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    }
+
+    /// Starts one more MariaDB (recorded in cluster.json so it is stopped with the rest).
+    pub async fn extra_mariadb(
+        &mut self,
+        name: &str,
+    ) -> shardgate_resharder::local::mariadb::MariaDb {
+        let port = shardgate_resharder::local::process::free_port().unwrap();
+        let datadir = self.dir.join("mysql").join(name);
+        let m = shardgate_resharder::local::mariadb::start(name, &datadir, port)
+            .await
+            .unwrap();
+        self.info.mariadb.push(m.clone());
+        self.info.save().unwrap();
+        m
+    }
+
+    /// Waits until every proxy's /status reports `revision` or later; returns how long
+    /// each took, measured from `since`.
+    pub async fn wait_applied(
+        &self,
+        revision: i64,
+        since: std::time::Instant,
+    ) -> Vec<std::time::Duration> {
+        let mut out = Vec::new();
+        for p in &self.info.proxies {
+            loop {
+                if let Ok(s) = proxy_status(&p.http).await {
+                    if s["topology_revision"].as_i64().unwrap_or(0) >= revision {
+                        out.push(since.elapsed());
+                        break;
+                    }
+                }
+                assert!(
+                    since.elapsed() < std::time::Duration::from_secs(10),
+                    "proxy {} did not apply revision {revision}",
+                    p.id
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        }
+        out
+    }
+}

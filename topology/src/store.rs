@@ -12,6 +12,7 @@ use etcd_client::{
     Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, TlsOptions, Txn,
     TxnOp, WatchOptions, WatchStream,
 };
+pub use etcd_client::{EventType, WatchStream as EtcdWatchStream};
 use shardgate_config::TopologyConfig;
 use std::time::Duration;
 

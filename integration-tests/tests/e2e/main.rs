@@ -2,3 +2,4 @@
 //! with a module per area; each test starts (and always stops) its own cluster.
 
 mod foundation;
+mod topology;

@@ -37,6 +37,8 @@ pub struct Connections {
     /// Statements replayed on every new backend connection (the session's SETs).
     pub settings: Vec<String>,
     pub txn: Option<Transaction>,
+    /// Topology revision the held connections were last checked against.
+    checked_revision: i64,
 }
 
 impl Connections {
@@ -47,6 +49,7 @@ impl Connections {
             capabilities,
             settings: Vec::new(),
             txn: None,
+            checked_revision: 0,
         }
     }
 
@@ -103,6 +106,32 @@ impl Connections {
             }
         }
         Ok(h)
+    }
+
+    /// After a topology change, gives back connections to backends that no longer hold a
+    /// shard (a moved or removed shard), unless a transaction still needs them. Their pool
+    /// was retired, so they close on return: drained, not cut.
+    pub async fn prune(&mut self, snapshot: &shardgate_topology::Snapshot) {
+        if snapshot.revision == self.checked_revision {
+            return;
+        }
+        self.checked_revision = snapshot.revision;
+        let live = |key: &(String, String)| {
+            snapshot
+                .keyspaces
+                .values()
+                .flat_map(|k| k.shards.values())
+                .any(|s| s.primary == key.0 && s.database == key.1)
+        };
+        let mut kept = Vec::with_capacity(self.held.len());
+        for mut h in std::mem::take(&mut self.held) {
+            if live(&h.key) || h.in_txn || h.conn.in_transaction() {
+                kept.push(h);
+            } else if h.conn.is_clean() && h.conn.reset().await.is_err() {
+                h.conn.mark_broken();
+            }
+        }
+        self.held = kept;
     }
 
     /// Drops connections that are broken or were left with unread results.

@@ -100,6 +100,7 @@ impl Session {
         more: bool,
         params: Option<&Execute>,
     ) -> Result<Flow, PacketError> {
+        self.conns.prune(snapshot).await;
         match plan {
             Plan::Session(op) => self.session_op(op, sql, out, more).await,
             Plan::Query(p) => {

@@ -1,6 +1,8 @@
 //! The `shardctl` command line.
 
 mod cluster;
+mod target;
+mod topo;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -51,6 +53,101 @@ pub enum Command {
     },
     /// Print the mysql_native_password hash of a password (for [[users]] password_hash).
     HashPassword { password: String },
+    /// Read, edit, validate and watch the topology in etcd.
+    Topo {
+        #[command(subcommand)]
+        command: TopoCommand,
+    },
+    /// Create a keyspace.
+    Keyspace {
+        #[command(subcommand)]
+        command: KeyspaceCommand,
+    },
+    /// Add shards to a keyspace.
+    Shard {
+        #[command(subcommand)]
+        command: ShardCommand,
+    },
+    /// Apply a keyspace's VSchema (Vitess JSON) from a file.
+    Vschema {
+        #[command(subcommand)]
+        command: VschemaCommand,
+    },
+    /// Change which shards serve a keyspace.
+    Routing {
+        #[command(subcommand)]
+        command: RoutingCommand,
+    },
+    /// List live proxies and the topology revision each has applied.
+    Proxies {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TopoCommand {
+    /// Print one document (pretty JSON), or every key with its document.
+    Get { key: Option<String> },
+    /// Write a document from a file or - (stdin); validated, compare-and-swap.
+    Put {
+        key: String,
+        file: String,
+        /// Fail unless the key's mod_revision is still this (0: must not exist).
+        #[arg(long)]
+        expect_revision: Option<i64>,
+    },
+    /// Edit a document in $EDITOR; validated, compare-and-swap.
+    Edit { key: String },
+    /// Delete a document; validated, compare-and-swap.
+    Delete { key: String },
+    /// Report what a proxy would reject in the topology as it is now.
+    Validate,
+    /// Print every change as it happens, and whether the result is valid.
+    Watch,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeyspaceCommand {
+    /// Create a keyspace (unsharded unless --sharded).
+    Create {
+        name: String,
+        #[arg(long)]
+        sharded: bool,
+        /// The default vindex type of a sharded keyspace.
+        #[arg(long, default_value = "hash")]
+        vindex: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ShardCommand {
+    /// Add shards: SHARD=HOST:PORT[/DATABASE], e.g. -80=10.0.0.1:3306/customer
+    Add {
+        keyspace: String,
+        #[arg(required = true, allow_hyphen_values = true)]
+        shards: Vec<String>,
+        /// Also make them serving (when the keyspace has a routing document).
+        #[arg(long)]
+        serving: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum VschemaCommand {
+    /// Replace a keyspace's VSchema with the JSON in FILE (or - for stdin).
+    Apply { keyspace: String, file: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RoutingCommand {
+    /// Set the serving shards (comma-separated); they must cover the key space exactly.
+    Set {
+        keyspace: String,
+        #[arg(allow_hyphen_values = true, value_delimiter = ',')]
+        serving: Vec<String>,
+    },
 }
 
 pub async fn run(cli: Cli) -> Result<()> {
@@ -66,5 +163,40 @@ pub async fn run(cli: Cli) -> Result<()> {
             println!("{}", shardgate_config::hash_password(password));
             Ok(())
         }
+        Command::Topo { command } => match command {
+            TopoCommand::Get { key } => topo::get(&cli, key.as_deref()).await,
+            TopoCommand::Put {
+                key,
+                file,
+                expect_revision,
+            } => topo::put(&cli, key, file, *expect_revision).await,
+            TopoCommand::Edit { key } => topo::edit(&cli, key).await,
+            TopoCommand::Delete { key } => topo::delete(&cli, key).await,
+            TopoCommand::Validate => topo::validate(&cli).await,
+            TopoCommand::Watch => topo::watch(&cli).await,
+        },
+        Command::Keyspace {
+            command:
+                KeyspaceCommand::Create {
+                    name,
+                    sharded,
+                    vindex,
+                },
+        } => topo::keyspace_create(&cli, name, *sharded, vindex).await,
+        Command::Shard {
+            command:
+                ShardCommand::Add {
+                    keyspace,
+                    shards,
+                    serving,
+                },
+        } => topo::shard_add(&cli, keyspace, shards, *serving).await,
+        Command::Vschema {
+            command: VschemaCommand::Apply { keyspace, file },
+        } => topo::vschema_apply(&cli, keyspace, file).await,
+        Command::Routing {
+            command: RoutingCommand::Set { keyspace, serving },
+        } => topo::routing_set(&cli, keyspace, serving).await,
+        Command::Proxies { json } => topo::proxies(&cli, *json).await,
     }
 }
