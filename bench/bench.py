@@ -104,6 +104,7 @@ def main():
     ap.add_argument("--tables", type=int, default=4)
     ap.add_argument("--table-size", type=int, default=20000)
     ap.add_argument("--suites", default="foundation,memory")
+    ap.add_argument("--tests", default="oltp_point_select,oltp_read_write")
     ap.add_argument("--dir", default=os.path.join(ROOT, "bench/.cluster"))
     args = ap.parse_args()
     suites = set(args.suites.split(","))
@@ -126,7 +127,7 @@ def main():
             sysbench("oltp_read_write", chost, int(cport), "commerce", args, "prepare")
             targets = [("direct", chost, int(cport), "commerce"), ("haproxy", "127.0.0.1", hport, "commerce"),
                        ("shardgate", "127.0.0.1", pport, "commerce")]
-            for test in ["oltp_point_select", "oltp_read_write"]:
+            for test in args.tests.split(","):
                 for r in range(args.rounds):
                     order = targets if r % 2 == 0 else list(reversed(targets))
                     for name, host, port, db in order:

@@ -75,6 +75,8 @@ pub struct ProxyConfig {
     pub shutdown_timeout_ms: u64,
     /// How long a client may take to finish the handshake.
     pub handshake_timeout_ms: u64,
+    /// Threads serving clients; 0 means one per CPU core.
+    pub worker_threads: u32,
 }
 
 /// Where the topology lives.
@@ -167,6 +169,7 @@ impl Default for ProxyConfig {
             max_connections: 10_000,
             shutdown_timeout_ms: 10_000,
             handshake_timeout_ms: 10_000,
+            worker_threads: 0,
         }
     }
 }

@@ -71,8 +71,7 @@ fn init_logging(c: &Config) {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let config = Config::load(args.config.as_deref(), std::env::vars(), &overrides(&args))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -80,6 +79,14 @@ async fn main() -> anyhow::Result<()> {
         println!("configuration is valid");
         return Ok(());
     }
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if config.proxy.worker_threads > 0 {
+        runtime.worker_threads(config.proxy.worker_threads as usize);
+    }
+    runtime.enable_all().build()?.block_on(serve(config))
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
     if config.users.is_empty() {
         anyhow::bail!("invalid configuration: no [[users]] configured; nobody could log in");
     }

@@ -247,6 +247,29 @@ impl BackendConn {
         Ok(())
     }
 
+    /// Sends COM_STMT_EXECUTE for backend statement `id`, built in place.
+    pub async fn send_execute(
+        &mut self,
+        id: u32,
+        exec: &crate::wire::params::Execute,
+    ) -> Result<(), BackendError> {
+        if self.pending {
+            self.broken = true;
+            return Err(BackendError::Protocol);
+        }
+        self.io.set_seq(0);
+        let at = self.io.begin_packet();
+        exec.encode_into(id, self.io.buf());
+        self.io.finish_packet(at);
+        self.pending = true;
+        self.last_used = Instant::now();
+        if let Err(e) = self.io.flush().await {
+            self.broken = true;
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
     /// Sends a command whose packet is already built (`payload` includes the command byte).
     pub async fn send_raw_command(&mut self, payload: &[u8]) -> Result<(), BackendError> {
         let (cmd, body) = payload.split_first().ok_or(BackendError::Protocol)?;

@@ -97,10 +97,7 @@ impl Exec<'_> {
         }
         let sent = if let Some(params) = self.params {
             match held.conn.prepared_id(&r.query.text).await {
-                Ok(id) => {
-                    let packet = params.encode(id);
-                    held.conn.send_raw_command(&packet).await
-                }
+                Ok(id) => held.conn.send_execute(id, params).await,
                 Err(e) => Err(e),
             }
         } else {

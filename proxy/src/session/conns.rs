@@ -60,15 +60,15 @@ impl Connections {
         keyspace: &str,
         shard: &Shard,
     ) -> Result<&mut Held, ProxyError> {
-        let key = (shard.primary.clone(), shard.database.clone());
-        let label = format!("{keyspace}/{}", shard.name);
-        let pos = match self
-            .held
-            .iter()
-            .position(|h| h.key == key && !h.conn.is_broken())
-        {
+        // The hot path (connection already held) allocates nothing.
+        let found = self.held.iter().position(|h| {
+            h.key.0 == shard.primary && h.key.1 == shard.database && !h.conn.is_broken()
+        });
+        let pos = match found {
             Some(p) => p,
             None => {
+                let key = (shard.primary.clone(), shard.database.clone());
+                let label = format!("{keyspace}/{}", shard.name);
                 self.held.retain(|h| h.key != key);
                 let pool = ctx.backends.pool(shard, self.charset, self.capabilities);
                 let mut conn = pool.get().await.map_err(|e| {

@@ -141,7 +141,7 @@ pub async fn serve<S: Service>(
     service: &S,
     stream: TcpStream,
     connection_id: u32,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
     let peer = match stream.peer_addr() {
         Ok(p) => p,
@@ -166,11 +166,15 @@ pub async fn serve<S: Service>(
         }
     };
     let max = service.max_allowed_packet();
+    // One future for the whole connection: re-arming a watch per command costs more than
+    // the command itself on the fast path.
+    let stop = wait_shutdown(shutdown);
+    tokio::pin!(stop);
     loop {
         io.set_seq(0);
         let packet = tokio::select! {
             biased;
-            _ = wait_shutdown(&mut shutdown) => {
+            _ = &mut stop => {
                 break;
             }
             p = io.read_packet(max) => p,
@@ -213,7 +217,7 @@ pub async fn serve<S: Service>(
 /// The capabilities negotiated at handshake, tracked because COM_SET_OPTION changes them.
 struct Caps(u32);
 
-async fn wait_shutdown(rx: &mut watch::Receiver<bool>) {
+async fn wait_shutdown(mut rx: watch::Receiver<bool>) {
     loop {
         if *rx.borrow() {
             return;

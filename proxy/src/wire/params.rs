@@ -38,7 +38,7 @@ impl Execute {
     /// `param_count` parameters. `types` holds the types from an earlier execute and is
     /// updated when this one binds new ones. `long_data` holds SEND_LONG_DATA values.
     pub fn parse(
-        payload: &[u8],
+        payload: &Bytes,
         param_count: usize,
         types: &mut Vec<(u8, bool)>,
         long_data: &mut [Option<BytesMut>],
@@ -71,7 +71,10 @@ impl Execute {
                 } else if is_null || t == MYSQL_TYPE_NULL {
                     None
                 } else {
-                    Some(Bytes::copy_from_slice(read_binary_value(&mut r, t)?))
+                    let v = read_binary_value(&mut r, t)?;
+                    // A view into the packet, not a copy.
+                    let start = v.as_ptr() as usize - payload.as_ptr() as usize;
+                    Some(payload.slice(start..start + v.len()))
                 };
                 params.push(Param {
                     column_type: if value.is_some() && t == MYSQL_TYPE_NULL {
@@ -94,18 +97,26 @@ impl Execute {
     /// The execute payload (command byte included) for a backend statement id.
     pub fn encode(&self, backend_id: u32) -> BytesMut {
         let mut b = BytesMut::with_capacity(16 + self.params.len() * 10);
+        self.encode_into(backend_id, &mut b);
+        b
+    }
+
+    /// Appends the execute payload (command byte included) to `b`.
+    pub fn encode_into(&self, backend_id: u32, b: &mut BytesMut) {
         b.put_u8(COM_STMT_EXECUTE);
         b.put_u32_le(backend_id);
         b.put_u8(0); // no cursor: results are read fully
         b.put_u32_le(1);
         if !self.params.is_empty() {
-            let mut bitmap = vec![0u8; self.params.len().div_ceil(8)];
-            for (i, p) in self.params.iter().enumerate() {
-                if p.value.is_none() {
-                    bitmap[i / 8] |= 1 << (i % 8);
+            for chunk in self.params.chunks(8) {
+                let mut byte = 0u8;
+                for (i, p) in chunk.iter().enumerate() {
+                    if p.value.is_none() {
+                        byte |= 1 << i;
+                    }
                 }
+                b.put_u8(byte);
             }
-            b.put_slice(&bitmap);
             b.put_u8(1);
             for p in &self.params {
                 b.put_u8(p.column_type);
@@ -116,12 +127,11 @@ impl Execute {
                     if is_fixed_width(p.column_type) || is_temporal(p.column_type) {
                         b.put_slice(v);
                     } else {
-                        put_lenenc_bytes(&mut b, v);
+                        put_lenenc_bytes(b, v);
                     }
                 }
             }
         }
-        b
     }
 }
 
@@ -360,17 +370,17 @@ mod tests {
         );
         let mut types = Vec::new();
         let mut long = vec![None, None];
-        let e = Execute::parse(&p, 2, &mut types, &mut long).unwrap();
+        let e = Execute::parse(&Bytes::from(p), 2, &mut types, &mut long).unwrap();
         assert_eq!(e.statement_id, 7);
         assert_eq!(e.params[0].to_sql_value(), SqlValue::Int(5000));
         assert_eq!(e.params[1].to_sql_value(), SqlValue::Bytes(b"abc".to_vec()));
         // A later execute without types reuses them.
         let p2 = payload(&[(0, &9u64.to_le_bytes()), (0, b"\x01z")], false, 0);
-        let e2 = Execute::parse(&p2, 2, &mut types, &mut long).unwrap();
+        let e2 = Execute::parse(&Bytes::from(p2), 2, &mut types, &mut long).unwrap();
         assert_eq!(e2.params[0].to_sql_value(), SqlValue::Int(9));
         // Re-encoding always carries types and round-trips.
         let enc = e2.encode(99);
-        let e3 = Execute::parse(&enc[1..], 2, &mut Vec::new(), &mut long).unwrap();
+        let e3 = Execute::parse(&enc.freeze().slice(1..), 2, &mut Vec::new(), &mut long).unwrap();
         assert_eq!(e3.statement_id, 99);
         assert_eq!(e3.params, e2.params);
     }
@@ -378,11 +388,17 @@ mod tests {
     #[test]
     fn nulls_and_missing_types() {
         let p = payload(&[(MYSQL_TYPE_LONG, &[1, 0, 0, 0])], true, 1);
-        let e = Execute::parse(&p, 1, &mut Vec::new(), &mut [None]).unwrap();
+        let e = Execute::parse(&Bytes::from(p), 1, &mut Vec::new(), &mut [None]).unwrap();
         assert_eq!(e.params[0].value, None);
         let p = payload(&[(0, &[1, 0, 0, 0])], false, 0);
-        assert!(Execute::parse(&p, 1, &mut Vec::new(), &mut [None]).is_err());
-        assert!(Execute::parse(&[1, 2], 1, &mut Vec::new(), &mut [None]).is_err());
+        assert!(Execute::parse(&Bytes::from(p), 1, &mut Vec::new(), &mut [None]).is_err());
+        assert!(Execute::parse(
+            &Bytes::from_static(&[1, 2]),
+            1,
+            &mut Vec::new(),
+            &mut [None]
+        )
+        .is_err());
     }
 
     #[test]
