@@ -33,6 +33,12 @@ def rss_kb(pid):
     return 0
 
 
+def cpu_ticks(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        parts = f.read().rsplit(")", 1)[1].split()
+    return int(parts[11]) + int(parts[12])
+
+
 def sysbench(test, host, port, db, args, cmd="run"):
     base = ["sysbench", test, "--db-driver=mysql", f"--mysql-host={host}", f"--mysql-port={port}",
             "--mysql-user=root", f"--mysql-db={db}", f"--tables={args.tables}",
@@ -125,15 +131,18 @@ def main():
               f"{args.tables} tables x {args.table_size} rows", flush=True)
         if "foundation" in suites:
             sysbench("oltp_read_write", chost, int(cport), "commerce", args, "prepare")
-            targets = [("direct", chost, int(cport), "commerce"), ("haproxy", "127.0.0.1", hport, "commerce"),
-                       ("shardgate", "127.0.0.1", pport, "commerce")]
+            targets = [("direct", chost, int(cport), "commerce", None), ("haproxy", "127.0.0.1", hport, "commerce", haproxy.pid),
+                       ("shardgate", "127.0.0.1", pport, "commerce", proxy_pid)]
             for test in args.tests.split(","):
                 for r in range(args.rounds):
                     order = targets if r % 2 == 0 else list(reversed(targets))
-                    for name, host, port, db in order:
+                    for name, host, port, db, pid in order:
+                        t0 = cpu_ticks(pid) if pid else 0
                         q, p, e = sysbench(test, host, port, db, args)
-                        results.setdefault((test, name), []).append((q, p, e))
-                        print(f"  {test:18} {name:10} round {r+1}: {q:10.0f} qps  p95 {p:6.2f} ms  errors {e}", flush=True)
+                        cpu = (cpu_ticks(pid) - t0) * 10000.0 / (q * args.time) if pid else 0.0
+                        results.setdefault((test, name), []).append((q, p, e, cpu))
+                        print(f"  {test:18} {name:10} round {r+1}: {q:10.0f} qps  p95 {p:6.2f} ms  errors {e}"
+                              + (f"  proxy CPU {cpu:5.1f} us/query" if pid else ""), flush=True)
         if "memory" in suites:
             time.sleep(1)
             idle = rss_kb(proxy_pid)
@@ -147,8 +156,8 @@ def main():
         haproxy.send_signal(signal.SIGTERM)
         subprocess.run([SHARDCTL, "--dir", args.dir, "down"], capture_output=True)
 
-    print("\n| workload | target | QPS (median) | p95 ms (median) | errors | vs HAProxy | vs direct |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print("\n| workload | target | QPS (median) | p95 ms (median) | errors | proxy CPU us/query | vs HAProxy | vs direct |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     for test in ["oltp_point_select", "oltp_read_write"]:
         med = {}
         for name in ["direct", "haproxy", "shardgate"]:
@@ -156,11 +165,12 @@ def main():
             if not runs:
                 continue
             med[name] = (statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs),
-                         sum(r[2] for r in runs))
-        for name, (q, p, e) in med.items():
+                         sum(r[2] for r in runs), statistics.median(r[3] for r in runs))
+        for name, (q, p, e, cpu) in med.items():
             vh = q / med["haproxy"][0] if "haproxy" in med else 0
             vd = q / med["direct"][0] if "direct" in med else 0
-            print(f"| {test} | {name} | {q:.0f} | {p:.2f} | {e} | {vh:.2f}x | {vd:.2f}x |")
+            c = f"{cpu:.1f}" if cpu else "-"
+            print(f"| {test} | {name} | {q:.0f} | {p:.2f} | {e} | {c} | {vh:.2f}x | {vd:.2f}x |")
     if "memory" in results:
         idle, loaded = results["memory"]
         print(f"\nproxy RSS idle: {idle/1024:.1f} MiB; with 1,000 idle client connections: {loaded/1024:.1f} MiB "

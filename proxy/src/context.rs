@@ -27,10 +27,14 @@ pub struct Context {
     pub server_version: Mutex<String>,
     /// The last topology problem seen (shown on the status page), if any.
     pub topology_error: Mutex<Option<String>>,
+    /// Sequence blocks this proxy holds.
+    pub sequences: crate::engine::sequence::Sequences,
+    /// The etcd store, for VSchema changes made by DDL (None in unit tests).
+    pub store: Option<shardgate_topology::Store>,
 }
 
 impl Context {
-    pub fn new(config: Config, snapshot: Snapshot) -> Arc<Context> {
+    pub fn new(config: Config, snapshot: Snapshot, store: Option<shardgate_topology::Store>) -> Arc<Context> {
         let plan_cache_size = config.session.plan_cache_size as usize;
         let version = if config.proxy.server_version.is_empty() {
             "5.5.5-10.11.0-MariaDB-shardgate".to_string()
@@ -47,6 +51,8 @@ impl Context {
             started: Instant::now(),
             server_version: Mutex::new(version),
             topology_error: Mutex::new(None),
+            sequences: Default::default(),
+            store,
         })
     }
 

@@ -124,7 +124,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .and_then(|l| l.local_addr().ok())
         .map(|a| a.to_string())
         .unwrap_or_default();
-    let ctx = Context::new(config, snapshot);
+    let ctx = Context::new(config, snapshot, Some(store.clone()));
     ctx.metrics.topology_revision.set(ctx.snapshot().revision);
     probe_backend_version(&ctx).await;
 

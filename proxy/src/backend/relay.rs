@@ -154,6 +154,46 @@ async fn relay_rows(
     }
 }
 
+/// Relays the rows of a result set whose head (column count and definitions) was read,
+/// up to but not including its terminator, which is consumed. An error in place of a row
+/// is returned in the summary, not relayed. For concatenating several shards' rows.
+pub async fn relay_rows_only(
+    conn: &mut BackendConn,
+    out: &mut Responder<'_>,
+) -> Result<RelaySummary, RelayError> {
+    let mut summary = RelaySummary::default();
+    let mut continuation = false;
+    loop {
+        let p = conn.read().await.map_err(RelayError::Backend)?;
+        let long = p.len() == MAX_PHYSICAL_PAYLOAD;
+        if continuation {
+            out.relay(&p);
+            continuation = long;
+            continue;
+        }
+        match p.first() {
+            Some(0xfe) if !long => {
+                let (status, warnings) = status_and_warnings(&p).ok_or(RelayError::Backend(BackendError::Protocol))?;
+                conn.finish(status);
+                summary.status = status;
+                summary.warnings = warnings;
+                return Ok(summary);
+            }
+            Some(0xff) if !long => {
+                conn.finish_after_error();
+                summary.error = ErrPacket::decode(&p).ok();
+                return Ok(summary);
+            }
+            _ => {
+                summary.rows += 1;
+                out.relay(&p);
+                continuation = long;
+                out.flush_if_full().await.map_err(RelayError::Client)?;
+            }
+        }
+    }
+}
+
 /// Relays a COM_STMT_PREPARE answer, replacing the backend's statement id with `client_id`.
 /// Returns (columns, params) counts, or the server's error (already relayed).
 pub async fn relay_prepare(

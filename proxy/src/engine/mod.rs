@@ -1,19 +1,31 @@
 //! Executing plans against shards.
 //!
 //! [`Exec`] runs one [`Primitive`] for one statement: it resolves the route's shards in
-//! the current snapshot, takes the session's connections to them, renders the query
-//! (markers and, for text protocol, parameters) and relays or merges the answers.
+//! the current snapshot (vindexes map routing values to keyspace ids), takes the session's
+//! connections to them, renders the query for each shard and relays (`route.rs`), merges
+//! (`merge.rs` over `pipeline.rs`) or combines write results (`write.rs`).
 
-use crate::backend::relay::{relay_response, RelayError, RelayOptions, RelaySummary};
+mod merge;
+pub mod output;
+pub mod pipeline;
+pub mod reader;
+mod route;
+pub mod sequence;
+pub mod values;
+mod vschema;
+mod write;
+
+use crate::backend::relay::RelaySummary;
 use crate::context::Context;
 use crate::error::ProxyError;
+use crate::planner::plan::{Primitive, Query, Route, Target};
 use crate::planner::sqltext::SqlTemplate;
-use crate::planner::{Primitive, Route, Target};
+use crate::planner::values::ValueExpr;
 use crate::session::conns::Connections;
-use crate::wire::consts::COM_QUERY;
 use crate::wire::params::Execute;
 use crate::wire::{PacketError, Responder};
-use shardgate_topology::{Shard, Snapshot};
+use shardgate_topology::{Keyspace, Shard, Snapshot, SqlValue};
+use std::fmt::Write as _;
 
 /// Why executing a statement stopped.
 #[derive(Debug)]
@@ -43,108 +55,182 @@ pub struct Exec<'a> {
     pub more_results: bool,
     /// The session runs with NO_BACKSLASH_ESCAPES (affects literal quoting).
     pub no_backslash_escapes: bool,
+    /// The session's status flags, for results the proxy builds.
+    pub status: u16,
+    /// LAST_INSERT_ID set by this statement (sequences).
+    pub insert_id: Option<u64>,
+}
+
+/// A shard a route goes to, with the routing values that belong to it (IN splitting).
+pub struct ShardTarget<'s> {
+    pub shard: &'s Shard,
+    pub values: Option<Vec<&'s ValueExpr>>,
 }
 
 impl Exec<'_> {
     /// Runs a primitive, writing its result to `out`.
-    pub async fn run(
-        &mut self,
-        p: &Primitive,
-        out: &mut Responder<'_>,
-    ) -> Result<RelaySummary, ExecError> {
+    pub async fn run(&mut self, p: &Primitive, out: &mut Responder<'_>) -> Result<RelaySummary, ExecError> {
         match p {
-            Primitive::Route(r) => self.route(r, out).await,
+            Primitive::Route(r) if self.params.is_none() || r.query.verbatim => self.route(r, out).await,
+            Primitive::Write(w) => self.write(w, out).await,
+            Primitive::Insert(i) => self.insert(i, out).await,
+            other => self.merge(other, out).await,
         }
     }
 
-    fn shards_of<'s>(
-        &self,
-        r: &Route,
-        snapshot: &'s Snapshot,
-    ) -> Result<Vec<&'s Shard>, ProxyError> {
-        let ks = snapshot
-            .keyspace(&r.keyspace)
-            .ok_or_else(|| ProxyError::UnknownDatabase(r.keyspace.clone()))?;
-        let none = || ProxyError::NoServingShards(r.keyspace.clone());
-        Ok(match &r.target {
-            Target::Unsharded => vec![ks.single_shard().ok_or_else(none)?],
-            Target::AnyShard => vec![ks.serving.first().ok_or_else(none)?],
-            Target::Shard(name) => vec![ks
-                .shards
+    /// Bound parameters as vindex values.
+    fn param_values(&self) -> Vec<SqlValue> {
+        self.params
+            .map(|e| e.params.iter().map(|p| p.to_sql_value()).collect())
+            .unwrap_or_default()
+    }
+
+    fn keyspace(&self, name: &str) -> Result<&std::sync::Arc<Keyspace>, ProxyError> {
+        self.snapshot
+            .keyspace(name)
+            .ok_or_else(|| ProxyError::UnknownDatabase(name.to_string()))
+    }
+
+    /// The shards `r` goes to in the current snapshot.
+    pub fn resolve<'s>(&self, r: &'s Route, ks: &'s Keyspace) -> Result<Vec<ShardTarget<'s>>, ProxyError> {
+        let none = || ProxyError::NoServingShards(ks.name.clone());
+        let all = || -> Vec<ShardTarget<'s>> {
+            ks.serving
+                .iter()
+                .map(|s| ShardTarget {
+                    shard: s,
+                    values: None,
+                })
+                .collect()
+        };
+        let one = |s: &'s Shard| vec![ShardTarget { shard: s, values: None }];
+        let params = self.param_values();
+        let vindex_of = |name: &str| {
+            ks.vindexes
                 .get(name)
-                .ok_or_else(|| ProxyError::UnknownDatabase(format!("{}:{}", r.keyspace, name)))?],
-            Target::Scatter => ks.serving.iter().collect(),
+                .cloned()
+                .ok_or_else(|| ProxyError::Internal(format!("vindex {name} vanished from {}", ks.name)))
+        };
+        Ok(match &r.target {
+            Target::Unsharded => one(ks.single_shard().ok_or_else(none)?),
+            Target::AnyShard => one(ks.serving.first().ok_or_else(none)?),
+            Target::Shard(name) => one(ks.shards.get(name).ok_or_else(|| {
+                ProxyError::UnknownDatabase(format!("{}:{name}", ks.name))
+            })?),
+            Target::Scatter => all(),
+            Target::Nowhere => Vec::new(),
+            Target::KeyspaceId(hex) => {
+                let id = shardgate_topology::KeyspaceId::from_hex(hex).unwrap_or(shardgate_topology::KeyspaceId(Vec::new()));
+                one(ks.shard_for(id.as_bytes()).ok_or_else(none)?)
+            }
+            Target::Equal { vindex, value } => {
+                let v = value
+                    .resolve(&params)
+                    .ok_or(ProxyError::WrongArguments("mysqld_stmt_execute"))?;
+                match vindex_of(vindex)?.map(&v).map_err(ProxyError::Internal)? {
+                    Some(id) => one(ks.shard_for(id.as_bytes()).ok_or_else(none)?),
+                    // A value the vindex cannot map (MySQL may still convert it): ask all.
+                    None => all(),
+                }
+            }
+            Target::In { vindex, values, split } => {
+                let vx = vindex_of(vindex)?;
+                let mut groups: Vec<ShardTarget<'s>> = Vec::new();
+                for ve in values {
+                    let v = ve
+                        .resolve(&params)
+                        .ok_or(ProxyError::WrongArguments("mysqld_stmt_execute"))?;
+                    let Some(id) = vx.map(&v).map_err(ProxyError::Internal)? else {
+                        return Ok(all_with(ks, values));
+                    };
+                    let shard = ks.shard_for(id.as_bytes()).ok_or_else(none)?;
+                    match groups.iter_mut().find(|g| g.shard.name == shard.name) {
+                        Some(g) => g.values.get_or_insert_with(Vec::new).push(ve),
+                        None => groups.push(ShardTarget {
+                            shard,
+                            values: Some(vec![ve]),
+                        }),
+                    }
+                }
+                if !*split {
+                    for g in &mut groups {
+                        g.values = Some(values.iter().collect());
+                    }
+                }
+                groups
+            }
         })
     }
 
-    async fn route(
-        &mut self,
-        r: &Route,
-        out: &mut Responder<'_>,
-    ) -> Result<RelaySummary, ExecError> {
-        let snapshot = self.snapshot;
-        let shards = self.shards_of(r, snapshot)?;
-        let [shard] = shards.as_slice() else {
-            return Err(ProxyError::NotSupported("multi-shard routes".into()).into());
+    /// Renders a query for one shard (text protocol): markers become the shard's database,
+    /// its IN values, the pushed LIMIT; placeholders become literals.
+    pub fn render(&self, q: &SqlTemplate, shard: &Shard, values: Option<&[&ValueExpr]>, limit: Option<u64>) -> String {
+        let nbe = self.no_backslash_escapes;
+        let params = self.params;
+        let param = |i: usize, out: &mut String| match params.and_then(|p| p.params.get(i)) {
+            Some(p) => p.write_literal(out, nbe),
+            None => out.push('?'),
         };
-        let binary = self.params.is_some();
-        let held = self.conns.get(self.ctx, &r.keyspace, shard).await?;
-        if binary && !r.query.verbatim {
-            return Err(ProxyError::NotSupported(
-                "this statement as a server-side prepared statement (it needs rewriting); use a client-side prepared statement".into(),
-            )
-            .into());
-        }
-        let sent = if let Some(params) = self.params {
-            match held.conn.prepared_id(&r.query.text).await {
-                Ok(id) => held.conn.send_execute(id, params).await,
-                Err(e) => Err(e),
-            }
-        } else {
-            let sql = render(
-                &r.query.template,
-                &shard.database,
-                None,
-                self.no_backslash_escapes,
-            );
-            held.conn.send_command(COM_QUERY, sql.as_bytes()).await
-        };
-        if let Err(e) = sent {
-            return Err(ProxyError::from_backend(&held.label, e).into());
-        }
-        let opts = RelayOptions {
-            more_results: self.more_results,
-        };
-        match relay_response(&mut held.conn, out, opts).await {
-            Ok(s) => Ok(s),
-            Err(RelayError::Backend(_)) => {
-                self.conns.drop_unusable();
-                Err(ExecError::Reported)
-            }
-            Err(RelayError::Client(e)) => Err(ExecError::ClientGone(e)),
+        q.render(
+            |i, out| param(i, out),
+            |m, out| match m {
+                "db" => {
+                    out.push('`');
+                    out.push_str(&shard.database.replace('`', "``"));
+                    out.push('`');
+                }
+                "in" => {
+                    for (k, v) in values.unwrap_or(&[]).iter().enumerate() {
+                        if k > 0 {
+                            out.push_str(", ");
+                        }
+                        match v {
+                            ValueExpr::Literal { text, .. } => out.push_str(text),
+                            ValueExpr::Param(i) => param(*i, out),
+                        }
+                    }
+                }
+                "limit" => {
+                    let _ = write!(out, "{}", limit.unwrap_or(u64::MAX));
+                }
+                m if m.starts_with('p') => match m[1..].parse::<usize>() {
+                    Ok(i) => param(i, out),
+                    Err(_) => out.push_str(m),
+                },
+                other => {
+                    out.push_str(crate::planner::sqltext::MARKER_PREFIX);
+                    out.push_str(other);
+                }
+            },
+        )
+    }
+
+    /// Value of a LIMIT/OFFSET expression.
+    fn number(&self, v: &ValueExpr) -> Result<u64, ProxyError> {
+        match v.resolve(&self.param_values()) {
+            Some(SqlValue::Int(i)) if i >= 0 => Ok(i as u64),
+            Some(SqlValue::UInt(u)) => Ok(u),
+            Some(SqlValue::Bytes(b)) => std::str::from_utf8(&b)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .ok_or_else(|| ProxyError::Syntax("LIMIT takes a non-negative integer".into())),
+            _ => Err(ProxyError::Syntax("LIMIT takes a non-negative integer".into())),
         }
     }
 }
 
-/// Renders a query for one shard: `:sg_db` becomes the shard's database, `?` the
-/// parameter literals (text protocol).
-pub fn render(
-    template: &SqlTemplate,
-    database: &str,
-    params: Option<&Execute>,
-    no_backslash_escapes: bool,
-) -> String {
-    template.render(
-        |i, out| match params.and_then(|p| p.params.get(i)) {
-            Some(p) => p.write_literal(out, no_backslash_escapes),
-            None => out.push('?'),
-        },
-        |m, out| {
-            if m == "db" {
-                out.push('`');
-                out.push_str(&database.replace('`', "``"));
-                out.push('`');
-            }
-        },
-    )
+fn all_with<'s>(ks: &'s Keyspace, values: &'s [ValueExpr]) -> Vec<ShardTarget<'s>> {
+    ks.serving
+        .iter()
+        .map(|s| ShardTarget {
+            shard: s,
+            values: Some(values.iter().collect()),
+        })
+        .collect()
+}
+
+/// The text-protocol form of a route's query (used when a prepared statement's plan must
+/// run as text).
+pub fn is_verbatim(q: &Query) -> bool {
+    q.verbatim
 }

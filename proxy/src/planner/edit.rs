@@ -85,7 +85,49 @@ impl<'a> TextIndex<'a> {
             }
             i += 1;
         }
-        (depth == 0).then_some((a, b.max(a)))
+        if depth != 0 {
+            return None;
+        }
+        // A function's span may stop at its name (`COUNT` of `COUNT(*)`): take the call.
+        let end = b.max(a);
+        let last = self.text[..end].chars().next_back();
+        let rest = &self.text[end..];
+        let gap = rest.len() - rest.trim_start().len();
+        if end > a
+            && last.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '`')
+            && rest[gap..].starts_with('(')
+        {
+            let open = end + gap;
+            let mut depth = 0i32;
+            let mut quote: Option<u8> = None;
+            let mut i = open;
+            while i < bytes.len() {
+                let c = bytes[i];
+                match quote {
+                    Some(q) => {
+                        if c == b'\\' && q != b'`' {
+                            i += 1;
+                        } else if c == q {
+                            quote = None;
+                        }
+                    }
+                    None => match c {
+                        b'\'' | b'"' | b'`' => quote = Some(c),
+                        b'(' => depth += 1,
+                        b')' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                return Some((a, i + 1));
+                            }
+                        }
+                        _ => {}
+                    },
+                }
+                i += 1;
+            }
+            return None;
+        }
+        Some((a, end))
     }
 
     /// Byte range of a function call from its name's span: the name and its argument list.
@@ -116,6 +158,36 @@ impl<'a> TextIndex<'a> {
         let start = self.line_starts[line];
         let col = self.text.get(start..offset)?.chars().count();
         Some(Location::new(line as u64 + 1, col as u64 + 1))
+    }
+
+    /// Start of keyword `kw` (case-insensitive) ending right before `pos`, skipping
+    /// whitespace and comments between them.
+    pub fn keyword_before(&self, pos: usize, kw: &str) -> Option<usize> {
+        let head = super::sqltext::strip_comments(&self.text[..pos]);
+        let trimmed = head.trim_end();
+        let start = trimmed.len().checked_sub(kw.len())?;
+        let word = trimmed.get(start..)?;
+        let boundary = start == 0
+            || !trimmed.as_bytes()[start - 1].is_ascii_alphanumeric()
+                && trimmed.as_bytes()[start - 1] != b'_';
+        (word.eq_ignore_ascii_case(kw) && boundary).then_some(start)
+    }
+
+    /// The text of `[start, end)` with every `?` placeholder in it replaced by the marker
+    /// `:sg_p<i>` (i = its index in the whole statement), so the piece can be moved into a
+    /// rebuilt statement and still render the right parameter.
+    pub fn slice_with_params(&self, start: usize, end: usize, placeholders: &[usize]) -> String {
+        let mut out = String::with_capacity(end - start + 8);
+        let mut pos = start;
+        for (i, &p) in placeholders.iter().enumerate() {
+            if p >= start && p < end {
+                out.push_str(&self.text[pos..p]);
+                out.push_str(&format!("{}p{i}", super::sqltext::MARKER_PREFIX));
+                pos = p + 1;
+            }
+        }
+        out.push_str(&self.text[pos..end]);
+        out
     }
 
     /// The original text of a span.

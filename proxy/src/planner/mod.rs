@@ -5,11 +5,18 @@
 //! leading words; everything else is parsed with sqlparser's MySQL dialect, its tables
 //! resolved to keyspaces, and routed.
 
+pub mod analysis;
+pub mod ddl;
 pub mod edit;
+pub mod insert;
+pub mod merge;
 pub mod plan;
+pub mod select;
 pub mod set;
+pub mod sharded;
 pub mod sqltext;
 pub mod tables;
+pub mod values;
 
 use crate::error::ProxyError;
 use edit::{Edits, TextIndex};
@@ -152,10 +159,12 @@ fn plan_statement(sql: &str, ctx: &PlanContext) -> Result<Plan, ProxyError> {
     if keyspaces.is_empty() {
         return Ok(route(&keyspace.name, Target::AnyShard, sql, &stmt, ctx));
     }
-    Err(ProxyError::NotSupported(format!(
-        "statements on sharded keyspace {} (sharded routing is not available in this build)",
-        keyspace.name
-    )))
+    if session_rewrites(sql, &stmt, &keyspace.name, ctx).is_some() {
+        return Err(ProxyError::NotSupported(
+            "DATABASE(), @@socket or keyspace-qualified names in a statement on a sharded keyspace whose shards use other database names".into(),
+        ));
+    }
+    sharded::plan(sql, &stmt, keyspace, ctx.snapshot).map(Plan::Query)
 }
 
 /// A statement sqlparser cannot read: passed through where no routing decision depends on

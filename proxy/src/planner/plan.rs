@@ -3,6 +3,7 @@
 //! `EXPLAIN FORMAT=shardgate` prints and what the golden tests compare).
 
 use super::sqltext::SqlTemplate;
+use super::values::ValueExpr;
 use serde::Serialize;
 use std::sync::Arc;
 
@@ -32,9 +33,7 @@ pub enum SessionOp {
     /// `SHOW SHARDS` / `SHOW VITESS_SHARDS`.
     ShowShards,
     /// BEGIN / START TRANSACTION.
-    Begin {
-        read_only: bool,
-    },
+    Begin { read_only: bool },
     Commit,
     Rollback,
     /// SET statements: applied to the session and to every backend connection it uses.
@@ -43,12 +42,59 @@ pub enum SessionOp {
     Explain(Box<Plan>),
 }
 
-/// A node of an executable plan.
+/// A node of an executable plan. Leaves are routes; the nodes above them merge what
+/// several shards return into the one answer a single server would give.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Primitive {
-    /// Sends a query to the shards `target` selects and relays (or concatenates) results.
+    /// Sends a query to the shards `target` selects; their results are relayed one after
+    /// the other without decoding rows.
     Route(Route),
+    /// Merges shard streams each sorted by `keys` into one sorted stream.
+    MergeSort {
+        keys: Vec<SortKey>,
+        input: Box<Primitive>,
+    },
+    /// Combines per-shard partial aggregates of consecutive rows with equal `group` keys
+    /// (the input is sorted by them).
+    Aggregate {
+        group: Vec<SortKey>,
+        aggregates: Vec<Aggregate>,
+        input: Box<Primitive>,
+    },
+    /// Keeps rows for which `predicate` is true (HAVING across shards).
+    Filter {
+        predicate: Scalar,
+        input: Box<Primitive>,
+    },
+    /// Sorts everything in memory (bounded by `session.max_merge_rows`).
+    Sort {
+        keys: Vec<SortKey>,
+        input: Box<Primitive>,
+    },
+    /// Drops consecutive duplicate rows (input sorted on all compared columns).
+    Distinct {
+        keys: Vec<SortKey>,
+        input: Box<Primitive>,
+    },
+    /// Skips `offset` rows, then returns at most `count`.
+    Limit {
+        count: ValueExpr,
+        offset: Option<ValueExpr>,
+        input: Box<Primitive>,
+    },
+    /// Removes the helper columns added for merging and restores column names.
+    Project {
+        hidden: usize,
+        renames: Vec<Rename>,
+        input: Box<Primitive>,
+    },
+    /// UNION ALL: each branch's rows in turn.
+    Concat(Vec<Primitive>),
+    /// INSERT into a sharded table: rows split by shard, ids from sequences.
+    Insert(super::insert::InsertPlan),
+    /// UPDATE / DELETE / DDL on several shards: one statement each, affected rows summed.
+    Write(WritePlan),
 }
 
 /// Which shards a route goes to.
@@ -63,6 +109,19 @@ pub enum Target {
     Shard(String),
     /// Every serving shard.
     Scatter,
+    /// The shard holding `value` under the keyspace's vindex `vindex`.
+    Equal { vindex: String, value: ValueExpr },
+    /// The shards holding the listed values. With `split`, each shard's query keeps only
+    /// its own values (the list is the `:sg_in` marker of the query).
+    In {
+        vindex: String,
+        values: Vec<ValueExpr>,
+        split: bool,
+    },
+    /// A keyspace id given directly (pinned tables).
+    KeyspaceId(String),
+    /// No row can match (a hash vindex on a value that is not an integer): no shard.
+    Nowhere,
 }
 
 /// A query sent to shards.
@@ -102,4 +161,114 @@ impl Query {
             verbatim: false,
         }
     }
+}
+
+/// A column of the rows flowing between primitives: counted from the start, or from the
+/// end (helper columns are appended last, and `SELECT *` hides how many come before).
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Col {
+    Start(usize),
+    End(usize),
+}
+
+impl Col {
+    /// The index in a row of `width` columns.
+    pub fn index(self, width: usize) -> usize {
+        match self {
+            Col::Start(i) => i,
+            Col::End(j) => width.saturating_sub(j + 1),
+        }
+    }
+}
+
+/// A sort or grouping key: a column, optionally compared through a WEIGHT_STRING helper
+/// column (string collations), ascending or descending.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct SortKey {
+    pub col: Col,
+    pub weight: Option<Col>,
+    pub desc: bool,
+}
+
+/// One aggregate to combine across shards.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Aggregate {
+    /// COUNT: the sum of per-shard counts.
+    Count(Col),
+    /// SUM: the sum of per-shard sums (NULL when all are NULL).
+    Sum(Col),
+    Min { col: Col, weight: Option<Col> },
+    Max { col: Col, weight: Option<Col> },
+    /// AVG rewritten as SUM and COUNT: `sum` becomes sum/count with `scale` more decimals.
+    Avg { sum: Col, count: Col },
+    /// COUNT(DISTINCT x): shards group by x too; counts distinct consecutive values.
+    CountDistinct { col: Col, weight: Option<Col> },
+    /// SUM(DISTINCT x), likewise.
+    SumDistinct { col: Col, weight: Option<Col> },
+}
+
+/// An output column renamed (and, for rewritten aggregates, retyped).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Rename {
+    pub col: Col,
+    pub name: String,
+    /// `count` for COUNT(DISTINCT) (BIGINT), `avg` for AVG (DECIMAL/DOUBLE).
+    pub retype: Option<String>,
+}
+
+/// A scalar expression evaluated by the proxy (HAVING across shards).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum Scalar {
+    Col(Col),
+    Literal(String),
+    Null,
+    Not(Box<Scalar>),
+    And(Box<Scalar>, Box<Scalar>),
+    Or(Box<Scalar>, Box<Scalar>),
+    Compare(CompareOp, Box<Scalar>, Box<Scalar>),
+    IsNull(Box<Scalar>, bool),
+    Arith(ArithOp, Box<Scalar>, Box<Scalar>),
+}
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CompareOp {
+    Eq,
+    NotEq,
+    Lt,
+    LtEq,
+    Gt,
+    GtEq,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ArithOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+}
+
+/// A write (UPDATE, DELETE, DDL) executed on every selected shard.
+#[derive(Debug, Clone, Serialize)]
+pub struct WritePlan {
+    pub route: Route,
+    /// How the per-shard answers combine.
+    pub combine: Combine,
+    /// For DDL: what to change in the VSchema afterwards.
+    pub vschema: Option<super::ddl::VschemaChange>,
+}
+
+/// How per-shard OK packets combine into the client's one OK.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Combine {
+    /// Sum affected rows (sharded tables: each row lives on one shard).
+    Sum,
+    /// Report the first shard's answer (reference tables and DDL: every shard has a copy).
+    First,
 }

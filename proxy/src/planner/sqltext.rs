@@ -154,6 +154,19 @@ pub fn leading_words(sql: &str, n: usize) -> Vec<String> {
         .collect()
 }
 
+/// Byte offsets of the `?` placeholders outside quotes and comments, in order: the i-th
+/// offset is parameter i of a prepared statement.
+pub fn placeholder_offsets(sql: &str) -> Vec<usize> {
+    let bytes = sql.as_bytes();
+    let mut out = Vec::new();
+    scan(bytes, |i, r| {
+        if r == Region::Code && bytes[i] == b'?' {
+            out.push(i);
+        }
+    });
+    out
+}
+
 /// A statement's text cut at its `?` placeholders and shardgate markers, so rendering
 /// with values is a concatenation.
 #[derive(Debug, Clone, PartialEq, Eq)]

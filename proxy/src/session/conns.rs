@@ -108,6 +108,25 @@ impl Connections {
         Ok(h)
     }
 
+    /// Takes the connection to `shard` out of the session (to read several shards at once);
+    /// [`Connections::give_back`] returns it.
+    pub async fn take(&mut self, ctx: &Context, keyspace: &str, shard: &Shard) -> Result<Held, ProxyError> {
+        self.get(ctx, keyspace, shard).await?;
+        let pos = self
+            .held
+            .iter()
+            .position(|h| h.key.0 == shard.primary && h.key.1 == shard.database)
+            .expect("get() just placed it");
+        Ok(self.held.swap_remove(pos))
+    }
+
+    /// Returns a taken connection; one left broken or with unread results is dropped.
+    pub fn give_back(&mut self, h: Held) {
+        if !h.conn.is_broken() && !h.conn.is_pending() {
+            self.held.push(h);
+        }
+    }
+
     /// After a topology change, gives back connections to backends that no longer hold a
     /// shard (a moved or removed shard), unless a transaction still needs them. Their pool
     /// was retired, so they close on return: drained, not cut.

@@ -43,6 +43,23 @@ impl PreparedStatement {
     }
 }
 
+/// The keyspace (and target) a plan runs on: its first route's.
+fn plan_keyspace(p: &Primitive) -> (String, Option<&Target>) {
+    match p {
+        Primitive::Route(r) => (r.keyspace.clone(), Some(&r.target)),
+        Primitive::Write(w) => (w.route.keyspace.clone(), Some(&w.route.target)),
+        Primitive::Insert(i) => (i.keyspace.clone(), None),
+        Primitive::Concat(v) => v.first().map(plan_keyspace).unwrap_or_default(),
+        Primitive::MergeSort { input, .. }
+        | Primitive::Aggregate { input, .. }
+        | Primitive::Filter { input, .. }
+        | Primitive::Sort { input, .. }
+        | Primitive::Distinct { input, .. }
+        | Primitive::Limit { input, .. }
+        | Primitive::Project { input, .. } => plan_keyspace(input),
+    }
+}
+
 impl Session {
     pub(super) async fn handle_prepare(
         &mut self,
@@ -84,18 +101,24 @@ impl Session {
                 Vec::new(),
                 vec![ColumnDef::text("?"); param_count as usize],
             ),
-            Plan::Query(Primitive::Route(route)) => {
+            Plan::Query(p) => {
+                // Prepare the client's text on one shard of the plan's keyspace to learn
+                // its parameters and columns; executes route by the bound values.
+                let (keyspace, target) = plan_keyspace(p);
                 let ks = snapshot
-                    .keyspace(&route.keyspace)
-                    .ok_or_else(|| ProxyError::UnknownDatabase(route.keyspace.clone()))?;
-                let shard = match &route.target {
-                    Target::Shard(s) => ks.shards.get(s),
+                    .keyspace(&keyspace)
+                    .ok_or_else(|| ProxyError::UnknownDatabase(keyspace.clone()))?;
+                let shard = match target {
+                    Some(Target::Shard(s)) => ks.shards.get(s),
                     _ => ks.serving.first(),
                 }
                 .ok_or_else(|| ProxyError::NoServingShards(ks.name.clone()))?;
-                let held = self.conns.get(&self.ctx, &route.keyspace, shard).await?;
+                let held = self.conns.get(&self.ctx, &keyspace, shard).await?;
                 let label = held.label.clone();
-                let text: std::sync::Arc<str> = route.query.text.clone();
+                let text: Arc<str> = match p {
+                    Primitive::Route(r) => r.query.text.clone(),
+                    _ => Arc::from(*one),
+                };
                 let st = held
                     .conn
                     .prepared(&text)

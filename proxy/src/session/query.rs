@@ -105,6 +105,7 @@ impl Session {
             Plan::Session(op) => self.session_op(op, sql, out, more).await,
             Plan::Query(p) => {
                 self.ctx.metrics.queries_route.inc();
+                let status_flags = self.status_flags();
                 let mut exec = Exec {
                     ctx: &self.ctx,
                     snapshot,
@@ -112,6 +113,8 @@ impl Session {
                     params,
                     more_results: more,
                     no_backslash_escapes: self.no_backslash_escapes,
+                    status: status_flags,
+                    insert_id: None,
                 };
                 match exec.run(p, out).await {
                     Ok(summary) => {

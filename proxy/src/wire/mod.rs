@@ -11,6 +11,7 @@ pub mod packet;
 pub mod packets;
 pub mod params;
 pub mod responder;
+pub mod rows;
 #[cfg(test)]
 mod tests;
 

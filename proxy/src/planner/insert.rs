@@ -1,0 +1,186 @@
+//! INSERT / REPLACE into a sharded table: each row goes to the shard its sharding column
+//! maps to. Rows are cut from the statement's own text; the engine reassembles one
+//! statement per shard (`prefix` + that shard's rows + `suffix`). An auto-increment column
+//! backed by a sequence gets its values from the sequence (the `:sg_seq` marker).
+
+use super::edit::TextIndex;
+use super::values::{placeholder_offsets, value_of, ValueExpr};
+use crate::error::ProxyError;
+use serde::Serialize;
+use shardgate_topology::{Keyspace, SqlValue, Table};
+use sqlparser::ast::{Insert, OnInsert, SetExpr, Spanned};
+
+/// How the engine runs an INSERT on a sharded table.
+#[derive(Debug, Clone, Serialize)]
+pub struct InsertPlan {
+    pub keyspace: String,
+    pub table: String,
+    /// The primary vindex of the table.
+    pub vindex: String,
+    /// `INSERT INTO t (cols) VALUES ` (placeholders as markers).
+    pub prefix: String,
+    pub rows: Vec<InsertRow>,
+    /// ` ON DUPLICATE KEY UPDATE ...`, if any.
+    pub suffix: String,
+    /// The sequence feeding the auto-increment column: (keyspace, table).
+    pub sequence: Option<(String, String)>,
+}
+
+/// One row: its text and where its sharding value comes from.
+#[derive(Debug, Clone, Serialize)]
+pub struct InsertRow {
+    /// `(v1, v2, ...)`, with `:sg_seq` where the sequence value goes.
+    pub text: String,
+    pub key: RowKey,
+    /// This row takes a value from the sequence.
+    pub generated: bool,
+}
+
+/// Where a row's sharding value comes from.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RowKey {
+    Value(ValueExpr),
+    /// The sharding column is the auto-increment column and the sequence fills it.
+    Sequence,
+}
+
+fn unsupported(what: impl Into<String>) -> ProxyError {
+    ProxyError::NotSupported(what.into())
+}
+
+/// Plans an INSERT into `table` of sharded keyspace `ks`.
+pub fn plan_insert(sql: &str, ins: &Insert, ks: &Keyspace, table: &Table) -> Result<InsertPlan, ProxyError> {
+    let idx = TextIndex::new(sql);
+    let ph = placeholder_offsets(sql);
+    if !ins.assignments.is_empty() {
+        return Err(unsupported("INSERT ... SET on a sharded table; use INSERT ... (columns) VALUES"));
+    }
+    let Some(source) = &ins.source else {
+        return Err(unsupported("INSERT without VALUES on a sharded table"));
+    };
+    let SetExpr::Values(values) = &*source.body else {
+        return Err(unsupported("INSERT ... SELECT on a sharded table"));
+    };
+    if ins.columns.is_empty() {
+        return Err(unsupported(format!(
+            "INSERT into sharded table {} without a column list (shardgate needs to see the sharding column)",
+            table.name
+        )));
+    }
+    let columns: Vec<String> = ins
+        .columns
+        .iter()
+        .map(|c| c.to_string().trim_matches('`').to_ascii_lowercase())
+        .collect();
+    let vindex_col = table
+        .primary_vindex()
+        .and_then(|cv| cv.columns.first())
+        .map(|c| c.to_ascii_lowercase())
+        .ok_or_else(|| unsupported(format!("table {} has no primary vindex", table.name)))?;
+    let vindex = table.primary_vindex().map(|cv| cv.vindex.name.clone()).unwrap_or_default();
+    let auto = table.auto_increment.as_ref();
+    let auto_col = auto.map(|a| a.column.to_ascii_lowercase());
+    let vindex_pos = columns.iter().position(|c| *c == vindex_col);
+    let auto_pos = auto_col.as_ref().and_then(|a| columns.iter().position(|c| c == a));
+    if vindex_pos.is_none() && auto_col.as_deref() != Some(vindex_col.as_str()) {
+        return Err(ProxyError::WrongValue(format!(
+            "INSERT into {} must give a value for its sharding column {vindex_col}",
+            table.name
+        )));
+    }
+    if let Some(OnInsert::DuplicateKeyUpdate(assignments)) = &ins.on {
+        for a in assignments {
+            if a.target.to_string().trim_matches('`').eq_ignore_ascii_case(&vindex_col) {
+                return Err(ProxyError::ShardKeyChange {
+                    table: table.name.clone(),
+                    column: vindex_col.clone(),
+                });
+            }
+        }
+    } else if ins.on.is_some() {
+        return Err(unsupported("ON CONFLICT"));
+    }
+    let fail = || unsupported("rewriting this INSERT for its shards");
+    let first = values.rows.first().ok_or_else(fail)?;
+    let last = values.rows.last().ok_or_else(fail)?;
+    let (rows_start, _) = idx.range(first.opening_token.0.span).ok_or_else(fail)?;
+    let (_, rows_end) = idx.range(last.closing_token.0.span).ok_or_else(fail)?;
+    let mut prefix = idx.slice_with_params(0, rows_start, &ph);
+    if auto.is_some() && auto_pos.is_none() {
+        // The auto-increment column is not listed: add it first.
+        let (cols_start, _) = idx.range(ins.columns[0].span()).ok_or_else(fail)?;
+        let col = auto_col.clone().unwrap_or_default();
+        prefix = format!(
+            "{}`{col}`, {}",
+            idx.slice_with_params(0, cols_start, &ph),
+            idx.slice_with_params(cols_start, rows_start, &ph)
+        );
+    }
+    let suffix = idx.slice_with_params(rows_end, sql.len(), &ph);
+    let mut rows = Vec::with_capacity(values.rows.len());
+    for row in &values.rows {
+        if row.content.len() != columns.len() {
+            return Err(ProxyError::WrongValue(
+                "Column count doesn't match value count".into(),
+            ));
+        }
+        let (a, _) = idx.range(row.opening_token.0.span).ok_or_else(fail)?;
+        let (_, z) = idx.range(row.closing_token.0.span).ok_or_else(fail)?;
+        let mut generated = false;
+        let mut text = idx.slice_with_params(a, z, &ph);
+        match auto_pos {
+            None if auto.is_some() => {
+                generated = true;
+                text = format!("(:sg_seq, {}", &text[1..]);
+            }
+            Some(p) => {
+                let e = &row.content[p];
+                let empty = matches!(
+                    value_of(e, &idx, &ph),
+                    Some(ValueExpr::Literal { value: SqlValue::Null, .. })
+                ) || matches!(
+                    value_of(e, &idx, &ph),
+                    Some(ValueExpr::Literal { value: SqlValue::Int(0), .. })
+                );
+                if empty {
+                    generated = true;
+                    let (ea, ez) = idx.expr_range(e.span()).ok_or_else(fail)?;
+                    text = format!(
+                        "{}:sg_seq{}",
+                        idx.slice_with_params(a, ea, &ph),
+                        idx.slice_with_params(ez, z, &ph)
+                    );
+                }
+            }
+            None => {}
+        }
+        let key = match vindex_pos {
+            Some(p) if !(generated && auto_pos == Some(p)) => {
+                let v = value_of(&row.content[p], &idx, &ph).ok_or_else(|| {
+                    ProxyError::WrongValue(format!(
+                        "the value of sharding column {vindex_col} must be a literal or a placeholder"
+                    ))
+                })?;
+                if matches!(v, ValueExpr::Literal { value: SqlValue::Null, .. }) {
+                    return Err(ProxyError::WrongValue(format!(
+                        "sharding column {vindex_col} of {} cannot be NULL",
+                        table.name
+                    )));
+                }
+                RowKey::Value(v)
+            }
+            _ => RowKey::Sequence,
+        };
+        rows.push(InsertRow { text, key, generated });
+    }
+    Ok(InsertPlan {
+        keyspace: ks.name.clone(),
+        table: table.name.clone(),
+        vindex,
+        prefix,
+        rows,
+        suffix,
+        sequence: auto.map(|a| (a.sequence_keyspace.clone(), a.sequence_table.clone())),
+    })
+}

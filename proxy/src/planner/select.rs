@@ -1,0 +1,195 @@
+//! SELECT on a sharded keyspace: which shards, and what the proxy must do to merge.
+//!
+//! * An equality on the sharding column routes to one shard: the statement is sent as
+//!   written, whatever its shape.
+//! * Otherwise (an IN list, or no usable predicate: every shard) the statement is sent as
+//!   written when concatenating the shards' rows is the right answer, and rebuilt for a
+//!   merge pipeline when it orders, limits, aggregates, groups or de-duplicates (see
+//!   `merge.rs`).
+
+use super::analysis::{has_nonlocal_subquery, route_predicate, RoutePredicate, Scope};
+use super::edit::{Edits, TextIndex};
+use super::plan::{Primitive, Query, Route, Target};
+use super::sqltext::MARKER_PREFIX;
+use super::values::placeholder_offsets;
+use crate::error::ProxyError;
+use shardgate_topology::{Keyspace, KeyspaceId};
+use sqlparser::ast::{Query as AstQuery, SetExpr, SetOperator, SetQuantifier, Statement};
+
+/// Plans a SELECT (or UNION) whose tables are all in sharded keyspace `ks`.
+pub fn plan_select(sql: &str, stmt: &Statement, query: &AstQuery, ks: &Keyspace) -> Result<Primitive, ProxyError> {
+    let mut scope = Scope::build(stmt, ks)?;
+    scope.learn_equalities(stmt);
+    let Some(anchor) = scope.check_colocated()? else {
+        // Only reference (or pinned) tables: any shard has them.
+        return Ok(pinned_or_any(sql, &scope, ks));
+    };
+    if let SetExpr::SetOperation {
+        op: SetOperator::Union,
+        set_quantifier,
+        ..
+    } = &*query.body
+    {
+        return plan_union(sql, stmt, query, ks, *set_quantifier);
+    }
+    let SetExpr::Select(select) = &*query.body else {
+        return Err(ProxyError::NotSupported(
+            "this kind of query on a sharded keyspace".into(),
+        ));
+    };
+    let idx = TextIndex::new(sql);
+    let placeholders = placeholder_offsets(sql);
+    let vindex = scope.tables[anchor]
+        .table
+        .primary_vindex()
+        .map(|cv| cv.vindex.name.clone())
+        .unwrap_or_default();
+    let predicate = route_predicate(
+        select.selection.as_ref(),
+        &mut scope,
+        anchor,
+        &idx,
+        &placeholders,
+    );
+    let route = |target: Target, query: Query| Route {
+        keyspace: ks.name.clone(),
+        target,
+        query,
+    };
+    let (target, in_span) = match predicate {
+        Some(RoutePredicate::Equal(value)) => {
+            // One shard answers everything exactly as one server would.
+            return Ok(Primitive::Route(route(
+                Target::Equal { vindex, value },
+                Query::verbatim(sql),
+            )));
+        }
+        Some(RoutePredicate::In(values, span)) => (
+            Target::In {
+                vindex,
+                values,
+                split: true,
+            },
+            Some(span),
+        ),
+        None => (Target::Scatter, None),
+    };
+    if let Some(reason) = has_nonlocal_subquery(stmt) {
+        return Err(ProxyError::NotSupported(format!("{reason} across shards")));
+    }
+    if super::merge::needs_merge(query, select) {
+        return super::merge::plan_merge(
+            sql,
+            query,
+            select,
+            route(target, Query::verbatim(sql)),
+            in_span,
+            &idx,
+            &placeholders,
+        );
+    }
+    // Concatenating the shards' rows is the answer.
+    let query = match in_span {
+        Some(span) => Query::rewritten(&with_in_marker(sql, &idx, span, &placeholders)?),
+        None => Query::verbatim(sql),
+    };
+    Ok(Primitive::Route(route(target, query)))
+}
+
+/// The statement with its routing IN list replaced by the `:sg_in` marker (each shard
+/// gets only its own values) and placeholders numbered as markers.
+pub fn with_in_marker(
+    sql: &str,
+    idx: &TextIndex<'_>,
+    span: sqlparser::tokenizer::Span,
+    placeholders: &[usize],
+) -> Result<String, ProxyError> {
+    let (a, b) = idx
+        .expr_range(span)
+        .ok_or_else(|| ProxyError::NotSupported("rewriting this IN list".into()))?;
+    Ok(format!(
+        "{}{MARKER_PREFIX}in{}",
+        idx.slice_with_params(0, a, placeholders),
+        idx.slice_with_params(b, sql.len(), placeholders)
+    ))
+}
+
+/// Statements on reference tables go to any shard; on a pinned table to its shard.
+fn pinned_or_any(sql: &str, scope: &Scope, ks: &Keyspace) -> Primitive {
+    let pinned = scope
+        .tables
+        .iter()
+        .find_map(|t| t.table.pinned.as_ref().map(KeyspaceId::hex));
+    Primitive::Route(Route {
+        keyspace: ks.name.clone(),
+        target: match pinned {
+            Some(hex) => Target::KeyspaceId(hex),
+            None => Target::AnyShard,
+        },
+        query: Query::verbatim(sql),
+    })
+}
+
+/// UNION ALL: each branch planned alone, results concatenated. UNION (distinct) only when
+/// everything is on one shard.
+fn plan_union(
+    sql: &str,
+    _stmt: &Statement,
+    query: &AstQuery,
+    ks: &Keyspace,
+    quantifier: SetQuantifier,
+) -> Result<Primitive, ProxyError> {
+    if query.order_by.is_some() || query.limit_clause.is_some() {
+        return Err(ProxyError::NotSupported(
+            "ORDER BY or LIMIT on a UNION across shards".into(),
+        ));
+    }
+    if !matches!(quantifier, SetQuantifier::All) {
+        return Err(ProxyError::NotSupported(
+            "UNION (DISTINCT) across shards; use UNION ALL".into(),
+        ));
+    }
+    let idx = TextIndex::new(sql);
+    let mut branches = Vec::new();
+    collect_union_branches(&query.body, &mut branches);
+    let mut plans = Vec::new();
+    for b in branches {
+        use sqlparser::ast::Spanned;
+        let (a, z) = idx
+            .expr_range(b.span())
+            .ok_or_else(|| ProxyError::NotSupported("this UNION".into()))?;
+        let text = &sql[a..z];
+        if text.contains('?') {
+            return Err(ProxyError::NotSupported(
+                "placeholders in a UNION across shards".into(),
+            ));
+        }
+        let parsed = sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::MySqlDialect {}, text)
+            .map_err(|e| ProxyError::NotSupported(format!("this UNION branch ({e})")))?;
+        let [Statement::Query(q)] = parsed.as_slice() else {
+            return Err(ProxyError::NotSupported("this UNION branch".into()));
+        };
+        plans.push(plan_select(text, &parsed[0], q, ks)?);
+    }
+    let _ = Edits::new();
+    Ok(Primitive::Concat(plans))
+}
+
+fn collect_union_branches<'a>(e: &'a SetExpr, out: &mut Vec<&'a SetExpr>) {
+    match e {
+        SetExpr::SetOperation {
+            op: SetOperator::Union,
+            left,
+            right,
+            ..
+        } => {
+            collect_union_branches(left, out);
+            collect_union_branches(right, out);
+        }
+        SetExpr::Query(q) => match &*q.body {
+            inner @ SetExpr::SetOperation { .. } => collect_union_branches(inner, out),
+            _ => out.push(e),
+        },
+        other => out.push(other),
+    }
+}

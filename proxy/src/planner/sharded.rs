@@ -1,0 +1,178 @@
+//! Statements on a sharded keyspace: dispatch by statement kind, and UPDATE / DELETE.
+
+use super::analysis::{has_nonlocal_subquery, route_predicate, RoutePredicate, Scope};
+use super::edit::TextIndex;
+use super::plan::{Combine, Primitive, Query, Route, Target, WritePlan};
+use super::values::placeholder_offsets;
+use crate::error::ProxyError;
+use shardgate_topology::{Keyspace, Snapshot, TableKind};
+use sqlparser::ast::{FromTable, Statement, TableFactor};
+
+fn unsupported(what: impl Into<String>) -> ProxyError {
+    ProxyError::NotSupported(what.into())
+}
+
+/// Plans a parsed statement whose tables are all in sharded keyspace `ks`.
+pub fn plan(sql: &str, stmt: &Statement, ks: &Keyspace, snapshot: &Snapshot) -> Result<Primitive, ProxyError> {
+    match stmt {
+        Statement::Query(q) => super::select::plan_select(sql, stmt, q, ks),
+        Statement::Insert(ins) => {
+            let name = ins.table.to_string();
+            let tname = name.rsplit('.').next().unwrap_or(&name).trim_matches('`');
+            let table = ks.table(tname).ok_or_else(|| ProxyError::UnknownTable {
+                keyspace: ks.name.clone(),
+                table: tname.to_string(),
+            })?;
+            match (&table.kind, &table.pinned) {
+                (_, Some(id)) => Ok(route_all(ks, Target::KeyspaceId(id.hex()), sql, Combine::Sum)),
+                (TableKind::Reference, _) => Ok(route_all(ks, Target::Scatter, sql, Combine::First)),
+                _ => Ok(Primitive::Insert(super::insert::plan_insert(sql, ins, ks, table)?)),
+            }
+        }
+        Statement::Update(_) | Statement::Delete(_) => plan_write(sql, stmt, ks),
+        Statement::CreateTable(_)
+        | Statement::AlterTable(_)
+        | Statement::Drop { .. }
+        | Statement::CreateIndex(_)
+        | Statement::Truncate(_)
+        | Statement::CreateView(_)
+        | Statement::AlterView(_)
+        | Statement::RenameTable(_) => super::ddl::plan_ddl(sql, stmt, ks, snapshot),
+        Statement::ExplainTable { .. }
+        | Statement::Explain { .. }
+        | Statement::ShowColumns { .. }
+        | Statement::ShowCreate { .. }
+        | Statement::ShowTables { .. }
+        | Statement::ShowVariables { .. }
+        | Statement::ShowStatus { .. }
+        | Statement::ShowCollation { .. }
+        | Statement::ShowFunctions { .. }
+        | Statement::ShowVariable { .. } => Ok(Primitive::Route(Route {
+            keyspace: ks.name.clone(),
+            target: Target::AnyShard,
+            query: Query::verbatim(sql),
+        })),
+        other => Err(unsupported(format!(
+            "{} on sharded keyspace {}",
+            statement_kind(other),
+            ks.name
+        ))),
+    }
+}
+
+fn statement_kind(s: &Statement) -> String {
+    let text = s.to_string();
+    text.split_whitespace().take(2).collect::<Vec<_>>().join(" ")
+}
+
+fn route_all(ks: &Keyspace, target: Target, sql: &str, combine: Combine) -> Primitive {
+    Primitive::Write(WritePlan {
+        route: Route {
+            keyspace: ks.name.clone(),
+            target,
+            query: Query::verbatim(sql),
+        },
+        combine,
+        vschema: None,
+    })
+}
+
+/// UPDATE / DELETE: routed by the sharding column like SELECT, else sent to every shard;
+/// affected rows are summed (reference tables: every shard, first answer).
+fn plan_write(sql: &str, stmt: &Statement, ks: &Keyspace) -> Result<Primitive, ProxyError> {
+    let (selection, order_limit, target_table) = match stmt {
+        Statement::Update(u) => {
+            if u.from.is_some() {
+                return Err(unsupported("UPDATE ... FROM on a sharded keyspace"));
+            }
+            let name = match &u.table.relation {
+                TableFactor::Table { name, .. } => name.to_string(),
+                _ => String::new(),
+            };
+            (u.selection.as_ref(), !u.order_by.is_empty() || u.limit.is_some(), name)
+        }
+        Statement::Delete(d) => {
+            let name = match &d.from {
+                FromTable::WithFromKeyword(t) | FromTable::WithoutKeyword(t) => match t.first().map(|t| &t.relation) {
+                    Some(TableFactor::Table { name, .. }) => name.to_string(),
+                    _ => String::new(),
+                },
+            };
+            if !d.tables.is_empty() || d.using.is_some() {
+                return Err(unsupported("multi-table DELETE on a sharded keyspace"));
+            }
+            (d.selection.as_ref(), !d.order_by.is_empty() || d.limit.is_some(), name)
+        }
+        _ => unreachable!("plan_write handles UPDATE and DELETE"),
+    };
+    let mut scope = Scope::build(stmt, ks)?;
+    scope.learn_equalities(stmt);
+    let anchor = scope.check_colocated()?;
+    let tname = target_table.rsplit('.').next().unwrap_or(&target_table).trim_matches('`').to_string();
+    let target_use = scope.tables.iter().position(|t| t.name == tname);
+    if let (Statement::Update(u), Some(t)) = (stmt, target_use) {
+        if let Some(col) = scope.tables[t].vindex_column() {
+            for a in &u.assignments {
+                let target = a.target.to_string();
+                let last = target.rsplit('.').next().unwrap_or(&target).trim_matches('`');
+                if last.eq_ignore_ascii_case(&col) && scope.tables[t].is_sharded() {
+                    return Err(ProxyError::ShardKeyChange {
+                        table: tname.clone(),
+                        column: col.clone(),
+                    });
+                }
+            }
+        }
+    }
+    let Some(anchor) = anchor else {
+        // Reference tables: the same change on every shard.
+        let pinned = scope.tables.iter().find_map(|t| t.table.pinned.as_ref().map(|p| p.hex()));
+        return Ok(match pinned {
+            Some(id) => route_all(ks, Target::KeyspaceId(id), sql, Combine::Sum),
+            None => route_all(ks, Target::Scatter, sql, Combine::First),
+        });
+    };
+    let idx = TextIndex::new(sql);
+    let ph = placeholder_offsets(sql);
+    let vindex = scope.tables[anchor]
+        .table
+        .primary_vindex()
+        .map(|cv| cv.vindex.name.clone())
+        .unwrap_or_default();
+    let (target, query) = match route_predicate(selection, &mut scope, anchor, &idx, &ph) {
+        Some(RoutePredicate::Equal(value)) => (Target::Equal { vindex, value }, Query::verbatim(sql)),
+        Some(RoutePredicate::In(values, span)) => {
+            if order_limit {
+                return Err(unsupported("ORDER BY or LIMIT in an UPDATE or DELETE across shards"));
+            }
+            (
+                Target::In {
+                    vindex,
+                    values,
+                    split: true,
+                },
+                Query::rewritten(&super::select::with_in_marker(sql, &idx, span, &ph)?),
+            )
+        }
+        None => {
+            if order_limit {
+                return Err(unsupported("ORDER BY or LIMIT in an UPDATE or DELETE across shards"));
+            }
+            (Target::Scatter, Query::verbatim(sql))
+        }
+    };
+    if !matches!(target, Target::Equal { .. }) {
+        if let Some(reason) = has_nonlocal_subquery(stmt) {
+            return Err(unsupported(format!("{reason} across shards")));
+        }
+    }
+    Ok(Primitive::Write(WritePlan {
+        route: Route {
+            keyspace: ks.name.clone(),
+            target,
+            query,
+        },
+        combine: Combine::Sum,
+        vschema: None,
+    }))
+}
