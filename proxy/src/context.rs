@@ -34,7 +34,11 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(config: Config, snapshot: Snapshot, store: Option<shardgate_topology::Store>) -> Arc<Context> {
+    pub fn new(
+        config: Config,
+        snapshot: Snapshot,
+        store: Option<shardgate_topology::Store>,
+    ) -> Arc<Context> {
         let plan_cache_size = config.session.plan_cache_size as usize;
         let version = if config.proxy.server_version.is_empty() {
             "5.5.5-10.11.0-MariaDB-shardgate".to_string()

@@ -173,7 +173,8 @@ pub async fn relay_rows_only(
         }
         match p.first() {
             Some(0xfe) if !long => {
-                let (status, warnings) = status_and_warnings(&p).ok_or(RelayError::Backend(BackendError::Protocol))?;
+                let (status, warnings) =
+                    status_and_warnings(&p).ok_or(RelayError::Backend(BackendError::Protocol))?;
                 conn.finish(status);
                 summary.status = status;
                 summary.warnings = warnings;

@@ -14,9 +14,15 @@ use crate::wire::{ColumnDef, Responder};
 use futures::future::BoxFuture;
 
 impl Exec<'_> {
-    pub(super) async fn merge(&mut self, p: &Primitive, out: &mut Responder<'_>) -> Result<RelaySummary, ExecError> {
+    pub(super) async fn merge(
+        &mut self,
+        p: &Primitive,
+        out: &mut Responder<'_>,
+    ) -> Result<RelaySummary, ExecError> {
         let (hidden, renames) = match p {
-            Primitive::Project { hidden, renames, .. } => (*hidden, renames.clone()),
+            Primitive::Project {
+                hidden, renames, ..
+            } => (*hidden, renames.clone()),
             _ => (0, Vec::new()),
         };
         let limit = pushed_limit(self, p)?;
@@ -47,7 +53,10 @@ impl Exec<'_> {
             }
         };
         let readers = node.into_readers();
-        let warnings: u16 = readers.iter().map(|r| r.warnings).fold(0, u16::saturating_add);
+        let warnings: u16 = readers
+            .iter()
+            .map(|r| r.warnings)
+            .fold(0, u16::saturating_add);
         self.finish_readers(readers).await;
         match result {
             Ok(()) => {
@@ -95,11 +104,20 @@ impl Exec<'_> {
             Ok(match p {
                 Primitive::Route(r) => {
                     let (readers, columns) = self.open(r, limit).await?;
-                    (Node::Concat { readers, current: 0 }, columns)
+                    (
+                        Node::Concat {
+                            readers,
+                            current: 0,
+                        },
+                        columns,
+                    )
                 }
                 Primitive::MergeSort { keys: k, input } => {
                     let Primitive::Route(r) = &**input else {
-                        return Err((Vec::new(), ProxyError::Internal("merge sort over a non-route".into())));
+                        return Err((
+                            Vec::new(),
+                            ProxyError::Internal("merge sort over a non-route".into()),
+                        ));
                     };
                     let (readers, columns) = self.open(r, limit).await?;
                     (
@@ -112,11 +130,20 @@ impl Exec<'_> {
                         columns,
                     )
                 }
-                Primitive::Aggregate { group, aggregates, input } => {
+                Primitive::Aggregate {
+                    group,
+                    aggregates,
+                    input,
+                } => {
                     let (node, columns) = self.build(input, limit).await?;
                     let group = keys(group, &columns);
                     (
-                        Node::Aggregate(Box::new(AggregateNode::new(node, group, aggregates.clone(), columns.clone()))),
+                        Node::Aggregate(Box::new(AggregateNode::new(
+                            node,
+                            group,
+                            aggregates.clone(),
+                            columns.clone(),
+                        ))),
                         columns,
                     )
                 }
@@ -154,7 +181,11 @@ impl Exec<'_> {
                         columns,
                     )
                 }
-                Primitive::Limit { count, offset, input } => {
+                Primitive::Limit {
+                    count,
+                    offset,
+                    input,
+                } => {
                     let count = self.number(count).map_err(|e| (Vec::new(), e))?;
                     let offset = match offset {
                         Some(o) => self.number(o).map_err(|e| (Vec::new(), e))?,
@@ -211,14 +242,21 @@ impl Exec<'_> {
                     )
                 }
                 Primitive::Insert(_) | Primitive::Write(_) => {
-                    return Err((Vec::new(), ProxyError::Internal("a write inside a merge".into())))
+                    return Err((
+                        Vec::new(),
+                        ProxyError::Internal("a write inside a merge".into()),
+                    ))
                 }
             })
         })
     }
 
     /// Sends the route's query to each target shard (as text) and reads the heads.
-    async fn open(&mut self, r: &Route, limit: Option<u64>) -> Result<(Vec<ShardReader>, Vec<ColumnDef>), (Vec<ShardReader>, ProxyError)> {
+    async fn open(
+        &mut self,
+        r: &Route,
+        limit: Option<u64>,
+    ) -> Result<(Vec<ShardReader>, Vec<ColumnDef>), (Vec<ShardReader>, ProxyError)> {
         let ks = match self.keyspace(&r.keyspace) {
             Ok(k) => k.clone(),
             Err(e) => return Err((Vec::new(), e)),
@@ -257,9 +295,15 @@ impl Exec<'_> {
         if let Some(e) = failure {
             return Err((readers, e));
         }
-        let columns = readers.first().map(|r| r.columns.clone()).unwrap_or_default();
+        let columns = readers
+            .first()
+            .map(|r| r.columns.clone())
+            .unwrap_or_default();
         if readers.iter().any(|r| r.columns.len() != columns.len()) {
-            return Err((readers, ProxyError::Internal("shards returned different columns".into())));
+            return Err((
+                readers,
+                ProxyError::Internal("shards returned different columns".into()),
+            ));
         }
         Ok((readers, columns))
     }

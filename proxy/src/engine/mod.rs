@@ -59,6 +59,8 @@ pub struct Exec<'a> {
     pub status: u16,
     /// LAST_INSERT_ID set by this statement (sequences).
     pub insert_id: Option<u64>,
+    /// The session's LAST_INSERT_ID() before this statement.
+    pub last_insert_id: u64,
 }
 
 /// A shard a route goes to, with the routing values that belong to it (IN splitting).
@@ -69,9 +71,15 @@ pub struct ShardTarget<'s> {
 
 impl Exec<'_> {
     /// Runs a primitive, writing its result to `out`.
-    pub async fn run(&mut self, p: &Primitive, out: &mut Responder<'_>) -> Result<RelaySummary, ExecError> {
+    pub async fn run(
+        &mut self,
+        p: &Primitive,
+        out: &mut Responder<'_>,
+    ) -> Result<RelaySummary, ExecError> {
         match p {
-            Primitive::Route(r) if self.params.is_none() || r.query.verbatim => self.route(r, out).await,
+            Primitive::Route(r) if self.params.is_none() || r.query.verbatim => {
+                self.route(r, out).await
+            }
             Primitive::Write(w) => self.write(w, out).await,
             Primitive::Insert(i) => self.insert(i, out).await,
             other => self.merge(other, out).await,
@@ -92,7 +100,11 @@ impl Exec<'_> {
     }
 
     /// The shards `r` goes to in the current snapshot.
-    pub fn resolve<'s>(&self, r: &'s Route, ks: &'s Keyspace) -> Result<Vec<ShardTarget<'s>>, ProxyError> {
+    pub fn resolve<'s>(
+        &self,
+        r: &'s Route,
+        ks: &'s Keyspace,
+    ) -> Result<Vec<ShardTarget<'s>>, ProxyError> {
         let none = || ProxyError::NoServingShards(ks.name.clone());
         let all = || -> Vec<ShardTarget<'s>> {
             ks.serving
@@ -103,24 +115,30 @@ impl Exec<'_> {
                 })
                 .collect()
         };
-        let one = |s: &'s Shard| vec![ShardTarget { shard: s, values: None }];
+        let one = |s: &'s Shard| {
+            vec![ShardTarget {
+                shard: s,
+                values: None,
+            }]
+        };
         let params = self.param_values();
         let vindex_of = |name: &str| {
-            ks.vindexes
-                .get(name)
-                .cloned()
-                .ok_or_else(|| ProxyError::Internal(format!("vindex {name} vanished from {}", ks.name)))
+            ks.vindexes.get(name).cloned().ok_or_else(|| {
+                ProxyError::Internal(format!("vindex {name} vanished from {}", ks.name))
+            })
         };
         Ok(match &r.target {
             Target::Unsharded => one(ks.single_shard().ok_or_else(none)?),
             Target::AnyShard => one(ks.serving.first().ok_or_else(none)?),
-            Target::Shard(name) => one(ks.shards.get(name).ok_or_else(|| {
-                ProxyError::UnknownDatabase(format!("{}:{name}", ks.name))
-            })?),
+            Target::Shard(name) => one(ks
+                .shards
+                .get(name)
+                .ok_or_else(|| ProxyError::UnknownDatabase(format!("{}:{name}", ks.name)))?),
             Target::Scatter => all(),
             Target::Nowhere => Vec::new(),
             Target::KeyspaceId(hex) => {
-                let id = shardgate_topology::KeyspaceId::from_hex(hex).unwrap_or(shardgate_topology::KeyspaceId(Vec::new()));
+                let id = shardgate_topology::KeyspaceId::from_hex(hex)
+                    .unwrap_or(shardgate_topology::KeyspaceId(Vec::new()));
                 one(ks.shard_for(id.as_bytes()).ok_or_else(none)?)
             }
             Target::Equal { vindex, value } => {
@@ -133,7 +151,11 @@ impl Exec<'_> {
                     None => all(),
                 }
             }
-            Target::In { vindex, values, split } => {
+            Target::In {
+                vindex,
+                values,
+                split,
+            } => {
                 let vx = vindex_of(vindex)?;
                 let mut groups: Vec<ShardTarget<'s>> = Vec::new();
                 for ve in values {
@@ -164,7 +186,13 @@ impl Exec<'_> {
 
     /// Renders a query for one shard (text protocol): markers become the shard's database,
     /// its IN values, the pushed LIMIT; placeholders become literals.
-    pub fn render(&self, q: &SqlTemplate, shard: &Shard, values: Option<&[&ValueExpr]>, limit: Option<u64>) -> String {
+    pub fn render(
+        &self,
+        q: &SqlTemplate,
+        shard: &Shard,
+        values: Option<&[&ValueExpr]>,
+        limit: Option<u64>,
+    ) -> String {
         let nbe = self.no_backslash_escapes;
         let params = self.params;
         let param = |i: usize, out: &mut String| match params.and_then(|p| p.params.get(i)) {
@@ -193,6 +221,9 @@ impl Exec<'_> {
                 "limit" => {
                     let _ = write!(out, "{}", limit.unwrap_or(u64::MAX));
                 }
+                "lastid" => {
+                    let _ = write!(out, "{}", self.last_insert_id);
+                }
                 m if m.starts_with('p') => match m[1..].parse::<usize>() {
                     Ok(i) => param(i, out),
                     Err(_) => out.push_str(m),
@@ -214,7 +245,9 @@ impl Exec<'_> {
                 .ok()
                 .and_then(|s| s.trim().parse().ok())
                 .ok_or_else(|| ProxyError::Syntax("LIMIT takes a non-negative integer".into())),
-            _ => Err(ProxyError::Syntax("LIMIT takes a non-negative integer".into())),
+            _ => Err(ProxyError::Syntax(
+                "LIMIT takes a non-negative integer".into(),
+            )),
         }
     }
 }

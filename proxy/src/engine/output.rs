@@ -51,7 +51,12 @@ pub struct RowWriter {
 }
 
 impl RowWriter {
-    pub fn header(out: &mut Responder<'_>, columns: Vec<ColumnDef>, binary: bool, status: u16) -> RowWriter {
+    pub fn header(
+        out: &mut Responder<'_>,
+        columns: Vec<ColumnDef>,
+        binary: bool,
+        status: u16,
+    ) -> RowWriter {
         out.columns(&columns, status);
         RowWriter {
             columns,
@@ -60,7 +65,11 @@ impl RowWriter {
         }
     }
 
-    pub async fn row(&mut self, out: &mut Responder<'_>, cells: &[Option<Bytes>]) -> Result<(), PacketError> {
+    pub async fn row(
+        &mut self,
+        out: &mut Responder<'_>,
+        cells: &[Option<Bytes>],
+    ) -> Result<(), PacketError> {
         let n = self.columns.len().min(cells.len());
         let cells = &cells[..n];
         if self.binary {

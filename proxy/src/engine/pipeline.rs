@@ -16,7 +16,10 @@ use std::collections::VecDeque;
 /// A stream of rows.
 pub enum Node {
     /// Shards' rows one shard after the other.
-    Concat { readers: Vec<ShardReader>, current: usize },
+    Concat {
+        readers: Vec<ShardReader>,
+        current: usize,
+    },
     /// Shards' sorted rows merged into one sorted stream.
     MergeSort {
         readers: Vec<ShardReader>,
@@ -25,17 +28,32 @@ pub enum Node {
         primed: bool,
     },
     Aggregate(Box<AggregateNode>),
-    Filter { input: Box<Node>, predicate: Scalar, columns: Vec<ColumnDef> },
+    Filter {
+        input: Box<Node>,
+        predicate: Scalar,
+        columns: Vec<ColumnDef>,
+    },
     Sort {
         input: Box<Node>,
         keys: Vec<Key>,
         sorted: Option<VecDeque<Row>>,
         limit: u64,
     },
-    Distinct { input: Box<Node>, keys: Vec<Key>, last: Option<Row> },
-    Limit { input: Box<Node>, skip: u64, remaining: u64 },
+    Distinct {
+        input: Box<Node>,
+        keys: Vec<Key>,
+        last: Option<Row>,
+    },
+    Limit {
+        input: Box<Node>,
+        skip: u64,
+        remaining: u64,
+    },
     /// UNION ALL branches one after the other.
-    Union { branches: Vec<Node>, current: usize },
+    Union {
+        branches: Vec<Node>,
+        current: usize,
+    },
 }
 
 impl Node {
@@ -166,7 +184,9 @@ impl Node {
             | Node::Sort { input, .. }
             | Node::Distinct { input, .. }
             | Node::Limit { input, .. } => input.into_readers(),
-            Node::Union { branches, .. } => branches.into_iter().flat_map(Node::into_readers).collect(),
+            Node::Union { branches, .. } => {
+                branches.into_iter().flat_map(Node::into_readers).collect()
+            }
         }
     }
 }
@@ -188,11 +208,20 @@ enum Acc {
     Sum(Option<Num>),
     Extreme(Option<Row>),
     Avg(Option<Num>, i128),
-    Distinct { last: Option<Row>, count: i128, sum: Option<Num> },
+    Distinct {
+        last: Option<Row>,
+        count: i128,
+        sum: Option<Num>,
+    },
 }
 
 impl AggregateNode {
-    pub fn new(input: Node, group: Vec<Key>, aggregates: Vec<Aggregate>, columns: Vec<ColumnDef>) -> Self {
+    pub fn new(
+        input: Node,
+        group: Vec<Key>,
+        aggregates: Vec<Aggregate>,
+        columns: Vec<ColumnDef>,
+    ) -> Self {
         AggregateNode {
             input,
             group,
@@ -282,7 +311,9 @@ impl AggregateNode {
                         desc: false,
                         kind: self.kind(i),
                     };
-                    let new = last.as_ref().is_none_or(|l| key.compare(l, row) != Ordering::Equal);
+                    let new = last
+                        .as_ref()
+                        .is_none_or(|l| key.compare(l, row) != Ordering::Equal);
                     if new {
                         *count += 1;
                         add_num(sum, self.kind(i), row, i);
@@ -299,7 +330,9 @@ impl AggregateNode {
         let mut row = first.unwrap_or_else(|| vec![None; self.columns.len()]);
         for (a, acc) in self.aggregates.iter().zip(accs) {
             let (target, value): (usize, Option<Bytes>) = match (a, acc) {
-                (Aggregate::Count(c), Acc::Count(n)) => (self.col(*c), Some(Bytes::from(n.to_string()))),
+                (Aggregate::Count(c), Acc::Count(n)) => {
+                    (self.col(*c), Some(Bytes::from(n.to_string())))
+                }
                 (Aggregate::Sum(c), Acc::Sum(s)) => {
                     let i = self.col(*c);
                     let d = self.columns.get(i).map(|c| c.decimals).unwrap_or(0);
@@ -322,9 +355,10 @@ impl AggregateNode {
                     let v = match (s, n) {
                         (Some(_), 0) | (None, _) => None,
                         (Some(Num::Float(f)), n) => Some(Num::Float(f / n as f64).render(31)),
-                        (Some(Num::Exact(x)), n) => {
-                            Some(Num::Exact(x / bigdecimal::BigDecimal::from(n as i64)).render((d + 4).min(30)))
-                        }
+                        (Some(Num::Exact(x)), n) => Some(
+                            Num::Exact(x / bigdecimal::BigDecimal::from(n as i64))
+                                .render((d + 4).min(30)),
+                        ),
                     };
                     (i, v.map(Bytes::from))
                 }
@@ -394,7 +428,11 @@ fn cell_int(row: &Row, i: usize) -> i128 {
 }
 
 fn add_num(acc: &mut Option<Num>, kind: Kind, row: &Row, i: usize) {
-    if let Some(n) = row.get(i).and_then(|c| c.as_ref()).and_then(|b| Num::parse(kind, b)) {
+    if let Some(n) = row
+        .get(i)
+        .and_then(|c| c.as_ref())
+        .and_then(|b| Num::parse(kind, b))
+    {
         *acc = Some(match acc.take() {
             None => n,
             Some(a) => a.add(n),

@@ -38,7 +38,9 @@ fn backend(label: &str, e: BackendError) -> ProxyError {
 
 impl ShardReader {
     /// Reads the response head of the command just sent on `held`.
-    pub async fn start(mut held: Held) -> Result<(ShardReader, Option<OkPacket>), (Held, ProxyError)> {
+    pub async fn start(
+        mut held: Held,
+    ) -> Result<(ShardReader, Option<OkPacket>), (Held, ProxyError)> {
         let head = match read_head(&mut held).await {
             Ok(h) => h,
             Err(e) => return Err((held, e)),
@@ -90,7 +92,8 @@ impl ShardReader {
             Some(0xff) => {
                 self.held.conn.finish_after_error();
                 self.done = true;
-                let e = ErrPacket::decode(&p).unwrap_or_else(|_| ErrPacket::new(1105, "HY000", "error"));
+                let e = ErrPacket::decode(&p)
+                    .unwrap_or_else(|_| ErrPacket::new(1105, "HY000", "error"));
                 Err(ProxyError::Backend(e))
             }
             _ => {
@@ -129,7 +132,8 @@ pub async fn read_head(held: &mut Held) -> Result<Head, ProxyError> {
     let first = held.conn.read().await.map_err(|e| backend(&label, e))?;
     match first.first() {
         Some(0x00) => {
-            let ok = OkPacket::decode(&first).map_err(|_| ProxyError::Internal("malformed OK".into()))?;
+            let ok = OkPacket::decode(&first)
+                .map_err(|_| ProxyError::Internal("malformed OK".into()))?;
             held.conn.finish(ok.status);
             if ok.status & crate::wire::consts::SERVER_MORE_RESULTS_EXISTS != 0 {
                 held.conn.mark_broken();
@@ -141,7 +145,8 @@ pub async fn read_head(held: &mut Held) -> Result<Head, ProxyError> {
         }
         Some(0xff) => {
             held.conn.finish_after_error();
-            let e = ErrPacket::decode(&first).unwrap_or_else(|_| ErrPacket::new(1105, "HY000", "error"));
+            let e = ErrPacket::decode(&first)
+                .unwrap_or_else(|_| ErrPacket::new(1105, "HY000", "error"));
             Err(ProxyError::Backend(e))
         }
         _ => {
@@ -152,7 +157,8 @@ pub async fn read_head(held: &mut Held) -> Result<Head, ProxyError> {
             for _ in 0..n {
                 let p = held.conn.read().await.map_err(|e| backend(&label, e))?;
                 columns.push(
-                    ColumnDef::decode(&p).map_err(|_| ProxyError::Internal("malformed column".into()))?,
+                    ColumnDef::decode(&p)
+                        .map_err(|_| ProxyError::Internal("malformed column".into()))?,
                 );
             }
             Ok(Head::Rows(columns))

@@ -3,7 +3,9 @@
 //! then every shard's rows in turn, then one terminator.
 
 use super::{Exec, ExecError};
-use crate::backend::relay::{relay_response, relay_rows_only, RelayError, RelayOptions, RelaySummary};
+use crate::backend::relay::{
+    relay_response, relay_rows_only, RelayError, RelayOptions, RelaySummary,
+};
 use crate::error::ProxyError;
 use crate::planner::plan::Route;
 use crate::session::conns::Held;
@@ -13,7 +15,11 @@ use crate::wire::packets::{ErrPacket, OkPacket};
 use crate::wire::Responder;
 
 impl Exec<'_> {
-    pub(super) async fn route(&mut self, r: &Route, out: &mut Responder<'_>) -> Result<RelaySummary, ExecError> {
+    pub(super) async fn route(
+        &mut self,
+        r: &Route,
+        out: &mut Responder<'_>,
+    ) -> Result<RelaySummary, ExecError> {
         let snapshot = self.snapshot;
         let ks = self.keyspace(&r.keyspace)?.clone();
         let targets = self.resolve(r, &ks)?;
@@ -53,12 +59,15 @@ impl Exec<'_> {
             match self.conns.take(self.ctx, &r.keyspace, t.shard).await {
                 Ok(mut h) => {
                     let sent = match self.params {
-                        Some(params) if r.query.verbatim => match h.conn.prepared_id(&r.query.text).await {
-                            Ok(id) => h.conn.send_execute(id, params).await,
-                            Err(e) => Err(e),
-                        },
+                        Some(params) if r.query.verbatim => {
+                            match h.conn.prepared_id(&r.query.text).await {
+                                Ok(id) => h.conn.send_execute(id, params).await,
+                                Err(e) => Err(e),
+                            }
+                        }
                         _ => {
-                            let sql = self.render(&r.query.template, t.shard, t.values.as_deref(), None);
+                            let sql =
+                                self.render(&r.query.template, t.shard, t.values.as_deref(), None);
                             h.conn.send_command(COM_QUERY, sql.as_bytes()).await
                         }
                     };
@@ -83,7 +92,11 @@ impl Exec<'_> {
     }
 
     /// Relays several shards' result sets as one.
-    async fn concat(&mut self, helds: &mut [Held], out: &mut Responder<'_>) -> Result<RelaySummary, ExecError> {
+    async fn concat(
+        &mut self,
+        helds: &mut [Held],
+        out: &mut Responder<'_>,
+    ) -> Result<RelaySummary, ExecError> {
         let mut summary = RelaySummary::default();
         let mut header_sent = false;
         let mut columns = 0u64;
@@ -103,7 +116,10 @@ impl Exec<'_> {
             match first.first() {
                 Some(0xff) => {
                     h.conn.finish_after_error();
-                    failed = Some(ErrPacket::decode(&first).unwrap_or_else(|_| ErrPacket::new(1105, "HY000", "error")));
+                    failed = Some(
+                        ErrPacket::decode(&first)
+                            .unwrap_or_else(|_| ErrPacket::new(1105, "HY000", "error")),
+                    );
                     continue;
                 }
                 Some(0x00) => {
@@ -148,7 +164,9 @@ impl Exec<'_> {
                     }
                 }
                 Err(RelayError::Client(e)) => return Err(ExecError::ClientGone(e)),
-                Err(RelayError::Backend(e)) => failed = Some(ProxyError::from_backend(&h.label, e).to_packet()),
+                Err(RelayError::Backend(e)) => {
+                    failed = Some(ProxyError::from_backend(&h.label, e).to_packet())
+                }
             }
         }
         let mut status = self.status;

@@ -53,7 +53,13 @@ impl Sequences {
 }
 
 /// Takes a new block from the backing table: at least `n` ids, a multiple of its cache.
-async fn fetch(ctx: &Context, snapshot: &Snapshot, keyspace: &str, table: &str, n: u64) -> Result<(u64, u64), ProxyError> {
+async fn fetch(
+    ctx: &Context,
+    snapshot: &Snapshot,
+    keyspace: &str,
+    table: &str,
+    n: u64,
+) -> Result<(u64, u64), ProxyError> {
     let ks = snapshot
         .keyspace(keyspace)
         .ok_or_else(|| ProxyError::UnknownDatabase(keyspace.to_string()))?;
@@ -62,12 +68,17 @@ async fn fetch(ctx: &Context, snapshot: &Snapshot, keyspace: &str, table: &str, 
         .ok_or_else(|| ProxyError::NoServingShards(keyspace.to_string()))?;
     let label = format!("{keyspace}/{}", shard.name);
     let pool = ctx.backends.pool(shard, 45, 0);
-    let mut conn = pool.get().await.map_err(|e| ProxyError::from_backend(&label, e))?;
+    let mut conn = pool
+        .get()
+        .await
+        .map_err(|e| ProxyError::from_backend(&label, e))?;
     let t = format!("`{}`", table.replace('`', "``"));
     let result: Result<(u64, u64), crate::backend::conn::BackendError> = async {
         conn.execute("START TRANSACTION").await?;
         let r = conn
-            .query(&format!("SELECT next_id, cache FROM {t} WHERE id = 0 FOR UPDATE"))
+            .query(&format!(
+                "SELECT next_id, cache FROM {t} WHERE id = 0 FOR UPDATE"
+            ))
             .await?;
         let row = r.rows.first().cloned().unwrap_or_default();
         let num = |i: usize| -> Option<u64> {
@@ -82,8 +93,10 @@ async fn fetch(ctx: &Context, snapshot: &Snapshot, keyspace: &str, table: &str, 
         };
         let cache = cache.max(1);
         let take = n.div_ceil(cache) * cache;
-        conn.execute(&format!("UPDATE {t} SET next_id = next_id + {take} WHERE id = 0"))
-            .await?;
+        conn.execute(&format!(
+            "UPDATE {t} SET next_id = next_id + {take} WHERE id = 0"
+        ))
+        .await?;
         conn.execute("COMMIT").await?;
         Ok((next, next + take))
     }

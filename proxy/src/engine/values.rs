@@ -71,7 +71,9 @@ pub fn compare_values(kind: Kind, a: &[u8], b: &[u8]) -> Ordering {
             let y = text(b).parse::<f64>().unwrap_or(f64::NAN);
             x.partial_cmp(&y).unwrap_or(Ordering::Equal)
         }
-        Kind::Time => time_value(a).partial_cmp(&time_value(b)).unwrap_or(Ordering::Equal),
+        Kind::Time => time_value(a)
+            .partial_cmp(&time_value(b))
+            .unwrap_or(Ordering::Equal),
         Kind::Bytes => a.cmp(b),
     }
 }
@@ -109,7 +111,10 @@ impl Key {
     /// Compares two rows on this key, ascending (ignores `desc`).
     pub fn compare(&self, a: &[Option<Bytes>], b: &[Option<Bytes>]) -> Ordering {
         if let Some(w) = self.weight {
-            let (wa, wb) = (a.get(w).and_then(|c| c.as_ref()), b.get(w).and_then(|c| c.as_ref()));
+            let (wa, wb) = (
+                a.get(w).and_then(|c| c.as_ref()),
+                b.get(w).and_then(|c| c.as_ref()),
+            );
             if wa.is_some() || wb.is_some() {
                 // A NULL weight with a non-NULL value cannot happen for strings; NULL values
                 // have NULL weights and sort first either way.
@@ -204,9 +209,10 @@ fn cell_value(row: &[Option<Bytes>], col: Col, columns: &[ColumnDef]) -> Value {
     match row.get(i).and_then(|c| c.as_ref()) {
         None => Value::Null,
         Some(b) => match columns.get(i).map(kind_of) {
-            Some(Kind::Int | Kind::Decimal | Kind::Float) => {
-                text(b).parse().map(Value::Num).unwrap_or(Value::Str(b.to_vec()))
-            }
+            Some(Kind::Int | Kind::Decimal | Kind::Float) => text(b)
+                .parse()
+                .map(Value::Num)
+                .unwrap_or(Value::Str(b.to_vec())),
             _ => Value::Str(b.to_vec()),
         },
     }
@@ -215,7 +221,10 @@ fn cell_value(row: &[Option<Bytes>], col: Col, columns: &[ColumnDef]) -> Value {
 fn eval(s: &Scalar, row: &[Option<Bytes>], columns: &[ColumnDef]) -> Value {
     match s {
         Scalar::Col(c) => cell_value(row, *c, columns),
-        Scalar::Literal(l) => l.parse().map(Value::Num).unwrap_or(Value::Str(l.clone().into_bytes())),
+        Scalar::Literal(l) => l
+            .parse()
+            .map(Value::Num)
+            .unwrap_or(Value::Str(l.clone().into_bytes())),
         Scalar::Null => Value::Null,
         Scalar::Arith(op, a, b) => match (eval(a, row, columns), eval(b, row, columns)) {
             (Value::Null, _) | (_, Value::Null) => Value::Null,
@@ -246,7 +255,9 @@ fn as_num(v: &Value) -> f64 {
             let t = text(s).trim();
             let end = t
                 .char_indices()
-                .take_while(|(i, c)| c.is_ascii_digit() || *c == '.' || (*i == 0 && (*c == '-' || *c == '+')))
+                .take_while(|(i, c)| {
+                    c.is_ascii_digit() || *c == '.' || (*i == 0 && (*c == '-' || *c == '+'))
+                })
                 .count();
             t[..end].parse().unwrap_or(0.0)
         }
@@ -277,7 +288,9 @@ pub fn truth(s: &Scalar, row: &[Option<Bytes>], columns: &[ColumnDef]) -> Option
             let o = match (&x, &y) {
                 (Value::Null, _) | (_, Value::Null) => return None,
                 (Value::Str(p), Value::Str(q)) => p.cmp(q),
-                _ => as_num(&x).partial_cmp(&as_num(&y)).unwrap_or(Ordering::Equal),
+                _ => as_num(&x)
+                    .partial_cmp(&as_num(&y))
+                    .unwrap_or(Ordering::Equal),
             };
             Some(match op {
                 CompareOp::Eq => o == Ordering::Equal,
@@ -303,10 +316,22 @@ mod tests {
     fn numbers_compare_as_numbers() {
         assert_eq!(compare_values(Kind::Int, b"9", b"10"), Ordering::Less);
         assert_eq!(compare_values(Kind::Int, b"-5", b"3"), Ordering::Less);
-        assert_eq!(compare_values(Kind::Decimal, b"10.50", b"9.9"), Ordering::Greater);
-        assert_eq!(compare_values(Kind::Float, b"1e3", b"999.5"), Ordering::Greater);
-        assert_eq!(compare_values(Kind::Time, b"-01:00:00", b"00:30:00"), Ordering::Less);
-        assert_eq!(compare_cells(Kind::Int, None, Some(&Bytes::from_static(b"1"))), Ordering::Less);
+        assert_eq!(
+            compare_values(Kind::Decimal, b"10.50", b"9.9"),
+            Ordering::Greater
+        );
+        assert_eq!(
+            compare_values(Kind::Float, b"1e3", b"999.5"),
+            Ordering::Greater
+        );
+        assert_eq!(
+            compare_values(Kind::Time, b"-01:00:00", b"00:30:00"),
+            Ordering::Less
+        );
+        assert_eq!(
+            compare_cells(Kind::Int, None, Some(&Bytes::from_static(b"1"))),
+            Ordering::Less
+        );
     }
 
     #[test]
@@ -316,7 +341,10 @@ mod tests {
         assert_eq!(a.add(b).render(2), "0.30");
         let big = Num::parse(Kind::Int, b"9223372036854775807").unwrap();
         assert_eq!(big.clone().add(big).render(0), "18446744073709551614");
-        assert_eq!(Num::Exact(BigDecimal::from_str("2.5").unwrap()).render(0), "3");
+        assert_eq!(
+            Num::Exact(BigDecimal::from_str("2.5").unwrap()).render(0),
+            "3"
+        );
         assert_eq!(format_double(0.1 + 0.2), "0.30000000000000004");
         assert_eq!(format_double(3.0), "3");
     }

@@ -11,7 +11,11 @@ use shardgate_topology::Keyspace;
 use std::time::{Duration, Instant};
 
 impl Exec<'_> {
-    pub(super) async fn apply_vschema(&mut self, ks: &Keyspace, change: &VschemaChange) -> Result<(), ProxyError> {
+    pub(super) async fn apply_vschema(
+        &mut self,
+        ks: &Keyspace,
+        change: &VschemaChange,
+    ) -> Result<(), ProxyError> {
         if let VschemaChange::Register {
             sequence: Some((seq_ks, seq_table)),
             ..
@@ -20,12 +24,17 @@ impl Exec<'_> {
             self.create_sequence_table(seq_ks, seq_table).await?;
         }
         let store = self.ctx.store.as_ref().ok_or_else(|| {
-            ProxyError::Internal("no topology store: cannot register the table in the VSchema".into())
+            ProxyError::Internal(
+                "no topology store: cannot register the table in the VSchema".into(),
+            )
         })?;
         let mut attempts = 0;
         let revision = loop {
             attempts += 1;
-            let base = store.load().await.map_err(|e| ProxyError::Internal(e.to_string()))?;
+            let base = store
+                .load()
+                .await
+                .map_err(|e| ProxyError::Internal(e.to_string()))?;
             let writes = vschema_writes(&base, ks, change)?;
             if writes.is_empty() {
                 return Ok(());
@@ -44,7 +53,11 @@ impl Exec<'_> {
         Ok(())
     }
 
-    async fn create_sequence_table(&mut self, keyspace: &str, table: &str) -> Result<(), ProxyError> {
+    async fn create_sequence_table(
+        &mut self,
+        keyspace: &str,
+        table: &str,
+    ) -> Result<(), ProxyError> {
         let ks = self.keyspace(keyspace)?.clone();
         let shard = ks
             .single_shard()
@@ -70,12 +83,16 @@ impl Exec<'_> {
     }
 }
 
-fn doc_of(base: &shardgate_topology::store::Loaded, keyspace: &str) -> Result<(KeyspaceDoc, i64), ProxyError> {
+fn doc_of(
+    base: &shardgate_topology::store::Loaded,
+    keyspace: &str,
+) -> Result<(KeyspaceDoc, i64), ProxyError> {
     let key = format!("keyspaces/{keyspace}");
     let e = base
         .get(&key)
         .ok_or_else(|| ProxyError::UnknownDatabase(keyspace.to_string()))?;
-    let doc = serde_json::from_slice(&e.value).map_err(|e| ProxyError::Internal(format!("{key}: {e}")))?;
+    let doc = serde_json::from_slice(&e.value)
+        .map_err(|e| ProxyError::Internal(format!("{key}: {e}")))?;
     Ok((doc, e.mod_revision))
 }
 

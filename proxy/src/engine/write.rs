@@ -20,7 +20,11 @@ use crate::wire::Responder;
 use shardgate_topology::SqlValue;
 
 impl Exec<'_> {
-    pub(super) async fn write(&mut self, w: &WritePlan, out: &mut Responder<'_>) -> Result<RelaySummary, ExecError> {
+    pub(super) async fn write(
+        &mut self,
+        w: &WritePlan,
+        out: &mut Responder<'_>,
+    ) -> Result<RelaySummary, ExecError> {
         let ks = self.keyspace(&w.route.keyspace)?.clone();
         let targets = self.resolve(&w.route, &ks)?;
         let statements: Vec<(ShardTarget<'_>, String)> = targets
@@ -38,7 +42,11 @@ impl Exec<'_> {
         self.respond(out, ok)
     }
 
-    pub(super) async fn insert(&mut self, plan: &InsertPlan, out: &mut Responder<'_>) -> Result<RelaySummary, ExecError> {
+    pub(super) async fn insert(
+        &mut self,
+        plan: &InsertPlan,
+        out: &mut Responder<'_>,
+    ) -> Result<RelaySummary, ExecError> {
         let ks = self.keyspace(&plan.keyspace)?.clone();
         let vindex = ks
             .vindexes
@@ -73,12 +81,15 @@ impl Exec<'_> {
                     .ok_or(ProxyError::WrongArguments("mysqld_stmt_execute"))?,
                 RowKey::Sequence => SqlValue::UInt(id.unwrap_or(0)),
             };
-            let ksid = vindex.map(&value).map_err(ProxyError::Internal)?.ok_or_else(|| {
-                ProxyError::WrongValue(format!(
+            let ksid = vindex
+                .map(&value)
+                .map_err(ProxyError::Internal)?
+                .ok_or_else(|| {
+                    ProxyError::WrongValue(format!(
                     "cannot place a row of {}: the {} vindex cannot map its sharding value {:?}",
                     plan.table, vindex.name, value
                 ))
-            })?;
+                })?;
             let shard = ks
                 .shard_for(ksid.as_bytes())
                 .ok_or_else(|| ProxyError::NoServingShards(ks.name.clone()))?;
@@ -99,7 +110,13 @@ impl Exec<'_> {
                     rows.join(", "),
                     self.render(&suffix, shard, None, None)
                 );
-                (ShardTarget { shard, values: None }, sql)
+                (
+                    ShardTarget {
+                        shard,
+                        values: None,
+                    },
+                    sql,
+                )
             })
             .collect();
         let oks = self.run_on(&plan.keyspace, statements).await?;
@@ -123,7 +140,11 @@ impl Exec<'_> {
 
     /// Sends one statement per shard (all first, then reads), returns the OKs. The first
     /// error is returned after every shard answered.
-    async fn run_on(&mut self, keyspace: &str, statements: Vec<(ShardTarget<'_>, String)>) -> Result<Vec<OkPacket>, ProxyError> {
+    async fn run_on(
+        &mut self,
+        keyspace: &str,
+        statements: Vec<(ShardTarget<'_>, String)>,
+    ) -> Result<Vec<OkPacket>, ProxyError> {
         let mut helds: Vec<Held> = Vec::with_capacity(statements.len());
         let mut failure = None;
         for (t, sql) in &statements {
@@ -165,7 +186,11 @@ impl Exec<'_> {
         }
     }
 
-    fn respond(&mut self, out: &mut Responder<'_>, mut ok: OkPacket) -> Result<RelaySummary, ExecError> {
+    fn respond(
+        &mut self,
+        out: &mut Responder<'_>,
+        mut ok: OkPacket,
+    ) -> Result<RelaySummary, ExecError> {
         ok.status = self.status | (ok.status & SERVER_STATUS_IN_TRANS);
         if self.conns.in_transaction() {
             ok.status |= SERVER_STATUS_IN_TRANS;
@@ -224,11 +249,17 @@ pub fn combine(oks: &[OkPacket], how: Combine) -> OkPacket {
         info: first.info.clone(),
     };
     let parsed: Vec<Vec<(String, u64)>> = oks.iter().map(|o| info_fields(&o.info)).collect();
-    if !parsed[0].is_empty() && parsed.iter().all(|p| p.len() == parsed[0].len() && p.iter().zip(&parsed[0]).all(|(a, b)| a.0 == b.0)) {
+    if !parsed[0].is_empty()
+        && parsed.iter().all(|p| {
+            p.len() == parsed[0].len() && p.iter().zip(&parsed[0]).all(|(a, b)| a.0 == b.0)
+        })
+    {
         let sums: Vec<String> = parsed[0]
             .iter()
             .enumerate()
-            .map(|(i, (label, _))| format!("{label}: {}", parsed.iter().map(|p| p[i].1).sum::<u64>()))
+            .map(|(i, (label, _))| {
+                format!("{label}: {}", parsed.iter().map(|p| p[i].1).sum::<u64>())
+            })
             .collect();
         out.info = sums.join("  ");
     }
@@ -263,6 +294,9 @@ mod tests {
         let c = combine(&[a.clone(), b], Combine::Sum);
         assert_eq!(c.affected_rows, 3);
         assert_eq!(c.info, "Rows matched: 4  Changed: 3  Warnings: 1");
-        assert_eq!(combine(&[a.clone(), a.clone()], Combine::First).affected_rows, 2);
+        assert_eq!(
+            combine(&[a.clone(), a.clone()], Combine::First).affected_rows,
+            2
+        );
     }
 }

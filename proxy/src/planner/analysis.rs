@@ -12,8 +12,8 @@ use super::values::{value_of, ValueExpr};
 use crate::error::ProxyError;
 use shardgate_topology::{Keyspace, Table, TableKind, Vindex};
 use sqlparser::ast::{
-    visit_expressions, visit_statements, BinaryOperator, Expr, InTarget, JoinConstraint, JoinOperator,
-    ObjectName, Query, SetExpr, Statement, TableFactor,
+    visit_expressions, visit_statements, BinaryOperator, Expr, InTarget, JoinConstraint,
+    JoinOperator, ObjectName, Query, SetExpr, Statement, TableFactor,
 };
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -79,7 +79,10 @@ impl Scope {
             let Some((schema, t)) = object_table(name) else {
                 return;
             };
-            if schema.as_deref().is_some_and(super::tables::is_system_schema) {
+            if schema
+                .as_deref()
+                .is_some_and(super::tables::is_system_schema)
+            {
                 return;
             }
             match ks.table(&t) {
@@ -143,7 +146,11 @@ impl Scope {
             Expr::CompoundIdentifier(parts) if parts.len() >= 2 => {
                 let q = parts[parts.len() - 2].value.to_ascii_lowercase();
                 let c = parts[parts.len() - 1].value.to_ascii_lowercase();
-                let mut found = self.tables.iter().enumerate().filter(|(_, t)| t.qualifier == q);
+                let mut found = self
+                    .tables
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, t)| t.qualifier == q);
                 let first = found.next()?;
                 if found.next().is_some() {
                     return None;
@@ -288,7 +295,10 @@ impl Scope {
         let Some(&anchor) = sharded.first() else {
             return Ok(None);
         };
-        let anchor_col = (anchor, self.tables[anchor].vindex_column().unwrap_or_default());
+        let anchor_col = (
+            anchor,
+            self.tables[anchor].vindex_column().unwrap_or_default(),
+        );
         let anchor_vindex = self.tables[anchor].vindex().cloned();
         for &i in &sharded[1..] {
             let t = self.tables[i].clone();
@@ -359,8 +369,10 @@ pub fn route_predicate(
             } => {
                 if let Some(r) = scope.resolve(expr) {
                     if scope.same(&anchor_col, &r) && best.is_none() {
-                        let values: Option<Vec<ValueExpr>> =
-                            list.iter().map(|e| value_of(e, idx, placeholders)).collect();
+                        let values: Option<Vec<ValueExpr>> = list
+                            .iter()
+                            .map(|e| value_of(e, idx, placeholders))
+                            .collect();
                         if let Some(values) = values {
                             let span = list_span(list);
                             best = Some(RoutePredicate::In(values, span));
@@ -473,7 +485,10 @@ fn visit_table_factors(stmt: &Statement, f: &mut dyn FnMut(&TableFactor)) -> Con
 }
 
 /// Calls `f` on every SELECT of the statement, in subqueries too.
-pub fn visit_selects(stmt: &Statement, f: &mut dyn FnMut(&sqlparser::ast::Select)) -> ControlFlow<()> {
+pub fn visit_selects(
+    stmt: &Statement,
+    f: &mut dyn FnMut(&sqlparser::ast::Select),
+) -> ControlFlow<()> {
     struct V<'a>(&'a mut dyn FnMut(&sqlparser::ast::Select));
     impl sqlparser::ast::Visitor for V<'_> {
         type Break = ();

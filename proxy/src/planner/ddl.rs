@@ -34,7 +34,12 @@ fn last_ident(name: &sqlparser::ast::ObjectName) -> String {
 }
 
 /// Plans a DDL statement on sharded keyspace `ks`.
-pub fn plan_ddl(sql: &str, stmt: &Statement, ks: &Keyspace, snapshot: &Snapshot) -> Result<Primitive, ProxyError> {
+pub fn plan_ddl(
+    sql: &str,
+    stmt: &Statement,
+    ks: &Keyspace,
+    snapshot: &Snapshot,
+) -> Result<Primitive, ProxyError> {
     if let Some(w) = &ks.routing.workflow {
         return Err(ProxyError::Resharding {
             keyspace: ks.name.clone(),
@@ -69,7 +74,11 @@ pub fn plan_ddl(sql: &str, stmt: &Statement, ks: &Keyspace, snapshot: &Snapshot)
     }))
 }
 
-fn register(ct: &CreateTable, ks: &Keyspace, snapshot: &Snapshot) -> Result<Option<VschemaChange>, ProxyError> {
+fn register(
+    ct: &CreateTable,
+    ks: &Keyspace,
+    snapshot: &Snapshot,
+) -> Result<Option<VschemaChange>, ProxyError> {
     let table = last_ident(&ct.name);
     if ct.temporary {
         return Err(ProxyError::NotSupported(
@@ -123,7 +132,10 @@ fn register(ct: &CreateTable, ks: &Keyspace, snapshot: &Snapshot) -> Result<Opti
             .map(|(n, _)| n.clone())
             .unwrap_or_else(|| "hash".to_string()),
     };
-    let sequence = if auto_increment.iter().any(|a| a.eq_ignore_ascii_case(column)) {
+    let sequence = if auto_increment
+        .iter()
+        .any(|a| a.eq_ignore_ascii_case(column))
+    {
         let seq_ks = ks
             .doc
             .sequence_keyspace

@@ -50,11 +50,18 @@ fn unsupported(what: impl Into<String>) -> ProxyError {
 }
 
 /// Plans an INSERT into `table` of sharded keyspace `ks`.
-pub fn plan_insert(sql: &str, ins: &Insert, ks: &Keyspace, table: &Table) -> Result<InsertPlan, ProxyError> {
+pub fn plan_insert(
+    sql: &str,
+    ins: &Insert,
+    ks: &Keyspace,
+    table: &Table,
+) -> Result<InsertPlan, ProxyError> {
     let idx = TextIndex::new(sql);
     let ph = placeholder_offsets(sql);
     if !ins.assignments.is_empty() {
-        return Err(unsupported("INSERT ... SET on a sharded table; use INSERT ... (columns) VALUES"));
+        return Err(unsupported(
+            "INSERT ... SET on a sharded table; use INSERT ... (columns) VALUES",
+        ));
     }
     let Some(source) = &ins.source else {
         return Err(unsupported("INSERT without VALUES on a sharded table"));
@@ -78,11 +85,16 @@ pub fn plan_insert(sql: &str, ins: &Insert, ks: &Keyspace, table: &Table) -> Res
         .and_then(|cv| cv.columns.first())
         .map(|c| c.to_ascii_lowercase())
         .ok_or_else(|| unsupported(format!("table {} has no primary vindex", table.name)))?;
-    let vindex = table.primary_vindex().map(|cv| cv.vindex.name.clone()).unwrap_or_default();
+    let vindex = table
+        .primary_vindex()
+        .map(|cv| cv.vindex.name.clone())
+        .unwrap_or_default();
     let auto = table.auto_increment.as_ref();
     let auto_col = auto.map(|a| a.column.to_ascii_lowercase());
     let vindex_pos = columns.iter().position(|c| *c == vindex_col);
-    let auto_pos = auto_col.as_ref().and_then(|a| columns.iter().position(|c| c == a));
+    let auto_pos = auto_col
+        .as_ref()
+        .and_then(|a| columns.iter().position(|c| c == a));
     if vindex_pos.is_none() && auto_col.as_deref() != Some(vindex_col.as_str()) {
         return Err(ProxyError::WrongValue(format!(
             "INSERT into {} must give a value for its sharding column {vindex_col}",
@@ -91,7 +103,11 @@ pub fn plan_insert(sql: &str, ins: &Insert, ks: &Keyspace, table: &Table) -> Res
     }
     if let Some(OnInsert::DuplicateKeyUpdate(assignments)) = &ins.on {
         for a in assignments {
-            if a.target.to_string().trim_matches('`').eq_ignore_ascii_case(&vindex_col) {
+            if a.target
+                .to_string()
+                .trim_matches('`')
+                .eq_ignore_ascii_case(&vindex_col)
+            {
                 return Err(ProxyError::ShardKeyChange {
                     table: table.name.clone(),
                     column: vindex_col.clone(),
@@ -138,10 +154,16 @@ pub fn plan_insert(sql: &str, ins: &Insert, ks: &Keyspace, table: &Table) -> Res
                 let e = &row.content[p];
                 let empty = matches!(
                     value_of(e, &idx, &ph),
-                    Some(ValueExpr::Literal { value: SqlValue::Null, .. })
+                    Some(ValueExpr::Literal {
+                        value: SqlValue::Null,
+                        ..
+                    })
                 ) || matches!(
                     value_of(e, &idx, &ph),
-                    Some(ValueExpr::Literal { value: SqlValue::Int(0), .. })
+                    Some(ValueExpr::Literal {
+                        value: SqlValue::Int(0),
+                        ..
+                    })
                 );
                 if empty {
                     generated = true;
@@ -162,7 +184,13 @@ pub fn plan_insert(sql: &str, ins: &Insert, ks: &Keyspace, table: &Table) -> Res
                         "the value of sharding column {vindex_col} must be a literal or a placeholder"
                     ))
                 })?;
-                if matches!(v, ValueExpr::Literal { value: SqlValue::Null, .. }) {
+                if matches!(
+                    v,
+                    ValueExpr::Literal {
+                        value: SqlValue::Null,
+                        ..
+                    }
+                ) {
                     return Err(ProxyError::WrongValue(format!(
                         "sharding column {vindex_col} of {} cannot be NULL",
                         table.name
@@ -172,7 +200,11 @@ pub fn plan_insert(sql: &str, ins: &Insert, ks: &Keyspace, table: &Table) -> Res
             }
             _ => RowKey::Sequence,
         };
-        rows.push(InsertRow { text, key, generated });
+        rows.push(InsertRow {
+            text,
+            key,
+            generated,
+        });
     }
     Ok(InsertPlan {
         keyspace: ks.name.clone(),

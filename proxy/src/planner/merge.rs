@@ -20,9 +20,9 @@ use super::values::{value_of, ValueExpr};
 use crate::error::ProxyError;
 use shardgate_topology::SqlValue;
 use sqlparser::ast::{
-    BinaryOperator, Distinct, Expr, FunctionArg, FunctionArgExpr, FunctionArguments,
-    GroupByExpr, LimitClause, OrderByKind, OrderBySort, Query as AstQuery, Select, SelectItem,
-    Spanned, UnaryOperator, Value,
+    BinaryOperator, Distinct, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr,
+    LimitClause, OrderByKind, OrderBySort, Query as AstQuery, Select, SelectItem, Spanned,
+    UnaryOperator, Value,
 };
 
 /// Whether a multi-shard SELECT needs more than concatenating the shards' rows.
@@ -32,7 +32,10 @@ pub fn needs_merge(query: &AstQuery, select: &Select) -> bool {
         || matches!(select.distinct, Some(Distinct::Distinct))
         || !group_exprs(select).is_empty()
         || select.having.is_some()
-        || select.projection.iter().any(|i| item_expr(i).is_some_and(contains_aggregate))
+        || select
+            .projection
+            .iter()
+            .any(|i| item_expr(i).is_some_and(contains_aggregate))
 }
 
 fn group_exprs(select: &Select) -> &[Expr] {
@@ -173,7 +176,9 @@ impl<'a> Builder<'a> {
                     return Err(unsupported("window functions across shards"));
                 }
                 let FunctionArguments::List(list) = &f.args else {
-                    return Err(unsupported(format!("{agg} without arguments across shards")));
+                    return Err(unsupported(format!(
+                        "{agg} without arguments across shards"
+                    )));
                 };
                 let distinct = matches!(
                     list.duplicate_treatment,
@@ -231,9 +236,9 @@ impl<'a> Builder<'a> {
         if allow_position {
             if let Expr::Value(v) = e {
                 if let Value::Number(n, _) = &v.value {
-                    let p: usize = n
-                        .parse()
-                        .map_err(|_| unsupported(format!("position {n} in ORDER BY or GROUP BY")))?;
+                    let p: usize = n.parse().map_err(|_| {
+                        unsupported(format!("position {n} in ORDER BY or GROUP BY"))
+                    })?;
                     if p == 0 || p > self.items.len() || self.items[p - 1].kind == Kind::Wildcard {
                         return Err(ProxyError::Syntax(format!("unknown column position {p}")));
                     }
@@ -242,24 +247,32 @@ impl<'a> Builder<'a> {
             }
         }
         if let Expr::Identifier(id) = e {
-            if let Some(p) = self
-                .items
-                .iter()
-                .position(|i| i.alias.as_deref().is_some_and(|a| a.eq_ignore_ascii_case(&id.value)))
-            {
+            if let Some(p) = self.items.iter().position(|i| {
+                i.alias
+                    .as_deref()
+                    .is_some_and(|a| a.eq_ignore_ascii_case(&id.value))
+            }) {
                 return Ok(Pending::Item(p));
             }
         }
         let text = self.text(e)?;
         let n = norm(&text);
-        if let Some(p) = self.items.iter().position(|i| i.norm.as_deref() == Some(&n)) {
+        if let Some(p) = self
+            .items
+            .iter()
+            .position(|i| i.norm.as_deref() == Some(&n))
+        {
             return Ok(Pending::Item(p));
         }
         Ok(Pending::Hidden(self.add_hidden(text)))
     }
 
     /// A sort key on `p`, comparing strings through a WEIGHT_STRING helper column.
-    fn key(&mut self, p: Pending, desc: bool) -> Result<(Pending, Option<Pending>, bool), ProxyError> {
+    fn key(
+        &mut self,
+        p: Pending,
+        desc: bool,
+    ) -> Result<(Pending, Option<Pending>, bool), ProxyError> {
         let weight_of = match p {
             Pending::Item(i) => match self.items[i].kind {
                 Kind::Plain => Some(self.items[i].expr_text.clone()),
@@ -276,7 +289,10 @@ impl<'a> Builder<'a> {
     }
 }
 
-fn finish_keys(b: &Builder<'_>, keys: &[(Pending, Option<Pending>, bool)]) -> Result<Vec<SortKey>, ProxyError> {
+fn finish_keys(
+    b: &Builder<'_>,
+    keys: &[(Pending, Option<Pending>, bool)],
+) -> Result<Vec<SortKey>, ProxyError> {
     keys.iter()
         .map(|(p, w, d)| {
             Ok(SortKey {
@@ -299,10 +315,14 @@ pub fn plan_merge(
     placeholders: &[usize],
 ) -> Result<Primitive, ProxyError> {
     if query.with.is_some() {
-        return Err(unsupported("WITH with ORDER BY, LIMIT or aggregates across shards"));
+        return Err(unsupported(
+            "WITH with ORDER BY, LIMIT or aggregates across shards",
+        ));
     }
     if !query.locks.is_empty() || select.into.is_some() || query.fetch.is_some() {
-        return Err(unsupported("FOR UPDATE, INTO or FETCH with ORDER BY, LIMIT or aggregates across shards"));
+        return Err(unsupported(
+            "FOR UPDATE, INTO or FETCH with ORDER BY, LIMIT or aggregates across shards",
+        ));
     }
     if select.from.is_empty() {
         return Err(unsupported("this query across shards"));
@@ -318,15 +338,22 @@ pub fn plan_merge(
         b.items.push(item);
     }
     let has_wildcard = b.items.iter().any(|i| i.kind == Kind::Wildcard);
-    let has_agg = b.items.iter().any(|i| !matches!(i.kind, Kind::Plain | Kind::Wildcard));
+    let has_agg = b
+        .items
+        .iter()
+        .any(|i| !matches!(i.kind, Kind::Plain | Kind::Wildcard));
     let groups = group_exprs(select);
     let aggregating = has_agg || !groups.is_empty() || select.having.is_some();
     let distinct = matches!(select.distinct, Some(Distinct::Distinct));
     if aggregating && has_wildcard {
-        return Err(unsupported("SELECT * with GROUP BY or aggregates across shards"));
+        return Err(unsupported(
+            "SELECT * with GROUP BY or aggregates across shards",
+        ));
     }
     if distinct && (aggregating || has_wildcard) {
-        return Err(unsupported("DISTINCT with *, GROUP BY or aggregates across shards"));
+        return Err(unsupported(
+            "DISTINCT with *, GROUP BY or aggregates across shards",
+        ));
     }
     let distinct_args: Vec<String> = b
         .items
@@ -334,8 +361,13 @@ pub fn plan_merge(
         .filter(|i| matches!(i.kind, Kind::CountDistinct | Kind::SumDistinct))
         .filter_map(|i| i.arg.clone())
         .collect();
-    if distinct_args.iter().any(|a| norm(a) != norm(&distinct_args[0])) {
-        return Err(unsupported("aggregates over DISTINCT of different expressions across shards"));
+    if distinct_args
+        .iter()
+        .any(|a| norm(a) != norm(&distinct_args[0]))
+    {
+        return Err(unsupported(
+            "aggregates over DISTINCT of different expressions across shards",
+        ));
     }
 
     // ORDER BY terms and LIMIT.
@@ -597,9 +629,12 @@ fn resolve_after_aggregation(
     if let Pending::Hidden(j) = p {
         if let Expr::Function(f) = e {
             let name = aggregate_name(&f.name.to_string()).unwrap_or_default();
-            let distinct = matches!(&f.args, FunctionArguments::List(l) if l.duplicate_treatment.is_some());
+            let distinct =
+                matches!(&f.args, FunctionArguments::List(l) if l.duplicate_treatment.is_some());
             if distinct || f.over.is_some() {
-                return Err(unsupported(format!("{name}(DISTINCT ...) in ORDER BY or HAVING across shards")));
+                return Err(unsupported(format!(
+                    "{name}(DISTINCT ...) in ORDER BY or HAVING across shards"
+                )));
             }
             let col = Pending::Hidden(j);
             match name.as_str() {
@@ -607,7 +642,9 @@ fn resolve_after_aggregation(
                 "SUM" => aggs.push(AggPending::Sum(col)),
                 "MIN" | "MAX" => {
                     let text = b.hidden[j].clone();
-                    let w = Some(Pending::Hidden(b.add_hidden(format!("WEIGHT_STRING({text})"))));
+                    let w = Some(Pending::Hidden(
+                        b.add_hidden(format!("WEIGHT_STRING({text})")),
+                    ));
                     aggs.push(if name == "MIN" {
                         AggPending::Min(col, w)
                     } else {
@@ -615,7 +652,9 @@ fn resolve_after_aggregation(
                     });
                 }
                 other => {
-                    return Err(unsupported(format!("{other} in ORDER BY or HAVING across shards")))
+                    return Err(unsupported(format!(
+                        "{other} in ORDER BY or HAVING across shards"
+                    )))
                 }
             }
             return Ok(p);
@@ -642,7 +681,11 @@ enum ScalarPending {
     Arith(ArithOp, Box<ScalarPending>, Box<ScalarPending>),
 }
 
-fn scalar(e: &Expr, b: &mut Builder<'_>, aggs: &mut Vec<AggPending>) -> Result<ScalarPending, ProxyError> {
+fn scalar(
+    e: &Expr,
+    b: &mut Builder<'_>,
+    aggs: &mut Vec<AggPending>,
+) -> Result<ScalarPending, ProxyError> {
     let bx = |s| Box::new(s);
     Ok(match e {
         Expr::Nested(inner) => scalar(inner, b, aggs)?,
@@ -668,13 +711,19 @@ fn scalar(e: &Expr, b: &mut Builder<'_>, aggs: &mut Vec<AggPending>) -> Result<S
                 BinaryOperator::Minus => ScalarPending::Arith(ArithOp::Sub, l, r),
                 BinaryOperator::Multiply => ScalarPending::Arith(ArithOp::Mul, l, r),
                 BinaryOperator::Divide => ScalarPending::Arith(ArithOp::Div, l, r),
-                other => return Err(unsupported(format!("operator {other} in HAVING across shards"))),
+                other => {
+                    return Err(unsupported(format!(
+                        "operator {other} in HAVING across shards"
+                    )))
+                }
             }
         }
         Expr::Value(v) => match &v.value {
             Value::Null => ScalarPending::Null,
             Value::Number(n, _) => ScalarPending::Literal(n.clone()),
-            Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => ScalarPending::Literal(s.clone()),
+            Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => {
+                ScalarPending::Literal(s.clone())
+            }
             _ => return Err(unsupported("this literal in HAVING across shards")),
         },
         other => ScalarPending::Col(resolve_after_aggregation(other, b, aggs)?),

@@ -238,6 +238,28 @@ fn session_rewrites(
 ) -> Option<String> {
     let idx = TextIndex::new(sql);
     let mut edits = Edits::new();
+    // Rewritten select items keep the column name the client expects (`DATABASE()`).
+    let unaliased: Vec<(usize, usize)> = match stmt {
+        Statement::Query(q) => match &*q.body {
+            sqlparser::ast::SetExpr::Select(sel) => sel
+                .projection
+                .iter()
+                .filter_map(|i| match i {
+                    sqlparser::ast::SelectItem::UnnamedExpr(e) => idx.expr_range(e.span()),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        },
+        _ => Vec::new(),
+    };
+    let named = |a: usize, b: usize, text: String| -> String {
+        if unaliased.contains(&(a, b)) {
+            format!("{text} AS `{}`", sql[a..b].replace('`', "``"))
+        } else {
+            text
+        }
+    };
     let ks = ctx.snapshot.keyspace(keyspace);
     let db_differs = ks
         .map(|k| k.shards.values().any(|s| s.database != k.name))
@@ -248,7 +270,7 @@ fn session_rewrites(
                 let v = id.value.to_ascii_lowercase();
                 if v == "@@socket" || v == "@@global.socket" || v == "@@session.socket" {
                     if let Some((a, b)) = idx.range(id.span) {
-                        edits.replace(a, b, "NULL");
+                        edits.replace(a, b, named(a, b, "NULL".into()));
                     }
                 }
             }
@@ -261,6 +283,19 @@ fn session_rewrites(
                     edits.replace(a, b, "NULL");
                 }
             }
+            Expr::Function(f)
+                if f.name.to_string().eq_ignore_ascii_case("last_insert_id")
+                    && matches!(&f.args, sqlparser::ast::FunctionArguments::List(l) if l.args.is_empty()) =>
+            {
+                // The session's value: ids may come from sequences or from another shard.
+                if let Some((a, b)) = idx.call_range(f.name.span()) {
+                    edits.replace(
+                        a,
+                        b,
+                        named(a, b, format!("{}lastid", sqltext::MARKER_PREFIX)),
+                    );
+                }
+            }
             Expr::Function(f) => {
                 let name = f.name.to_string().to_ascii_lowercase();
                 if (name == "database" || name == "schema")
@@ -271,7 +306,7 @@ fn session_rewrites(
                             Some(k) => format!("'{}'", k.replace('\'', "''")),
                             None => "NULL".to_string(),
                         };
-                        edits.replace(a, b, lit);
+                        edits.replace(a, b, named(a, b, lit));
                     }
                 }
             }

@@ -33,7 +33,9 @@ pub enum SessionOp {
     /// `SHOW SHARDS` / `SHOW VITESS_SHARDS`.
     ShowShards,
     /// BEGIN / START TRANSACTION.
-    Begin { read_only: bool },
+    Begin {
+        read_only: bool,
+    },
     Commit,
     Rollback,
     /// SET statements: applied to the session and to every backend connection it uses.
@@ -199,14 +201,29 @@ pub enum Aggregate {
     Count(Col),
     /// SUM: the sum of per-shard sums (NULL when all are NULL).
     Sum(Col),
-    Min { col: Col, weight: Option<Col> },
-    Max { col: Col, weight: Option<Col> },
+    Min {
+        col: Col,
+        weight: Option<Col>,
+    },
+    Max {
+        col: Col,
+        weight: Option<Col>,
+    },
     /// AVG rewritten as SUM and COUNT: `sum` becomes sum/count with `scale` more decimals.
-    Avg { sum: Col, count: Col },
+    Avg {
+        sum: Col,
+        count: Col,
+    },
     /// COUNT(DISTINCT x): shards group by x too; counts distinct consecutive values.
-    CountDistinct { col: Col, weight: Option<Col> },
+    CountDistinct {
+        col: Col,
+        weight: Option<Col>,
+    },
     /// SUM(DISTINCT x), likewise.
-    SumDistinct { col: Col, weight: Option<Col> },
+    SumDistinct {
+        col: Col,
+        weight: Option<Col>,
+    },
 }
 
 /// An output column renamed (and, for rewritten aggregates, retyped).

@@ -17,7 +17,12 @@ use shardgate_topology::{Keyspace, KeyspaceId};
 use sqlparser::ast::{Query as AstQuery, SetExpr, SetOperator, SetQuantifier, Statement};
 
 /// Plans a SELECT (or UNION) whose tables are all in sharded keyspace `ks`.
-pub fn plan_select(sql: &str, stmt: &Statement, query: &AstQuery, ks: &Keyspace) -> Result<Primitive, ProxyError> {
+pub fn plan_select(
+    sql: &str,
+    stmt: &Statement,
+    query: &AstQuery,
+    ks: &Keyspace,
+) -> Result<Primitive, ProxyError> {
     let mut scope = Scope::build(stmt, ks)?;
     scope.learn_equalities(stmt);
     let Some(anchor) = scope.check_colocated()? else {
@@ -164,8 +169,9 @@ fn plan_union(
                 "placeholders in a UNION across shards".into(),
             ));
         }
-        let parsed = sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::MySqlDialect {}, text)
-            .map_err(|e| ProxyError::NotSupported(format!("this UNION branch ({e})")))?;
+        let parsed =
+            sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::MySqlDialect {}, text)
+                .map_err(|e| ProxyError::NotSupported(format!("this UNION branch ({e})")))?;
         let [Statement::Query(q)] = parsed.as_slice() else {
             return Err(ProxyError::NotSupported("this UNION branch".into()));
         };

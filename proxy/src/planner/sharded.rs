@@ -13,7 +13,12 @@ fn unsupported(what: impl Into<String>) -> ProxyError {
 }
 
 /// Plans a parsed statement whose tables are all in sharded keyspace `ks`.
-pub fn plan(sql: &str, stmt: &Statement, ks: &Keyspace, snapshot: &Snapshot) -> Result<Primitive, ProxyError> {
+pub fn plan(
+    sql: &str,
+    stmt: &Statement,
+    ks: &Keyspace,
+    snapshot: &Snapshot,
+) -> Result<Primitive, ProxyError> {
     match stmt {
         Statement::Query(q) => super::select::plan_select(sql, stmt, q, ks),
         Statement::Insert(ins) => {
@@ -24,9 +29,18 @@ pub fn plan(sql: &str, stmt: &Statement, ks: &Keyspace, snapshot: &Snapshot) -> 
                 table: tname.to_string(),
             })?;
             match (&table.kind, &table.pinned) {
-                (_, Some(id)) => Ok(route_all(ks, Target::KeyspaceId(id.hex()), sql, Combine::Sum)),
-                (TableKind::Reference, _) => Ok(route_all(ks, Target::Scatter, sql, Combine::First)),
-                _ => Ok(Primitive::Insert(super::insert::plan_insert(sql, ins, ks, table)?)),
+                (_, Some(id)) => Ok(route_all(
+                    ks,
+                    Target::KeyspaceId(id.hex()),
+                    sql,
+                    Combine::Sum,
+                )),
+                (TableKind::Reference, _) => {
+                    Ok(route_all(ks, Target::Scatter, sql, Combine::First))
+                }
+                _ => Ok(Primitive::Insert(super::insert::plan_insert(
+                    sql, ins, ks, table,
+                )?)),
             }
         }
         Statement::Update(_) | Statement::Delete(_) => plan_write(sql, stmt, ks),
@@ -62,7 +76,10 @@ pub fn plan(sql: &str, stmt: &Statement, ks: &Keyspace, snapshot: &Snapshot) -> 
 
 fn statement_kind(s: &Statement) -> String {
     let text = s.to_string();
-    text.split_whitespace().take(2).collect::<Vec<_>>().join(" ")
+    text.split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn route_all(ks: &Keyspace, target: Target, sql: &str, combine: Combine) -> Primitive {
@@ -89,32 +106,51 @@ fn plan_write(sql: &str, stmt: &Statement, ks: &Keyspace) -> Result<Primitive, P
                 TableFactor::Table { name, .. } => name.to_string(),
                 _ => String::new(),
             };
-            (u.selection.as_ref(), !u.order_by.is_empty() || u.limit.is_some(), name)
+            (
+                u.selection.as_ref(),
+                !u.order_by.is_empty() || u.limit.is_some(),
+                name,
+            )
         }
         Statement::Delete(d) => {
             let name = match &d.from {
-                FromTable::WithFromKeyword(t) | FromTable::WithoutKeyword(t) => match t.first().map(|t| &t.relation) {
-                    Some(TableFactor::Table { name, .. }) => name.to_string(),
-                    _ => String::new(),
-                },
+                FromTable::WithFromKeyword(t) | FromTable::WithoutKeyword(t) => {
+                    match t.first().map(|t| &t.relation) {
+                        Some(TableFactor::Table { name, .. }) => name.to_string(),
+                        _ => String::new(),
+                    }
+                }
             };
             if !d.tables.is_empty() || d.using.is_some() {
                 return Err(unsupported("multi-table DELETE on a sharded keyspace"));
             }
-            (d.selection.as_ref(), !d.order_by.is_empty() || d.limit.is_some(), name)
+            (
+                d.selection.as_ref(),
+                !d.order_by.is_empty() || d.limit.is_some(),
+                name,
+            )
         }
         _ => unreachable!("plan_write handles UPDATE and DELETE"),
     };
     let mut scope = Scope::build(stmt, ks)?;
     scope.learn_equalities(stmt);
     let anchor = scope.check_colocated()?;
-    let tname = target_table.rsplit('.').next().unwrap_or(&target_table).trim_matches('`').to_string();
+    let tname = target_table
+        .rsplit('.')
+        .next()
+        .unwrap_or(&target_table)
+        .trim_matches('`')
+        .to_string();
     let target_use = scope.tables.iter().position(|t| t.name == tname);
     if let (Statement::Update(u), Some(t)) = (stmt, target_use) {
         if let Some(col) = scope.tables[t].vindex_column() {
             for a in &u.assignments {
                 let target = a.target.to_string();
-                let last = target.rsplit('.').next().unwrap_or(&target).trim_matches('`');
+                let last = target
+                    .rsplit('.')
+                    .next()
+                    .unwrap_or(&target)
+                    .trim_matches('`');
                 if last.eq_ignore_ascii_case(&col) && scope.tables[t].is_sharded() {
                     return Err(ProxyError::ShardKeyChange {
                         table: tname.clone(),
@@ -126,7 +162,10 @@ fn plan_write(sql: &str, stmt: &Statement, ks: &Keyspace) -> Result<Primitive, P
     }
     let Some(anchor) = anchor else {
         // Reference tables: the same change on every shard.
-        let pinned = scope.tables.iter().find_map(|t| t.table.pinned.as_ref().map(|p| p.hex()));
+        let pinned = scope
+            .tables
+            .iter()
+            .find_map(|t| t.table.pinned.as_ref().map(|p| p.hex()));
         return Ok(match pinned {
             Some(id) => route_all(ks, Target::KeyspaceId(id), sql, Combine::Sum),
             None => route_all(ks, Target::Scatter, sql, Combine::First),
@@ -140,10 +179,14 @@ fn plan_write(sql: &str, stmt: &Statement, ks: &Keyspace) -> Result<Primitive, P
         .map(|cv| cv.vindex.name.clone())
         .unwrap_or_default();
     let (target, query) = match route_predicate(selection, &mut scope, anchor, &idx, &ph) {
-        Some(RoutePredicate::Equal(value)) => (Target::Equal { vindex, value }, Query::verbatim(sql)),
+        Some(RoutePredicate::Equal(value)) => {
+            (Target::Equal { vindex, value }, Query::verbatim(sql))
+        }
         Some(RoutePredicate::In(values, span)) => {
             if order_limit {
-                return Err(unsupported("ORDER BY or LIMIT in an UPDATE or DELETE across shards"));
+                return Err(unsupported(
+                    "ORDER BY or LIMIT in an UPDATE or DELETE across shards",
+                ));
             }
             (
                 Target::In {
@@ -156,7 +199,9 @@ fn plan_write(sql: &str, stmt: &Statement, ks: &Keyspace) -> Result<Primitive, P
         }
         None => {
             if order_limit {
-                return Err(unsupported("ORDER BY or LIMIT in an UPDATE or DELETE across shards"));
+                return Err(unsupported(
+                    "ORDER BY or LIMIT in an UPDATE or DELETE across shards",
+                ));
             }
             (Target::Scatter, Query::verbatim(sql))
         }

@@ -42,7 +42,36 @@ impl TableRef {
 pub fn tables(stmt: &Statement) -> Vec<TableRef> {
     let ctes = cte_names(stmt);
     let mut out = Vec::new();
+    // DDL names that are not visited as relations.
+    let mut extra: Vec<&ObjectName> = Vec::new();
+    match stmt {
+        Statement::Drop { names, .. } => extra.extend(names.iter()),
+        Statement::CreateIndex(ci) => extra.push(&ci.table_name),
+        Statement::AlterTable(at) => extra.push(&at.name),
+        Statement::CreateTable(ct) => extra.push(&ct.name),
+        Statement::RenameTable(rs) => {
+            extra.extend(rs.iter().flat_map(|r| [&r.old_name, &r.new_name]))
+        }
+        _ => {}
+    }
+    for name in extra {
+        add_name(name, &ctes, &mut out);
+    }
     let _ = visit_relations(stmt, |name: &ObjectName| {
+        add_name(name, &ctes, &mut out);
+        ControlFlow::<()>::Continue(())
+    });
+    let mut unique: Vec<TableRef> = Vec::with_capacity(out.len());
+    for t in out {
+        if !unique.contains(&t) {
+            unique.push(t);
+        }
+    }
+    unique
+}
+
+fn add_name(name: &ObjectName, ctes: &HashSet<String>, out: &mut Vec<TableRef>) {
+    {
         let parts: Vec<(String, Span)> = name
             .0
             .iter()
@@ -66,9 +95,7 @@ pub fn tables(stmt: &Statement) -> Vec<TableRef> {
                 schema_span: Some(name.span()),
             }),
         }
-        ControlFlow::<()>::Continue(())
-    });
-    out
+    }
 }
 
 fn cte_names(stmt: &Statement) -> HashSet<String> {

@@ -133,13 +133,13 @@ fn socket_and_database_are_rewritten() {
     );
     assert_eq!(
         r.query.template.with_placeholders(),
-        "SELECT @@max_allowed_packet,@@wait_timeout,NULL"
+        "SELECT @@max_allowed_packet,@@wait_timeout,NULL AS `@@socket`"
     );
     assert!(!r.query.verbatim);
     let r = route_of(plan("select DATABASE(), USER() limit 1", &ctx(&s, None)).unwrap());
     assert_eq!(
         r.query.template.with_placeholders(),
-        "select NULL, USER() limit 1"
+        "select NULL AS `DATABASE()`, USER() limit 1"
     );
     // Same names: nothing to rewrite.
     let r = route_of(plan("select DATABASE()", &ctx(&s, Some("commerce"))).unwrap());
@@ -161,5 +161,8 @@ fn keyspace_qualifiers_map_to_backend_databases() {
         "select * from :sg_db.product p, :sg_db.product q"
     );
     let r = route_of(plan("select database()", &ctx(&s, Some("commerce"))).unwrap());
-    assert_eq!(r.query.template.with_placeholders(), "select 'commerce'");
+    assert_eq!(
+        r.query.template.with_placeholders(),
+        "select 'commerce' AS `database()`"
+    );
 }

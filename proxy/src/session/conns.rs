@@ -110,7 +110,12 @@ impl Connections {
 
     /// Takes the connection to `shard` out of the session (to read several shards at once);
     /// [`Connections::give_back`] returns it.
-    pub async fn take(&mut self, ctx: &Context, keyspace: &str, shard: &Shard) -> Result<Held, ProxyError> {
+    pub async fn take(
+        &mut self,
+        ctx: &Context,
+        keyspace: &str,
+        shard: &Shard,
+    ) -> Result<Held, ProxyError> {
         self.get(ctx, keyspace, shard).await?;
         let pos = self
             .held

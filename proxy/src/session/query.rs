@@ -115,6 +115,7 @@ impl Session {
                     no_backslash_escapes: self.no_backslash_escapes,
                     status: status_flags,
                     insert_id: None,
+                    last_insert_id: self.last_insert_id,
                 };
                 match exec.run(p, out).await {
                     Ok(summary) => {

@@ -54,8 +54,12 @@ fn put_binary_value(b: &mut BytesMut, col: &ColumnDef, v: &[u8]) {
         }
         MYSQL_TYPE_FLOAT => b.put_f32_le(text(v).parse().unwrap_or(0.0)),
         MYSQL_TYPE_DOUBLE => b.put_f64_le(text(v).parse().unwrap_or(0.0)),
-        MYSQL_TYPE_DATE | MYSQL_TYPE_DATETIME | MYSQL_TYPE_TIMESTAMP | MYSQL_TYPE_NEWDATE
-        | MYSQL_TYPE_DATETIME2 | MYSQL_TYPE_TIMESTAMP2 => put_datetime(b, text(v)),
+        MYSQL_TYPE_DATE
+        | MYSQL_TYPE_DATETIME
+        | MYSQL_TYPE_TIMESTAMP
+        | MYSQL_TYPE_NEWDATE
+        | MYSQL_TYPE_DATETIME2
+        | MYSQL_TYPE_TIMESTAMP2 => put_datetime(b, text(v)),
         MYSQL_TYPE_TIME | MYSQL_TYPE_TIME2 => put_time(b, text(v)),
         _ => put_lenenc_bytes(b, v),
     }
@@ -145,11 +149,26 @@ mod tests {
 
     #[test]
     fn binary_rows_carry_nulls_and_types() {
-        let cols = vec![col(MYSQL_TYPE_LONGLONG), col(MYSQL_TYPE_VAR_STRING), col(MYSQL_TYPE_DOUBLE)];
+        let cols = vec![
+            col(MYSQL_TYPE_LONGLONG),
+            col(MYSQL_TYPE_VAR_STRING),
+            col(MYSQL_TYPE_DOUBLE),
+        ];
         let mut b = BytesMut::new();
-        put_binary_row(&mut b, &cols, &[Some(Bytes::from_static(b"-5")), None, Some(Bytes::from_static(b"1.5"))]);
+        put_binary_row(
+            &mut b,
+            &cols,
+            &[
+                Some(Bytes::from_static(b"-5")),
+                None,
+                Some(Bytes::from_static(b"1.5")),
+            ],
+        );
         assert_eq!(b[0], 0);
-        assert_eq!(b[1], 0b0000_1000, "second column is NULL (bit 3 with the offset of 2)");
+        assert_eq!(
+            b[1], 0b0000_1000,
+            "second column is NULL (bit 3 with the offset of 2)"
+        );
         assert_eq!(&b[2..10], &(-5i64).to_le_bytes());
         assert_eq!(&b[10..18], &1.5f64.to_le_bytes());
     }
