@@ -332,4 +332,6 @@ fn session_rewrites(
 }
 
 #[cfg(test)]
+mod golden;
+#[cfg(test)]
 mod tests;

@@ -23,12 +23,7 @@ pub fn plan_select(
     query: &AstQuery,
     ks: &Keyspace,
 ) -> Result<Primitive, ProxyError> {
-    let mut scope = Scope::build(stmt, ks)?;
-    scope.learn_equalities(stmt);
-    let Some(anchor) = scope.check_colocated()? else {
-        // Only reference (or pinned) tables: any shard has them.
-        return Ok(pinned_or_any(sql, &scope, ks));
-    };
+    // Each branch of a UNION is checked and routed on its own.
     if let SetExpr::SetOperation {
         op: SetOperator::Union,
         set_quantifier,
@@ -37,6 +32,12 @@ pub fn plan_select(
     {
         return plan_union(sql, stmt, query, ks, *set_quantifier);
     }
+    let mut scope = Scope::build(stmt, ks)?;
+    scope.learn_equalities(stmt);
+    let Some(anchor) = scope.check_colocated()? else {
+        // Only reference (or pinned) tables: any shard has them.
+        return Ok(pinned_or_any(sql, &scope, ks));
+    };
     let SetExpr::Select(select) = &*query.body else {
         return Err(ProxyError::NotSupported(
             "this kind of query on a sharded keyspace".into(),
