@@ -2,4 +2,5 @@
 //! with a module per area; each test starts (and always stops) its own cluster.
 
 mod foundation;
+mod routing;
 mod topology;

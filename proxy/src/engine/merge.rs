@@ -13,6 +13,9 @@ use crate::wire::consts::*;
 use crate::wire::{ColumnDef, Responder};
 use futures::future::BoxFuture;
 
+/// A built stream and its columns, or the readers opened before the failure.
+type Built = Result<(Node, Vec<ColumnDef>), (Vec<ShardReader>, ProxyError)>;
+
 impl Exec<'_> {
     pub(super) async fn merge(
         &mut self,
@@ -42,7 +45,7 @@ impl Exec<'_> {
         }
         let mut writer = RowWriter::header(out, visible, binary, status);
         let result = loop {
-            match node.next().await {
+            match node.next_row().await {
                 Ok(Some(row)) => {
                     if let Err(e) = writer.row(out, &row).await {
                         break Err(ExecError::ClientGone(e));
@@ -92,11 +95,7 @@ impl Exec<'_> {
     }
 
     /// Builds the stream for a plan node. On failure returns the readers opened so far.
-    fn build<'b>(
-        &'b mut self,
-        p: &'b Primitive,
-        limit: Option<u64>,
-    ) -> BoxFuture<'b, Result<(Node, Vec<ColumnDef>), (Vec<ShardReader>, ProxyError)>> {
+    fn build<'b>(&'b mut self, p: &'b Primitive, limit: Option<u64>) -> BoxFuture<'b, Built> {
         Box::pin(async move {
             let keys = |ks: &[crate::planner::plan::SortKey], cols: &[ColumnDef]| -> Vec<Key> {
                 ks.iter().map(|k| Key::resolve(k, cols)).collect()

@@ -58,7 +58,7 @@ pub enum Node {
 
 impl Node {
     /// The next row, or `None` when the stream is over.
-    pub fn next(&mut self) -> BoxFuture<'_, Result<Option<Row>, ProxyError>> {
+    pub fn next_row(&mut self) -> BoxFuture<'_, Result<Option<Row>, ProxyError>> {
         Box::pin(async move {
             match self {
                 Node::Concat { readers, current } => {
@@ -101,13 +101,13 @@ impl Node {
                     let next = readers[b].next().await?;
                     Ok(std::mem::replace(&mut heads[b], next))
                 }
-                Node::Aggregate(a) => a.next().await,
+                Node::Aggregate(a) => a.next_group().await,
                 Node::Filter {
                     input,
                     predicate,
                     columns,
                 } => loop {
-                    let Some(row) = input.next().await? else {
+                    let Some(row) = input.next_row().await? else {
                         return Ok(None);
                     };
                     if truth(predicate, &row, columns) == Some(true) {
@@ -122,7 +122,7 @@ impl Node {
                 } => {
                     if sorted.is_none() {
                         let mut all = Vec::new();
-                        while let Some(r) = input.next().await? {
+                        while let Some(r) = input.next_row().await? {
                             all.push(r);
                             if all.len() as u64 > *limit {
                                 return Err(ProxyError::MergeTooLarge { limit: *limit });
@@ -134,7 +134,7 @@ impl Node {
                     Ok(sorted.as_mut().and_then(|s| s.pop_front()))
                 }
                 Node::Distinct { input, keys, last } => loop {
-                    let Some(row) = input.next().await? else {
+                    let Some(row) = input.next_row().await? else {
                         return Ok(None);
                     };
                     let dup = last
@@ -151,7 +151,7 @@ impl Node {
                     remaining,
                 } => {
                     while *skip > 0 {
-                        if input.next().await?.is_none() {
+                        if input.next_row().await?.is_none() {
                             return Ok(None);
                         }
                         *skip -= 1;
@@ -160,11 +160,11 @@ impl Node {
                         return Ok(None);
                     }
                     *remaining -= 1;
-                    input.next().await
+                    input.next_row().await
                 }
                 Node::Union { branches, current } => {
                     while *current < branches.len() {
-                        if let Some(r) = branches[*current].next().await? {
+                        if let Some(r) = branches[*current].next_row().await? {
                             return Ok(Some(r));
                         }
                         *current += 1;
@@ -379,13 +379,13 @@ impl AggregateNode {
         row
     }
 
-    async fn next(&mut self) -> Result<Option<Row>, ProxyError> {
+    async fn next_group(&mut self) -> Result<Option<Row>, ProxyError> {
         if self.done {
             return Ok(None);
         }
         let first = match self.pending.take() {
             Some(r) => Some(r),
-            None => self.input.next().await?,
+            None => self.input.next_row().await?,
         };
         let Some(first) = first else {
             self.done = true;
@@ -399,7 +399,7 @@ impl AggregateNode {
         let mut accs = self.start();
         self.add(&mut accs, &first);
         loop {
-            match self.input.next().await? {
+            match self.input.next_row().await? {
                 None => {
                     self.done = true;
                     break;
@@ -435,7 +435,7 @@ fn add_num(acc: &mut Option<Num>, kind: Kind, row: &Row, i: usize) {
     {
         *acc = Some(match acc.take() {
             None => n,
-            Some(a) => a.add(n),
+            Some(a) => a.plus(n),
         });
     }
 }

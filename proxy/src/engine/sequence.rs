@@ -17,10 +17,13 @@ struct Block {
     end: u64,
 }
 
+/// A block per (keyspace, sequence table).
+type Blocks = HashMap<(String, String), Arc<tokio::sync::Mutex<Block>>>;
+
 /// The blocks this proxy holds, per sequence.
 #[derive(Default)]
 pub struct Sequences {
-    blocks: Mutex<HashMap<(String, String), Arc<tokio::sync::Mutex<Block>>>>,
+    blocks: Mutex<Blocks>,
 }
 
 impl Sequences {

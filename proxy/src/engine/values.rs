@@ -19,10 +19,27 @@ pub enum Kind {
     Decimal,
     Float,
     Time,
+    /// A string in a character set: compared through its WEIGHT_STRING helper.
+    Text,
     Bytes,
 }
 
 pub fn kind_of(c: &ColumnDef) -> Kind {
+    let stringish = matches!(
+        c.column_type,
+        MYSQL_TYPE_VARCHAR
+            | MYSQL_TYPE_VAR_STRING
+            | MYSQL_TYPE_STRING
+            | MYSQL_TYPE_TINY_BLOB
+            | MYSQL_TYPE_MEDIUM_BLOB
+            | MYSQL_TYPE_LONG_BLOB
+            | MYSQL_TYPE_BLOB
+            | MYSQL_TYPE_ENUM
+            | MYSQL_TYPE_SET
+    );
+    if stringish && c.charset != CHARSET_BINARY {
+        return Kind::Text;
+    }
     match c.column_type {
         MYSQL_TYPE_TINY | MYSQL_TYPE_SHORT | MYSQL_TYPE_LONG | MYSQL_TYPE_LONGLONG
         | MYSQL_TYPE_INT24 | MYSQL_TYPE_YEAR => Kind::Int,
@@ -74,7 +91,7 @@ pub fn compare_values(kind: Kind, a: &[u8], b: &[u8]) -> Ordering {
         Kind::Time => time_value(a)
             .partial_cmp(&time_value(b))
             .unwrap_or(Ordering::Equal),
-        Kind::Bytes => a.cmp(b),
+        Kind::Text | Kind::Bytes => a.cmp(b),
     }
 }
 
@@ -108,9 +125,10 @@ impl Key {
         }
     }
 
-    /// Compares two rows on this key, ascending (ignores `desc`).
+    /// Compares two rows on this key, ascending (ignores `desc`). Strings compare through
+    /// their weight (the collation's order); numbers and dates by value.
     pub fn compare(&self, a: &[Option<Bytes>], b: &[Option<Bytes>]) -> Ordering {
-        if let Some(w) = self.weight {
+        if let (Some(w), Kind::Text) = (self.weight, self.kind) {
             let (wa, wb) = (
                 a.get(w).and_then(|c| c.as_ref()),
                 b.get(w).and_then(|c| c.as_ref()),
@@ -156,7 +174,7 @@ impl Num {
         }
     }
 
-    pub fn add(self, other: Num) -> Num {
+    pub fn plus(self, other: Num) -> Num {
         match (self, other) {
             (Num::Exact(a), Num::Exact(b)) => Num::Exact(a + b),
             (Num::Float(a), Num::Float(b)) => Num::Float(a + b),
@@ -338,9 +356,9 @@ mod tests {
     fn sums_are_exact_and_rendered_with_the_column_scale() {
         let a = Num::parse(Kind::Decimal, b"0.10").unwrap();
         let b = Num::parse(Kind::Decimal, b"0.20").unwrap();
-        assert_eq!(a.add(b).render(2), "0.30");
+        assert_eq!(a.plus(b).render(2), "0.30");
         let big = Num::parse(Kind::Int, b"9223372036854775807").unwrap();
-        assert_eq!(big.clone().add(big).render(0), "18446744073709551614");
+        assert_eq!(big.clone().plus(big).render(0), "18446744073709551614");
         assert_eq!(
             Num::Exact(BigDecimal::from_str("2.5").unwrap()).render(0),
             "3"

@@ -11,6 +11,7 @@
 //! aggregate, filter, sort, distinct, limit, and a projection that drops the helpers.
 
 use super::analysis::{aggregate_name, contains_aggregate};
+use super::clauses::{call_arguments, split_select, strip_alias, strip_direction, SelectClauses};
 use super::edit::TextIndex;
 use super::plan::{
     Aggregate, ArithOp, Col, CompareOp, Primitive, Query, Rename, Route, Scalar, SortKey,
@@ -137,8 +138,12 @@ impl<'a> Builder<'a> {
         }
     }
 
-    fn item(&mut self, si: &SelectItem) -> Result<Item, ProxyError> {
-        let full = self.text(si)?;
+    fn range_text(&self, (a, b): (usize, usize)) -> String {
+        self.idx.slice_with_params(a, b, self.placeholders)
+    }
+
+    fn item(&mut self, si: &SelectItem, range: (usize, usize)) -> Result<Item, ProxyError> {
+        let full = self.range_text(range);
         let Some(e) = item_expr(si) else {
             return Ok(Item {
                 kind: Kind::Wildcard,
@@ -150,17 +155,18 @@ impl<'a> Builder<'a> {
                 arg: None,
             });
         };
-        let expr_text = self.text(e)?;
         let alias = match si {
             SelectItem::ExprWithAlias { alias, .. } => Some(alias.value.clone()),
             _ => None,
         };
-        let name = alias.clone().unwrap_or_else(|| {
-            self.idx
-                .expr_range(e.span())
-                .map(|(a, b)| self.idx.text()[a..b].to_string())
-                .unwrap_or_default()
-        });
+        let expr_range = match &alias {
+            Some(a) => strip_alias(self.idx.text(), range, a),
+            None => range,
+        };
+        let expr_text = self.range_text(expr_range);
+        let name = alias
+            .clone()
+            .unwrap_or_else(|| self.idx.text()[expr_range.0..expr_range.1].to_string());
         let mut item = Item {
             kind: Kind::Plain,
             pushed: full,
@@ -186,7 +192,11 @@ impl<'a> Builder<'a> {
                 );
                 let arg = match list.args.as_slice() {
                     [FunctionArg::Unnamed(FunctionArgExpr::Wildcard)] => None,
-                    [FunctionArg::Unnamed(FunctionArgExpr::Expr(a))] => Some(self.text(a)?),
+                    [FunctionArg::Unnamed(FunctionArgExpr::Expr(_))] => Some(
+                        call_arguments(self.idx.text(), expr_range)
+                            .map(|r| self.range_text(r))
+                            .ok_or_else(|| unsupported("rewriting this aggregate across shards"))?,
+                    ),
                     _ => {
                         return Err(unsupported(format!(
                             "{agg} with several arguments across shards"
@@ -232,7 +242,13 @@ impl<'a> Builder<'a> {
     }
 
     /// Finds (or adds as a helper) the column an ORDER BY / GROUP BY / HAVING term names.
-    fn resolve(&mut self, e: &Expr, allow_position: bool) -> Result<Pending, ProxyError> {
+    /// `range` is the term's text cut lexically from the statement, when known.
+    fn resolve_text(
+        &mut self,
+        e: &Expr,
+        allow_position: bool,
+        range: Option<(usize, usize)>,
+    ) -> Result<Pending, ProxyError> {
         if allow_position {
             if let Expr::Value(v) = e {
                 if let Value::Number(n, _) = &v.value {
@@ -255,7 +271,10 @@ impl<'a> Builder<'a> {
                 return Ok(Pending::Item(p));
             }
         }
-        let text = self.text(e)?;
+        let text = match range {
+            Some(r) => self.range_text(r),
+            None => self.text(e)?,
+        };
         let n = norm(&text);
         if let Some(p) = self
             .items
@@ -284,7 +303,7 @@ impl<'a> Builder<'a> {
         };
         let weight = weight_of
             .filter(|t| t.parse::<f64>().is_err())
-            .map(|t| Pending::Hidden(self.add_hidden(format!("WEIGHT_STRING({t})"))));
+            .map(|t| Pending::Hidden(self.add_hidden(format!("WEIGHT_STRING(RTRIM({t}))"))));
         Ok((p, weight, desc))
     }
 }
@@ -327,14 +346,21 @@ pub fn plan_merge(
     if select.from.is_empty() {
         return Err(unsupported("this query across shards"));
     }
+    let clauses = split_select(sql, 0, sql.len())
+        .ok_or_else(|| unsupported("rewriting this query for a merge across shards"))?;
+    if clauses.items.len() != select.projection.len() || clauses.tail.is_some() {
+        return Err(unsupported(
+            "rewriting this query for a merge across shards",
+        ));
+    }
     let mut b = Builder {
         idx,
         placeholders,
         items: Vec::new(),
         hidden: Vec::new(),
     };
-    for si in &select.projection {
-        let item = b.item(si)?;
+    for (si, range) in select.projection.iter().zip(&clauses.items) {
+        let item = b.item(si, *range)?;
         b.items.push(item);
     }
     let has_wildcard = b.items.iter().any(|i| i.kind == Kind::Wildcard);
@@ -385,6 +411,17 @@ pub fn plan_merge(
         None => Vec::new(),
     };
     let limit = limit_of(query, idx, placeholders)?;
+    if clauses.group.len() != group_exprs(select).len() || clauses.order.len() != order_terms.len()
+    {
+        return Err(unsupported(
+            "rewriting this query for a merge across shards",
+        ));
+    }
+    let order_ranges: Vec<(usize, usize)> = clauses
+        .order
+        .iter()
+        .map(|r| strip_direction(sql, *r))
+        .collect();
 
     let mut aggregates: Vec<(Aggregate, ())> = Vec::new();
     let _ = &mut aggregates;
@@ -400,11 +437,11 @@ pub fn plan_merge(
     let mut push_limit = false;
 
     if aggregating {
-        for g in groups {
-            let p = b.resolve(g, true)?;
+        for (g, range) in groups.iter().zip(&clauses.group) {
+            let p = b.resolve_text(g, true, Some(*range))?;
             let k = b.key(p, false)?;
             group_keys.push(k);
-            pushed_group.push(b.text(g)?);
+            pushed_group.push(b.range_text(*range));
         }
         merge_keys = group_keys.clone();
         if let Some(arg) = distinct_args.first() {
@@ -456,13 +493,13 @@ pub fn plan_merge(
         if let Some(h) = &select.having {
             having = Some(scalar(h, &mut b, &mut plan_aggs)?);
         }
-        for (e, desc) in &order_terms {
-            let p = resolve_after_aggregation(e, &mut b, &mut plan_aggs)?;
+        for ((e, desc), range) in order_terms.iter().zip(&order_ranges) {
+            let p = resolve_after_aggregation(e, &mut b, &mut plan_aggs, Some(*range))?;
             order_keys.push(b.key(p, *desc)?);
         }
     } else {
-        for (e, desc) in &order_terms {
-            let p = b.resolve(e, true)?;
+        for ((e, desc), range) in order_terms.iter().zip(&order_ranges) {
+            let p = b.resolve_text(e, true, Some(*range))?;
             order_keys.push(b.key(p, *desc)?);
         }
         if distinct {
@@ -473,8 +510,8 @@ pub fn plan_merge(
             }
             merge_keys = distinct_keys.clone();
         } else {
-            for (e, desc) in &order_terms {
-                let t = b.text(*e)?;
+            for ((_, desc), range) in order_terms.iter().zip(&order_ranges) {
+                let t = b.range_text(*range);
                 pushed_order.push(if *desc { format!("{t} DESC") } else { t });
             }
             merge_keys = order_keys.clone();
@@ -491,7 +528,7 @@ pub fn plan_merge(
     cols.extend(b.hidden.iter().cloned());
     text.push_str(&cols.join(", "));
     text.push(' ');
-    text.push_str(&from_where(sql, select, idx, placeholders, in_span)?);
+    text.push_str(&from_where(&clauses, idx, placeholders, in_span)?);
     if !pushed_group.is_empty() {
         text.push_str(" GROUP BY ");
         text.push_str(&pushed_group.join(", "));
@@ -503,7 +540,11 @@ pub fn plan_merge(
     if push_limit {
         text.push_str(&format!(" LIMIT {MARKER_PREFIX}limit"));
     }
-    check_parses(&text)?;
+    let in_text = in_span
+        .and_then(|sp| idx.range(sp))
+        .map(|(a, z)| sql[a..z].to_string())
+        .unwrap_or_default();
+    check_rebuilt(&text, select, &in_text)?;
     route.query = Query::rewritten(&text);
 
     // The pipeline above it.
@@ -624,8 +665,9 @@ fn resolve_after_aggregation(
     e: &Expr,
     b: &mut Builder<'_>,
     aggs: &mut Vec<AggPending>,
+    range: Option<(usize, usize)>,
 ) -> Result<Pending, ProxyError> {
-    let p = b.resolve(e, true)?;
+    let p = b.resolve_text(e, true, range)?;
     if let Pending::Hidden(j) = p {
         if let Expr::Function(f) = e {
             let name = aggregate_name(&f.name.to_string()).unwrap_or_default();
@@ -643,7 +685,7 @@ fn resolve_after_aggregation(
                 "MIN" | "MAX" => {
                     let text = b.hidden[j].clone();
                     let w = Some(Pending::Hidden(
-                        b.add_hidden(format!("WEIGHT_STRING({text})")),
+                        b.add_hidden(format!("WEIGHT_STRING(RTRIM({text}))")),
                     ));
                     aggs.push(if name == "MIN" {
                         AggPending::Min(col, w)
@@ -726,7 +768,7 @@ fn scalar(
             }
             _ => return Err(unsupported("this literal in HAVING across shards")),
         },
-        other => ScalarPending::Col(resolve_after_aggregation(other, b, aggs)?),
+        other => ScalarPending::Col(resolve_after_aggregation(other, b, aggs, None)?),
     })
 }
 
@@ -790,52 +832,56 @@ fn limit_of(
 
 /// The statement's `FROM ... WHERE ...` text, with the routing IN list as a marker.
 fn from_where(
-    sql: &str,
-    select: &Select,
+    clauses: &SelectClauses,
     idx: &TextIndex<'_>,
     placeholders: &[usize],
     in_span: Option<sqlparser::tokenizer::Span>,
 ) -> Result<String, ProxyError> {
-    let fail = || unsupported("rewriting this query for a merge across shards");
-    let first = select.from.first().ok_or_else(fail)?;
-    let (rel_start, _) = idx.range(first.relation.span()).ok_or_else(fail)?;
-    let start = idx.keyword_before(rel_start, "FROM").ok_or_else(fail)?;
-    let mut end = 0;
-    for twj in &select.from {
-        end = end.max(idx.expr_range(twj.span()).ok_or_else(fail)?.1);
-    }
-    if let Some(w) = &select.selection {
-        end = end.max(idx.expr_range(w.span()).ok_or_else(fail)?.1);
-    }
-    match in_span.and_then(|s| idx.expr_range(s)) {
+    let (start, from_end) = clauses
+        .from
+        .ok_or_else(|| unsupported("rewriting this query for a merge across shards"))?;
+    let end = clauses.where_.map(|w| w.1).unwrap_or(from_end);
+    match in_span.and_then(|s| idx.range(s)) {
         Some((a, z)) if a >= start && z <= end => Ok(format!(
             "{}{MARKER_PREFIX}in{}",
             idx.slice_with_params(start, a, placeholders),
             idx.slice_with_params(z, end, placeholders)
         )),
-        _ => {
-            let _ = sql;
-            Ok(idx.slice_with_params(start, end, placeholders))
-        }
+        _ => Ok(idx.slice_with_params(start, end, placeholders)),
     }
 }
 
-/// The rebuilt statement must parse (markers stand in for values).
-fn check_parses(text: &str) -> Result<(), ProxyError> {
+/// The rebuilt statement must parse, and its FROM and WHERE must be exactly the
+/// original's (markers stand in for what they replace) — a safety net against any
+/// mistake in cutting the text.
+fn check_rebuilt(text: &str, original: &Select, in_text: &str) -> Result<(), ProxyError> {
     let probe = super::sqltext::SqlTemplate::new(text).render(
-        |_, o| o.push('1'),
-        |m, o| {
-            o.push_str(match m {
-                "in" => "1",
-                "db" => "x",
-                _ => "1",
-            })
+        |_, o| o.push('?'),
+        |m, o| match m {
+            "in" => o.push_str(in_text),
+            m if m.starts_with('p') => o.push('?'),
+            _ => o.push('1'),
         },
     );
-    sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::MySqlDialect {}, &probe)
-        .map(|_| ())
-        .map_err(|e| {
-            tracing::debug!(%text, error = %e, "rebuilt statement does not parse");
-            unsupported("rewriting this query for a merge across shards")
-        })
+    let fail = |why: &str| {
+        tracing::warn!(%text, why, "rebuilt statement refused");
+        unsupported("rewriting this query for a merge across shards")
+    };
+    let parsed = sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::MySqlDialect {}, &probe)
+        .map_err(|_| fail("does not parse"))?;
+    let Some(sqlparser::ast::Statement::Query(q)) = parsed.first() else {
+        return Err(fail("not a query"));
+    };
+    let sqlparser::ast::SetExpr::Select(s) = &*q.body else {
+        return Err(fail("not a select"));
+    };
+    let shown =
+        |v: &[sqlparser::ast::TableWithJoins]| v.iter().map(|t| t.to_string()).collect::<Vec<_>>();
+    if shown(&s.from) != shown(&original.from)
+        || s.selection.as_ref().map(|e| e.to_string())
+            != original.selection.as_ref().map(|e| e.to_string())
+    {
+        return Err(fail("FROM or WHERE changed"));
+    }
+    Ok(())
 }

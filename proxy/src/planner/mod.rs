@@ -6,6 +6,7 @@
 //! resolved to keyspaces, and routed.
 
 pub mod analysis;
+pub mod clauses;
 pub mod ddl;
 pub mod edit;
 pub mod insert;

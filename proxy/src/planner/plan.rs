@@ -7,7 +7,9 @@ use super::values::ValueExpr;
 use serde::Serialize;
 use std::sync::Arc;
 
-/// The plan of one statement.
+/// The plan of one statement. (Plans live behind an `Arc` in the cache, so the size
+/// difference between variants costs nothing.)
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Plan {

@@ -154,6 +154,14 @@ pub fn leading_words(sql: &str, n: usize) -> Vec<String> {
         .collect()
 }
 
+/// For each byte: whether it is code (not inside quotes or comments).
+pub fn code_mask(sql: &str) -> Vec<bool> {
+    let bytes = sql.as_bytes();
+    let mut mask = vec![false; bytes.len()];
+    scan(bytes, |i, r| mask[i] = r == Region::Code);
+    mask
+}
+
 /// Byte offsets of the `?` placeholders outside quotes and comments, in order: the i-th
 /// offset is parameter i of a prepared statement.
 pub fn placeholder_offsets(sql: &str) -> Vec<usize> {
