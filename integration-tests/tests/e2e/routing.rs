@@ -427,3 +427,114 @@ async fn sequences_ddl_metadata_and_refusals() {
         .unwrap();
     assert_eq!(left, Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lookup_vindexes_route_and_stay_in_step() {
+    let c = TestCluster::start(2).await;
+    let mut commerce = c.direct("commerce", "-").await;
+    commerce
+        .query_drop("CREATE TABLE customer_email_idx (email VARCHAR(128) NOT NULL PRIMARY KEY, keyspace_id VARBINARY(16))")
+        .await
+        .unwrap();
+    let vschema = serde_json::json!({
+        "sharded": true,
+        "vindexes": {
+            "hash": {"type": "hash"},
+            "email_lookup": {"type": "lookup_unique", "owner": "customer",
+                             "params": {"table": "commerce.customer_email_idx", "from": "email", "to": "keyspace_id"}}
+        },
+        "tables": {
+            "customer": {"column_vindexes": [{"column": "customer_id", "name": "hash"}, {"column": "email", "name": "email_lookup"}],
+                         "auto_increment": {"column": "customer_id", "sequence": "customer_seq"}},
+            "corder": {"column_vindexes": [{"column": "customer_id", "name": "hash"}],
+                       "auto_increment": {"column": "order_id", "sequence": "corder_seq"}}
+        }
+    });
+    let file = c.dir().join("vschema.json");
+    std::fs::write(&file, vschema.to_string()).unwrap();
+    let (ok, out) = c.shardctl(&["vschema", "apply", "customer", file.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+
+    let mut conn = c.conn("customer").await;
+    let shards = vec!["-80".to_string(), "80-".to_string()];
+    conn.query_drop("INSERT INTO customer (customer_id, email, name) VALUES (501, 'l1@x', 'L1'), (502, 'l2@x', 'L2')")
+        .await
+        .unwrap();
+    let mappings: Vec<(String, Vec<u8>)> = commerce
+        .query("SELECT email, keyspace_id FROM customer_email_idx ORDER BY email")
+        .await
+        .unwrap();
+    assert_eq!(mappings.len(), 2);
+    let v = Vindex::from_spec("hash", "hash", &BTreeMap::new(), "").unwrap();
+    assert_eq!(
+        mappings[0].1,
+        v.map(&SqlValue::Int(501)).unwrap().unwrap().0
+    );
+
+    // A query by email reaches only the shard of the row.
+    let mut directs = Vec::new();
+    for s in &shards {
+        directs.push(c.direct("customer", s).await);
+    }
+    let mut before = Vec::new();
+    for d in directs.iter_mut() {
+        before.push(com_select(d).await);
+    }
+    let name: Option<String> = conn
+        .query_first("SELECT name FROM customer WHERE email = 'l2@x'")
+        .await
+        .unwrap();
+    assert_eq!(name.as_deref(), Some("L2"));
+    let mut touched = Vec::new();
+    for (i, d) in directs.iter_mut().enumerate() {
+        if com_select(d).await > before[i] {
+            touched.push(shards[i].clone());
+        }
+    }
+    assert_eq!(touched, vec![hash_shard(502, &shards)]);
+
+    // Duplicates are refused; the first row is untouched.
+    let e = conn
+        .query_drop("INSERT INTO customer (customer_id, email, name) VALUES (503, 'l1@x', 'dup')")
+        .await
+        .unwrap_err();
+    assert_eq!(errno(&e), Some(1062), "{e}");
+    // UPDATE moves the mapping; DELETE removes it.
+    conn.query_drop("UPDATE customer SET email = 'l1-new@x' WHERE customer_id = 501")
+        .await
+        .unwrap();
+    let emails: Vec<String> = commerce
+        .query("SELECT email FROM customer_email_idx ORDER BY email")
+        .await
+        .unwrap();
+    assert_eq!(emails, vec!["l1-new@x", "l2@x"]);
+    let name: Option<String> = conn
+        .query_first("SELECT name FROM customer WHERE email = 'l1-new@x'")
+        .await
+        .unwrap();
+    assert_eq!(name.as_deref(), Some("L1"));
+    conn.query_drop("DELETE FROM customer WHERE customer_id = 502")
+        .await
+        .unwrap();
+    let emails: Vec<String> = commerce
+        .query("SELECT email FROM customer_email_idx ORDER BY email")
+        .await
+        .unwrap();
+    assert_eq!(emails, vec!["l1-new@x"]);
+    // An orphan mapping (its row never made it) is taken over by the next insert.
+    commerce
+        .query_drop("INSERT INTO customer_email_idx VALUES ('orphan@x', X'0102030405060708')")
+        .await
+        .unwrap();
+    conn.query_drop(
+        "INSERT INTO customer (customer_id, email, name) VALUES (504, 'orphan@x', 'O')",
+    )
+    .await
+    .unwrap();
+    let name: Option<String> = conn
+        .query_first("SELECT name FROM customer WHERE email = 'orphan@x'")
+        .await
+        .unwrap();
+    assert_eq!(name.as_deref(), Some("O"));
+}

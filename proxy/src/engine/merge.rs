@@ -260,7 +260,7 @@ impl Exec<'_> {
             Ok(k) => k.clone(),
             Err(e) => return Err((Vec::new(), e)),
         };
-        let targets = match self.resolve(r, &ks) {
+        let targets = match self.targets(r, &ks).await {
             Ok(t) => t,
             Err(e) => return Err((Vec::new(), e)),
         };

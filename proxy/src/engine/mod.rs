@@ -5,6 +5,7 @@
 //! connections to them, renders the query for each shard and relays (`route.rs`), merges
 //! (`merge.rs` over `pipeline.rs`) or combines write results (`write.rs`).
 
+mod lookup;
 mod merge;
 pub mod output;
 pub mod pipeline;
@@ -18,7 +19,7 @@ mod write;
 use crate::backend::relay::RelaySummary;
 use crate::context::Context;
 use crate::error::ProxyError;
-use crate::planner::plan::{Primitive, Query, Route, Target};
+use crate::planner::plan::{Primitive, Route, Target};
 use crate::planner::sqltext::SqlTemplate;
 use crate::planner::values::ValueExpr;
 use crate::session::conns::Connections;
@@ -99,6 +100,27 @@ impl Exec<'_> {
             .ok_or_else(|| ProxyError::UnknownDatabase(name.to_string()))
     }
 
+    /// The shards `r` goes to, querying a lookup vindex first when it routes by one.
+    pub async fn targets<'s>(
+        &mut self,
+        r: &'s Route,
+        ks: &'s Keyspace,
+    ) -> Result<Vec<ShardTarget<'s>>, ProxyError> {
+        if let Target::Lookup { vindex, value } = &r.target {
+            let shard = match self.lookup_ksid(ks, vindex, value).await? {
+                Some(id) => ks.shard_for(id.as_bytes()),
+                // No mapping: no row has this value; any shard answers (with nothing).
+                None => ks.serving.first(),
+            }
+            .ok_or_else(|| ProxyError::NoServingShards(ks.name.clone()))?;
+            return Ok(vec![ShardTarget {
+                shard,
+                values: None,
+            }]);
+        }
+        self.resolve(r, ks)
+    }
+
     /// The shards `r` goes to in the current snapshot.
     pub fn resolve<'s>(
         &self,
@@ -136,6 +158,7 @@ impl Exec<'_> {
                 .ok_or_else(|| ProxyError::UnknownDatabase(format!("{}:{name}", ks.name)))?),
             Target::Scatter => all(),
             Target::Nowhere => Vec::new(),
+            Target::Lookup { .. } => all(),
             Target::KeyspaceId(hex) => {
                 let id = shardgate_topology::KeyspaceId::from_hex(hex)
                     .unwrap_or(shardgate_topology::KeyspaceId(Vec::new()));
@@ -260,10 +283,4 @@ fn all_with<'s>(ks: &'s Keyspace, values: &'s [ValueExpr]) -> Vec<ShardTarget<'s
             values: Some(values.iter().collect()),
         })
         .collect()
-}
-
-/// The text-protocol form of a route's query (used when a prepared statement's plan must
-/// run as text).
-pub fn is_verbatim(q: &Query) -> bool {
-    q.verbatim
 }

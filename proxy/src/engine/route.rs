@@ -22,7 +22,7 @@ impl Exec<'_> {
     ) -> Result<RelaySummary, ExecError> {
         let snapshot = self.snapshot;
         let ks = self.keyspace(&r.keyspace)?.clone();
-        let targets = self.resolve(r, &ks)?;
+        let targets = self.targets(r, &ks).await?;
         if targets.len() == 1 {
             let t = &targets[0];
             let sql = (!r.query.verbatim || self.params.is_none())

@@ -26,7 +26,15 @@ impl Exec<'_> {
         out: &mut Responder<'_>,
     ) -> Result<RelaySummary, ExecError> {
         let ks = self.keyspace(&w.route.keyspace)?.clone();
-        let targets = self.resolve(&w.route, &ks)?;
+        let rows = match &w.lookups {
+            Some(m) => {
+                let rows = self.rows_for_lookups(&ks, m).await?;
+                self.maintain_before(&ks, &m.owner, m, &rows).await?;
+                Some(rows)
+            }
+            None => None,
+        };
+        let targets = self.targets(&w.route, &ks).await?;
         let statements: Vec<(ShardTarget<'_>, String)> = targets
             .into_iter()
             .map(|t| {
@@ -36,6 +44,9 @@ impl Exec<'_> {
             .collect();
         let oks = self.run_on(&w.route.keyspace, statements).await?;
         let ok = combine(&oks, w.combine);
+        if let (Some(m), Some(rows)) = (&w.lookups, &rows) {
+            self.maintain_after(&ks, m, rows).await?;
+        }
         if let Some(change) = &w.vschema {
             self.apply_vschema(&ks, change).await?;
         }
@@ -67,6 +78,7 @@ impl Exec<'_> {
         let mut next_id = first_id.unwrap_or(0);
         // Group rows per shard, keeping their order.
         let mut per_shard: Vec<(&shardgate_topology::Shard, Vec<String>)> = Vec::new();
+        let mut ksids = Vec::with_capacity(plan.rows.len());
         for row in &plan.rows {
             let id = if row.generated {
                 let id = next_id;
@@ -93,11 +105,31 @@ impl Exec<'_> {
             let shard = ks
                 .shard_for(ksid.as_bytes())
                 .ok_or_else(|| ProxyError::NoServingShards(ks.name.clone()))?;
+            ksids.push(ksid);
             let text = self.render_row(&row.text, shard, id);
             match per_shard.iter_mut().find(|(s, _)| s.name == shard.name) {
                 Some((_, rows)) => rows.push(text),
                 None => per_shard.push((shard, vec![text])),
             }
+        }
+        for (i, vindex) in plan.lookups.iter().enumerate() {
+            let mappings: Vec<(
+                crate::planner::values::ValueExpr,
+                shardgate_topology::KeyspaceId,
+            )> = plan
+                .rows
+                .iter()
+                .zip(&ksids)
+                .filter_map(|(row, id)| {
+                    row.lookup_values
+                        .get(i)
+                        .cloned()
+                        .flatten()
+                        .map(|v| (v, id.clone()))
+                })
+                .collect();
+            self.create_mappings(&ks, &plan.table, vindex, &mappings)
+                .await?;
         }
         let prefix = SqlTemplate::new(&plan.prefix);
         let suffix = SqlTemplate::new(&plan.suffix);

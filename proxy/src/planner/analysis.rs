@@ -328,6 +328,8 @@ impl Scope {
 pub enum RoutePredicate {
     Equal(ValueExpr),
     In(Vec<ValueExpr>, sqlparser::tokenizer::Span),
+    /// Equality on a column with a lookup vindex (name) of a co-located table.
+    Lookup(String, ValueExpr),
 }
 
 /// The best routing predicate of the top-level WHERE conjuncts on any column equal to the
@@ -383,7 +385,48 @@ pub fn route_predicate(
             _ => {}
         }
     }
+    if best.is_none() {
+        best = lookup_predicate(&conj, scope, idx, placeholders);
+    }
     best
+}
+
+/// An equality on a column with a lookup vindex (used when the sharding column has none).
+fn lookup_predicate(
+    conj: &[Expr],
+    scope: &Scope,
+    idx: &TextIndex<'_>,
+    placeholders: &[usize],
+) -> Option<RoutePredicate> {
+    for c in conj {
+        let Expr::BinaryOp {
+            left,
+            op: BinaryOperator::Eq,
+            right,
+        } = c
+        else {
+            continue;
+        };
+        for (col, val) in [(left, right), (right, left)] {
+            let Some((t, name)) = scope.resolve(col) else {
+                continue;
+            };
+            let table = &scope.tables[t];
+            if !table.is_sharded() {
+                continue;
+            }
+            for cv in table.table.column_vindexes.iter().skip(1) {
+                let on_col = cv.columns.len() == 1 && cv.columns[0].eq_ignore_ascii_case(&name);
+                let usable = cv.vindex.lookup().is_some_and(|l| !l.write_only);
+                if on_col && usable {
+                    if let Some(v) = value_of(val, idx, placeholders) {
+                        return Some(RoutePredicate::Lookup(cv.vindex.name.clone(), v));
+                    }
+                }
+            }
+        }
+    }
+    None
 }
 
 fn list_span(list: &[Expr]) -> sqlparser::tokenizer::Span {

@@ -172,6 +172,25 @@ pub fn split_select(sql: &str, start: usize, end: usize) -> Option<SelectClauses
     Some(c)
 }
 
+/// The condition of an UPDATE or DELETE's top-level WHERE clause (up to ORDER BY / LIMIT).
+pub fn where_condition(sql: &str) -> Option<(usize, usize)> {
+    let mask = code_mask(sql);
+    let ws = words(sql, &mask, 0, sql.len());
+    let top: Vec<&(usize, usize, String, i32)> = ws.iter().filter(|w| w.3 == 0).collect();
+    let start = top.iter().position(|w| w.2 == "WHERE")?;
+    let end = top[start + 1..]
+        .iter()
+        .enumerate()
+        .find(|(k, w)| {
+            (w.2 == "ORDER" && top.get(start + 2 + k).is_some_and(|n| n.2 == "BY"))
+                || w.2 == "LIMIT"
+        })
+        .map(|(_, w)| w.0)
+        .unwrap_or(sql.len());
+    let (a, b) = trim(sql, top[start].1, end);
+    Some((a, b.max(a)))
+}
+
 /// Splits `sql` at top-level `UNION [ALL]` keywords into branch ranges.
 pub fn split_union(sql: &str) -> Vec<(usize, usize)> {
     let mask = code_mask(sql);

@@ -71,6 +71,7 @@ pub fn plan_ddl(
         },
         combine: Combine::First,
         vschema,
+        lookups: None,
     }))
 }
 

@@ -24,6 +24,8 @@ pub struct InsertPlan {
     pub suffix: String,
     /// The sequence feeding the auto-increment column: (keyspace, table).
     pub sequence: Option<(String, String)>,
+    /// Lookup vindexes this table owns: each row's value gets a mapping row first.
+    pub lookups: Vec<String>,
 }
 
 /// One row: its text and where its sharding value comes from.
@@ -34,6 +36,8 @@ pub struct InsertRow {
     pub key: RowKey,
     /// This row takes a value from the sequence.
     pub generated: bool,
+    /// The row's value for each owned lookup vindex (None: not given, NULL).
+    pub lookup_values: Vec<Option<ValueExpr>>,
 }
 
 /// Where a row's sharding value comes from.
@@ -134,6 +138,25 @@ pub fn plan_insert(
         );
     }
     let suffix = idx.slice_with_params(rows_end, sql.len(), &ph);
+    let owned: Vec<(String, Option<usize>)> = table
+        .column_vindexes
+        .iter()
+        .skip(1)
+        .filter(|cv| {
+            cv.vindex.lookup().is_some() && cv.vindex.owner.as_deref() == Some(table.name.as_str())
+        })
+        .map(|cv| {
+            let col = cv
+                .columns
+                .first()
+                .map(|c| c.to_ascii_lowercase())
+                .unwrap_or_default();
+            (
+                cv.vindex.name.clone(),
+                columns.iter().position(|c| *c == col),
+            )
+        })
+        .collect();
     let mut rows = Vec::with_capacity(values.rows.len());
     for row in &values.rows {
         if row.content.len() != columns.len() {
@@ -200,10 +223,29 @@ pub fn plan_insert(
             }
             _ => RowKey::Sequence,
         };
+        let mut lookup_values = Vec::with_capacity(owned.len());
+        for (name, pos) in &owned {
+            lookup_values.push(match pos {
+                None => None,
+                Some(p) => match value_of(&row.content[*p], &idx, &ph) {
+                    Some(ValueExpr::Literal {
+                        value: SqlValue::Null,
+                        ..
+                    }) => None,
+                    Some(v) => Some(v),
+                    None => {
+                        return Err(ProxyError::WrongValue(format!(
+                            "the value for lookup vindex {name} must be a literal or a placeholder"
+                        )))
+                    }
+                },
+            });
+        }
         rows.push(InsertRow {
             text,
             key,
             generated,
+            lookup_values,
         });
     }
     Ok(InsertPlan {
@@ -214,5 +256,6 @@ pub fn plan_insert(
         rows,
         suffix,
         sequence: auto.map(|a| (a.sequence_keyspace.clone(), a.sequence_table.clone())),
+        lookups: owned.into_iter().map(|(n, _)| n).collect(),
     })
 }

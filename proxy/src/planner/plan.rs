@@ -122,6 +122,8 @@ pub enum Target {
         values: Vec<ValueExpr>,
         split: bool,
     },
+    /// The shard a lookup vindex's backing table maps `value` to (one query first).
+    Lookup { vindex: String, value: ValueExpr },
     /// A keyspace id given directly (pinned tables).
     KeyspaceId(String),
     /// No row can match (a hash vindex on a value that is not an integer): no shard.
@@ -280,6 +282,22 @@ pub struct WritePlan {
     pub combine: Combine,
     /// For DDL: what to change in the VSchema afterwards.
     pub vschema: Option<super::ddl::VschemaChange>,
+    /// For writes to a table owning lookup vindexes: keeping their tables in step.
+    pub lookups: Option<LookupMaintenance>,
+}
+
+/// Keeping owned lookup vindexes in step with an UPDATE or DELETE of their owner.
+#[derive(Debug, Clone, Serialize)]
+pub struct LookupMaintenance {
+    /// The table written (owner of the lookup vindexes).
+    pub owner: String,
+    /// Reads the rows the write touches: the sharding column, then each lookup column.
+    pub select: Route,
+    /// The owned lookup vindexes, in the order of the selected lookup columns.
+    pub vindexes: Vec<String>,
+    /// UPDATE: each lookup column's new value (None: unchanged). DELETE: empty.
+    pub new_values: Vec<Option<ValueExpr>>,
+    pub delete: bool,
 }
 
 /// How per-shard OK packets combine into the client's one OK.

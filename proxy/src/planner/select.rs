@@ -78,6 +78,13 @@ pub fn plan_select(
             },
             Some(span),
         ),
+        Some(RoutePredicate::Lookup(vindex, value)) => {
+            // The lookup names one shard: the statement goes there as written.
+            return Ok(Primitive::Route(route(
+                Target::Lookup { vindex, value },
+                Query::verbatim(sql),
+            )));
+        }
         None => (Target::Scatter, None),
     };
     if let Some(reason) = has_nonlocal_subquery(stmt) {

@@ -91,6 +91,7 @@ fn route_all(ks: &Keyspace, target: Target, sql: &str, combine: Combine) -> Prim
         },
         combine,
         vschema: None,
+        lookups: None,
     })
 }
 
@@ -182,6 +183,9 @@ fn plan_write(sql: &str, stmt: &Statement, ks: &Keyspace) -> Result<Primitive, P
         Some(RoutePredicate::Equal(value)) => {
             (Target::Equal { vindex, value }, Query::verbatim(sql))
         }
+        Some(RoutePredicate::Lookup(vindex, value)) => {
+            (Target::Lookup { vindex, value }, Query::verbatim(sql))
+        }
         Some(RoutePredicate::In(values, span)) => {
             if order_limit {
                 return Err(unsupported(
@@ -211,6 +215,10 @@ fn plan_write(sql: &str, stmt: &Statement, ks: &Keyspace) -> Result<Primitive, P
             return Err(unsupported(format!("{reason} across shards")));
         }
     }
+    let lookups = match target_use {
+        Some(t) => lookup_maintenance(sql, stmt, &scope.tables[t], ks, &target, &idx, &ph)?,
+        None => None,
+    };
     Ok(Primitive::Write(WritePlan {
         route: Route {
             keyspace: ks.name.clone(),
@@ -219,5 +227,92 @@ fn plan_write(sql: &str, stmt: &Statement, ks: &Keyspace) -> Result<Primitive, P
         },
         combine: Combine::Sum,
         vschema: None,
+        lookups,
+    }))
+}
+
+/// For an UPDATE or DELETE of a table owning lookup vindexes: what to read first and how
+/// to keep the lookup tables in step.
+fn lookup_maintenance(
+    sql: &str,
+    stmt: &Statement,
+    table: &super::analysis::TableUse,
+    ks: &Keyspace,
+    target: &Target,
+    idx: &TextIndex<'_>,
+    ph: &[usize],
+) -> Result<Option<super::plan::LookupMaintenance>, ProxyError> {
+    let owned: Vec<(String, String)> = table
+        .table
+        .column_vindexes
+        .iter()
+        .skip(1)
+        .filter(|cv| {
+            cv.vindex.lookup().is_some() && cv.vindex.owner.as_deref() == Some(table.name.as_str())
+        })
+        .filter_map(|cv| {
+            cv.columns
+                .first()
+                .map(|c| (cv.vindex.name.clone(), c.clone()))
+        })
+        .collect();
+    if owned.is_empty() {
+        return Ok(None);
+    }
+    let delete = matches!(stmt, Statement::Delete(_));
+    let mut new_values = Vec::new();
+    if let Statement::Update(u) = stmt {
+        for (_, col) in &owned {
+            let assigned = u.assignments.iter().find(|a| {
+                let t = a.target.to_string();
+                t.rsplit('.')
+                    .next()
+                    .unwrap_or(&t)
+                    .trim_matches('`')
+                    .eq_ignore_ascii_case(col)
+            });
+            new_values.push(match assigned {
+                None => None,
+                Some(a) => Some(super::values::value_of(&a.value, idx, ph).ok_or_else(|| {
+                    unsupported(format!("setting lookup column {col} to an expression (use a literal or a placeholder)"))
+                })?),
+            });
+        }
+        if new_values.iter().all(Option::is_none) {
+            return Ok(None);
+        }
+    }
+    let primary = table.vindex_column().unwrap_or_default();
+    let cols: Vec<String> = std::iter::once(primary)
+        .chain(owned.iter().map(|(_, c)| c.clone()))
+        .map(|c| format!("`{c}`"))
+        .collect();
+    let condition = match super::clauses::where_condition(sql) {
+        Some((a, b)) => format!(" WHERE {}", idx.slice_with_params(a, b, ph)),
+        None => String::new(),
+    };
+    let select = format!(
+        "SELECT {} FROM `{}`{condition} FOR UPDATE",
+        cols.join(", "),
+        table.name
+    );
+    let target = match target {
+        Target::In { vindex, values, .. } => Target::In {
+            vindex: vindex.clone(),
+            values: values.clone(),
+            split: false,
+        },
+        other => other.clone(),
+    };
+    Ok(Some(super::plan::LookupMaintenance {
+        owner: table.name.clone(),
+        select: Route {
+            keyspace: ks.name.clone(),
+            target,
+            query: Query::rewritten(&select),
+        },
+        vindexes: owned.into_iter().map(|(v, _)| v).collect(),
+        new_values,
+        delete,
     }))
 }
