@@ -102,6 +102,61 @@ def idle_connections(port, n, db):
     return conns
 
 
+def big_merge(info, pport, proxy_pid, args):
+    """Loads rows straight into both customer shards, then merges them through the proxy."""
+    import pymysql, threading
+    n = args.big_rows
+    shards = [s for s in info["shards"] if s["keyspace"] == "customer"]
+    half = n // len(shards)
+    for i, s in enumerate(shards):
+        host, port = s["addr"].split(":")
+        c = pymysql.connect(host=host, port=int(port), user="root", database="customer", autocommit=True)
+        cur = c.cursor()
+        cur.execute("DROP TABLE IF EXISTS big")
+        cur.execute("CREATE TABLE big (id BIGINT PRIMARY KEY, val INT, pad CHAR(40))")
+        cur.execute(f"INSERT INTO big SELECT seq * {len(shards)} + {i}, (seq * 7919) % 1000003, 'x' "
+                    f"FROM seq_0_to_{half - 1}")
+        c.close()
+    pc = pymysql.connect(host="127.0.0.1", port=pport, user="root", database="customer", autocommit=True)
+    cur = pc.cursor()
+    # Register the table (it was created behind the proxy's back) as sharded by id.
+    topo = json.loads(sh([SHARDCTL, "--dir", args.dir, "topo", "get", "keyspaces/customer"]).stdout)
+    topo["tables"]["big"] = {"column_vindexes": [{"column": "id", "name": "hash"}]}
+    path = os.path.join(args.dir, "vschema.json")
+    json.dump(topo, open(path, "w"))
+    sh([SHARDCTL, "--dir", args.dir, "vschema", "apply", "customer", path])
+    time.sleep(1)
+    before = rss_kb(proxy_pid)
+    t0 = time.time()
+    cur.execute("SELECT id, val FROM big ORDER BY val DESC LIMIT 10")
+    cur.fetchall()
+    limit_s = time.time() - t0
+    after_limit = rss_kb(proxy_pid)
+    peak = [after_limit]
+    stop = threading.Event()
+    def watch():
+        while not stop.is_set():
+            peak[0] = max(peak[0], rss_kb(proxy_pid))
+            time.sleep(0.05)
+    w = threading.Thread(target=watch)
+    w.start()
+    sc = pymysql.connect(host="127.0.0.1", port=pport, user="root", database="customer",
+                         cursorclass=pymysql.cursors.SSCursor)
+    scur = sc.cursor()
+    t0 = time.time()
+    scur.execute("SELECT id, val FROM big ORDER BY val")
+    streamed = 0
+    for _ in scur:
+        streamed += 1
+    stream_s = time.time() - t0
+    stop.set()
+    w.join()
+    sc.close()
+    pc.close()
+    return {"rows": half * len(shards), "before": before, "after_limit": after_limit, "limit_s": limit_s,
+            "peak": peak[0], "streamed": streamed, "stream_s": stream_s}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--time", type=int, default=20)
@@ -111,6 +166,7 @@ def main():
     ap.add_argument("--table-size", type=int, default=20000)
     ap.add_argument("--suites", default="foundation,memory")
     ap.add_argument("--tests", default="oltp_point_select,oltp_read_write")
+    ap.add_argument("--big-rows", type=int, default=1000000)
     ap.add_argument("--dir", default=os.path.join(ROOT, "bench/.cluster"))
     args = ap.parse_args()
     suites = set(args.suites.split(","))
@@ -143,6 +199,28 @@ def main():
                         results.setdefault((test, name), []).append((q, p, e, cpu))
                         print(f"  {test:18} {name:10} round {r+1}: {q:10.0f} qps  p95 {p:6.2f} ms  errors {e}"
                               + (f"  proxy CPU {cpu:5.1f} us/query" if pid else ""), flush=True)
+        if "sharded" in suites:
+            # The same workload on the 2-shard keyspace (tables created and loaded through the
+            # proxy: auto-registered, sharded by id, ids from a sequence) against the
+            # unsharded keyspace, in the same run.
+            sysbench("oltp_read_write", "127.0.0.1", pport, "customer", args, "prepare")
+            targets = [("unsharded", "127.0.0.1", pport, "commerce", proxy_pid),
+                       ("2 shards", "127.0.0.1", pport, "customer", proxy_pid),
+                       ("haproxy", "127.0.0.1", hport, "commerce", haproxy.pid)]
+            if "foundation" not in suites:
+                sysbench("oltp_read_write", chost, int(cport), "commerce", args, "prepare")
+            for test in args.tests.split(","):
+                for r in range(args.rounds):
+                    order = targets if r % 2 == 0 else list(reversed(targets))
+                    for name, host, port, db, pid in order:
+                        t0 = cpu_ticks(pid)
+                        q, p, e = sysbench(test, host, port, db, args)
+                        cpu = (cpu_ticks(pid) - t0) * 10000.0 / (q * args.time)
+                        results.setdefault(("sharded", test, name), []).append((q, p, e, cpu))
+                        print(f"  {test:18} {name:10} round {r+1}: {q:10.0f} qps  p95 {p:6.2f} ms  errors {e}"
+                              f"  proxy CPU {cpu:5.1f} us/query", flush=True)
+        if "bigmerge" in suites:
+            results["bigmerge"] = big_merge(info, pport, proxy_pid, args)
         if "memory" in suites:
             time.sleep(1)
             idle = rss_kb(proxy_pid)
@@ -171,6 +249,26 @@ def main():
             vd = q / med["direct"][0] if "direct" in med else 0
             c = f"{cpu:.1f}" if cpu else "-"
             print(f"| {test} | {name} | {q:.0f} | {p:.2f} | {e} | {c} | {vh:.2f}x | {vd:.2f}x |")
+    if any(k[0] == "sharded" for k in results if isinstance(k, tuple)):
+        print("\n| workload | keyspace | QPS (median) | p95 ms (median) | errors | proxy CPU us/query | vs unsharded | vs HAProxy |")
+        print("|---|---|---:|---:|---:|---:|---:|---:|")
+        for test in args.tests.split(","):
+            med = {}
+            for name in ["unsharded", "2 shards", "haproxy"]:
+                runs = results.get(("sharded", test, name))
+                if runs:
+                    med[name] = (statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs),
+                                 sum(r[2] for r in runs), statistics.median(r[3] for r in runs))
+            for name, (q, p, e, cpu) in med.items():
+                vu = q / med["unsharded"][0] if "unsharded" in med else 0
+                vh = q / med["haproxy"][0] if "haproxy" in med else 0
+                print(f"| {test} | {name} | {q:.0f} | {p:.2f} | {e} | {cpu:.1f} | {vu:.2f}x | {vh:.2f}x |")
+    if "bigmerge" in results:
+        b = results["bigmerge"]
+        print(f"\nscatter merge over {b['rows']:,} rows in 2 shards: proxy RSS {b['before']/1024:.1f} MiB before; "
+              f"ORDER BY .. LIMIT 10 took {b['limit_s']:.2f} s, RSS after {b['after_limit']/1024:.1f} MiB; "
+              f"full ORDER BY streamed {b['streamed']:,} rows in {b['stream_s']:.2f} s, peak RSS {b['peak']/1024:.1f} MiB "
+              f"(+{(b['peak']-b['before'])/1024:.1f} MiB)")
     if "memory" in results:
         idle, loaded = results["memory"]
         print(f"\nproxy RSS idle: {idle/1024:.1f} MiB; with 1,000 idle client connections: {loaded/1024:.1f} MiB "

@@ -218,7 +218,11 @@ impl Vindex {
 }
 
 fn des_encrypt(n: u64) -> [u8; 8] {
-    let cipher = des::Des::new_from_slice(&[0u8; 8]).expect("an 8-byte key is valid for DES");
+    // The key schedule is the same for every value: compute it once.
+    static CIPHER: std::sync::OnceLock<des::Des> = std::sync::OnceLock::new();
+    let cipher = CIPHER.get_or_init(|| {
+        des::Des::new_from_slice(&[0u8; 8]).expect("an 8-byte key is valid for DES")
+    });
     let mut block = GenericArray::clone_from_slice(&n.to_be_bytes());
     cipher.encrypt_block(&mut block);
     let mut out = [0u8; 8];

@@ -143,7 +143,6 @@ impl Exec<'_> {
                 values: None,
             }]
         };
-        let params = self.param_values();
         let vindex_of = |name: &str| {
             ks.vindexes.get(name).cloned().ok_or_else(|| {
                 ProxyError::Internal(format!("vindex {name} vanished from {}", ks.name))
@@ -166,7 +165,7 @@ impl Exec<'_> {
             }
             Target::Equal { vindex, value } => {
                 let v = value
-                    .resolve(&params)
+                    .resolve_with(self.params)
                     .ok_or(ProxyError::WrongArguments("mysqld_stmt_execute"))?;
                 match vindex_of(vindex)?.map(&v).map_err(ProxyError::Internal)? {
                     Some(id) => one(ks.shard_for(id.as_bytes()).ok_or_else(none)?),
@@ -183,7 +182,7 @@ impl Exec<'_> {
                 let mut groups: Vec<ShardTarget<'s>> = Vec::new();
                 for ve in values {
                     let v = ve
-                        .resolve(&params)
+                        .resolve_with(self.params)
                         .ok_or(ProxyError::WrongArguments("mysqld_stmt_execute"))?;
                     let Some(id) = vx.map(&v).map_err(ProxyError::Internal)? else {
                         return Ok(all_with(ks, values));

@@ -28,6 +28,16 @@ impl ValueExpr {
             ValueExpr::Param(i) => params.get(*i).cloned(),
         }
     }
+
+    /// The value, converting only the one bound parameter it needs.
+    pub fn resolve_with(&self, params: Option<&crate::wire::params::Execute>) -> Option<SqlValue> {
+        match self {
+            ValueExpr::Literal { value, .. } => Some(value.clone()),
+            ValueExpr::Param(i) => params
+                .and_then(|p| p.params.get(*i))
+                .map(|p| p.to_sql_value()),
+        }
+    }
 }
 
 pub use super::sqltext::placeholder_offsets;
