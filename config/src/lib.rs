@@ -129,6 +129,9 @@ pub struct SessionConfig {
     pub max_merge_rows: u64,
     /// Distinct statements whose plans are cached.
     pub plan_cache_size: u64,
+    /// Seconds between passes that resolve in-doubt two-phase commits left by crashed
+    /// proxies (one pass also runs at start).
+    pub twopc_recovery_interval_s: u64,
 }
 
 /// Logging.
@@ -211,6 +214,7 @@ impl Default for SessionConfig {
             query_timeout_ms: 0,
             max_merge_rows: 1_000_000,
             plan_cache_size: 10_000,
+            twopc_recovery_interval_s: 30,
         }
     }
 }

@@ -23,6 +23,9 @@ pub struct Context {
     pub metrics: Metrics,
     pub registry: Registry,
     pub started: Instant,
+    /// Wall-clock start in milliseconds since the epoch (makes XA transaction ids unique
+    /// across restarts).
+    pub started_unix_ms: u64,
     /// Version string sent to clients.
     pub server_version: Mutex<String>,
     /// The last topology problem seen (shown on the status page), if any.
@@ -53,6 +56,10 @@ impl Context {
             metrics: Metrics::new(),
             registry: Registry::default(),
             started: Instant::now(),
+            started_unix_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
             server_version: Mutex::new(version),
             topology_error: Mutex::new(None),
             sequences: Default::default(),

@@ -3,17 +3,10 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
-use tokio::sync::Notify;
-
-/// No kill requested.
-pub const KILL_NONE: u8 = 0;
-/// KILL QUERY: abort the running statement.
-pub const KILL_QUERY: u8 = 1;
-/// KILL CONNECTION: abort and close.
-pub const KILL_CONNECTION: u8 = 2;
+use tokio::sync::watch;
 
 /// What one session is doing, readable by other sessions.
 pub struct SessionEntry {
@@ -22,9 +15,10 @@ pub struct SessionEntry {
     pub peer: SocketAddr,
     pub started: Instant,
     state: Mutex<SessionState>,
-    kill: AtomicU8,
-    /// Woken when a kill is requested.
-    pub killed: Notify,
+    /// True while a KILL QUERY (or KILL CONNECTION) is pending for the running statement.
+    query_kill: watch::Sender<bool>,
+    /// True once KILL CONNECTION was requested.
+    conn_kill: watch::Sender<bool>,
 }
 
 #[derive(Clone)]
@@ -67,23 +61,31 @@ impl SessionEntry {
         s.since = Instant::now();
     }
 
-    pub fn request_kill(&self, kind: u8) {
-        self.kill.fetch_max(kind, Ordering::SeqCst);
-        self.killed.notify_waiters();
-        self.killed.notify_one();
-    }
-
-    /// The pending kill, if any; a KILL QUERY is consumed by reading it.
-    pub fn take_kill(&self) -> u8 {
-        let k = self.kill.load(Ordering::SeqCst);
-        if k == KILL_QUERY {
-            self.kill.store(KILL_NONE, Ordering::SeqCst);
+    /// KILL QUERY (and, with `connection`, KILL CONNECTION).
+    pub fn request_kill(&self, connection: bool) {
+        self.query_kill.send_replace(true);
+        if connection {
+            self.conn_kill.send_replace(true);
         }
-        k
     }
 
-    pub fn kill_pending(&self) -> u8 {
-        self.kill.load(Ordering::SeqCst)
+    /// Watches KILL QUERY requests.
+    pub fn query_kill(&self) -> watch::Receiver<bool> {
+        self.query_kill.subscribe()
+    }
+
+    /// Watches KILL CONNECTION requests.
+    pub fn conn_kill(&self) -> watch::Receiver<bool> {
+        self.conn_kill.subscribe()
+    }
+
+    /// Clears a served KILL QUERY.
+    pub fn clear_query_kill(&self) {
+        self.query_kill.send_replace(false);
+    }
+
+    pub fn connection_killed(&self) -> bool {
+        *self.conn_kill.borrow()
     }
 
     fn row(&self) -> ProcessRow {
@@ -136,8 +138,8 @@ impl Registry {
                 info: None,
                 since: Instant::now(),
             }),
-            kill: AtomicU8::new(KILL_NONE),
-            killed: Notify::new(),
+            query_kill: watch::channel(false).0,
+            conn_kill: watch::channel(false).0,
         });
         self.sessions.lock().unwrap().insert(id, e.clone());
         e

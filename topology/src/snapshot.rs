@@ -154,6 +154,8 @@ pub enum KeyPath {
     Routing(String),
     Proxy(String),
     Workflow(String),
+    /// A two-phase-commit decision (written by proxies; not part of the routing model).
+    TwoPc(String),
 }
 
 /// A valid keyspace, table or workflow name: letters, digits, `_` and `-`.
@@ -182,6 +184,7 @@ impl KeyPath {
             ["keyspaces", ks, "shards", shard] => Ok(KeyPath::Shard(name(ks)?, shard.to_string())),
             ["proxies", id] => Ok(KeyPath::Proxy(id.to_string())),
             ["workflows", w] => Ok(KeyPath::Workflow(name(w)?)),
+            ["twopc", g] => Ok(KeyPath::TwoPc(g.to_string())),
             _ => Err("unknown key (expected keyspaces/<ks>, keyspaces/<ks>/shards/<shard>, keyspaces/<ks>/routing, proxies/<id> or workflows/<name>)".to_string()),
         }
     }
@@ -194,6 +197,7 @@ impl KeyPath {
             KeyPath::Routing(k) => format!("keyspaces/{k}/routing"),
             KeyPath::Proxy(p) => format!("proxies/{p}"),
             KeyPath::Workflow(w) => format!("workflows/{w}"),
+            KeyPath::TwoPc(g) => format!("twopc/{g}"),
         }
     }
 }
@@ -267,6 +271,7 @@ impl Snapshot {
                         snapshot.workflows.insert(w, d);
                     }
                 }
+                KeyPath::TwoPc(_) => {}
             }
         }
         for ks in shard_docs.keys().chain(routing_docs.keys()) {

@@ -83,6 +83,8 @@ pub struct BackendConn {
     broken: bool,
     pub last_used: Instant,
     pub options_key: u64,
+    /// Fingerprint of the session settings applied to this connection (0: none).
+    pub signature: u64,
     /// Statements prepared on this connection, by text (see `stmt.rs`).
     pub(crate) statements:
         std::collections::HashMap<std::sync::Arc<str>, super::stmt::BackendStatement>,
@@ -187,6 +189,7 @@ impl BackendConn {
             broken: false,
             last_used: Instant::now(),
             options_key: 0,
+            signature: 0,
             statements: Default::default(),
         })
     }
@@ -422,6 +425,7 @@ impl BackendConn {
         self.send_command(COM_RESET_CONNECTION, &[]).await?;
         let p = self.read().await?;
         self.statements.clear();
+        self.signature = 0;
         match p.first() {
             Some(0x00) => {
                 let ok = OkPacket::decode(&p)?;

@@ -93,8 +93,20 @@ impl Pool {
         self.retired.load(Ordering::SeqCst)
     }
 
-    /// Borrows a connection: an idle one (pinged first if it sat idle long), or a new one.
+    /// Borrows a connection without session settings.
     pub async fn get(self: &Arc<Self>) -> Result<PooledConn, BackendError> {
+        self.get_with(0, &[]).await
+    }
+
+    /// Borrows a connection carrying `settings` (whose fingerprint is `signature`):
+    /// preferably an idle one that already has them, else an idle one reset and given
+    /// them, else a new one. Idle connections that sat unused for a while are pinged
+    /// first. The common case (same settings as last time) costs nothing extra.
+    pub async fn get_with(
+        self: &Arc<Self>,
+        signature: u64,
+        settings: &[String],
+    ) -> Result<PooledConn, BackendError> {
         let permit = tokio::time::timeout(
             self.settings.acquire_timeout,
             self.permits.clone().acquire_owned(),
@@ -106,7 +118,13 @@ impl Pool {
         .expect("pool semaphore is never closed");
         self.stats.borrows.fetch_add(1, Ordering::Relaxed);
         loop {
-            let candidate = self.idle.lock().unwrap().pop();
+            let candidate = {
+                let mut idle = self.idle.lock().unwrap();
+                match idle.iter().rposition(|c| c.signature == signature) {
+                    Some(i) => Some(idle.remove(i)),
+                    None => idle.pop(),
+                }
+            };
             let Some(mut conn) = candidate else { break };
             let idle_for = conn.last_used.elapsed();
             if idle_for > self.settings.max_idle {
@@ -117,13 +135,22 @@ impl Pool {
                 self.stats.discarded.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
+            if conn.signature != signature {
+                if conn.signature != 0 && conn.reset().await.is_err() {
+                    self.stats.discarded.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                conn.signature = 0;
+                apply(&mut conn, signature, settings).await?;
+            }
             return Ok(PooledConn {
                 conn: Some(conn),
                 pool: self.clone(),
                 _permit: permit,
             });
         }
-        let conn = self.connect().await?;
+        let mut conn = self.connect().await?;
+        apply(&mut conn, signature, settings).await?;
         Ok(PooledConn {
             conn: Some(conn),
             pool: self.clone(),
@@ -208,6 +235,19 @@ impl Drop for PooledConn {
             self.pool.put_back(conn);
         }
     }
+}
+
+/// Runs the session settings on a connection that has none.
+async fn apply(
+    conn: &mut BackendConn,
+    signature: u64,
+    settings: &[String],
+) -> Result<(), BackendError> {
+    for s in settings {
+        conn.execute(s).await?;
+    }
+    conn.signature = signature;
+    Ok(())
 }
 
 /// Says goodbye to a server in the background; outside a runtime the socket just closes.

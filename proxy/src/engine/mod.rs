@@ -10,7 +10,7 @@ mod merge;
 pub mod output;
 pub mod pipeline;
 pub mod reader;
-mod route;
+pub mod route;
 pub mod sequence;
 pub mod values;
 mod vschema;
@@ -62,6 +62,9 @@ pub struct Exec<'a> {
     pub insert_id: Option<u64>,
     /// The session's LAST_INSERT_ID() before this statement.
     pub last_insert_id: u64,
+    /// The session's ROW_COUNT() and FOUND_ROWS() before this statement.
+    pub row_count: i64,
+    pub found_rows: u64,
 }
 
 /// A shard a route goes to, with the routing values that belong to it (IN splitting).
@@ -245,6 +248,12 @@ impl Exec<'_> {
                 }
                 "lastid" => {
                     let _ = write!(out, "{}", self.last_insert_id);
+                }
+                "rowcount" => {
+                    let _ = write!(out, "{}", self.row_count);
+                }
+                "foundrows" => {
+                    let _ = write!(out, "{}", self.found_rows);
                 }
                 m if m.starts_with('p') => match m[1..].parse::<usize>() {
                     Ok(i) => param(i, out),

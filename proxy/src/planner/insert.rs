@@ -25,6 +25,7 @@ pub struct InsertPlan {
     /// The sequence feeding the auto-increment column: (keyspace, table).
     pub sequence: Option<(String, String)>,
     /// Lookup vindexes this table owns: each row's value gets a mapping row first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub lookups: Vec<String>,
 }
 
@@ -37,6 +38,7 @@ pub struct InsertRow {
     /// This row takes a value from the sequence.
     pub generated: bool,
     /// The row's value for each owned lookup vindex (None: not given, NULL).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub lookup_values: Vec<Option<ValueExpr>>,
 }
 

@@ -12,6 +12,7 @@ pub mod edit;
 pub mod insert;
 pub mod merge;
 pub mod plan;
+pub mod prepared_sql;
 pub mod select;
 pub mod set;
 pub mod sharded;
@@ -64,8 +65,33 @@ pub fn plan(sql: &str, ctx: &PlanContext) -> Result<Plan, ProxyError> {
             "DATABASES" | "SCHEMAS" => Ok(Plan::Session(SessionOp::ShowDatabases)),
             "KEYSPACES" | "VITESS_KEYSPACES" => Ok(Plan::Session(SessionOp::ShowKeyspaces)),
             "SHARDS" | "VITESS_SHARDS" => Ok(Plan::Session(SessionOp::ShowShards)),
+            "WARNINGS" | "ERRORS" => Ok(Plan::Session(SessionOp::ShowWarnings)),
+            "COUNT" if matches!(w(2), "WARNINGS" | "ERRORS") => {
+                Ok(Plan::Session(SessionOp::ShowWarnings))
+            }
+            "PROCESSLIST" => Ok(Plan::Session(SessionOp::ShowProcesslist { full: false })),
+            "FULL" if w(2) == "PROCESSLIST" => {
+                Ok(Plan::Session(SessionOp::ShowProcesslist { full: true }))
+            }
             _ => plan_statement(sql, ctx),
         },
+        "KILL" => {
+            let query_only = w(1) == "QUERY";
+            let id_word = if matches!(w(1), "QUERY" | "CONNECTION") {
+                w(2)
+            } else {
+                w(1)
+            };
+            let id = id_word.parse().map_err(|_| {
+                ProxyError::Syntax(format!("KILL needs a connection id, not {id_word:?}"))
+            })?;
+            Ok(Plan::Session(SessionOp::Kill { id, query_only }))
+        }
+        "PREPARE" => prepared_sql::plan_prepare(sql),
+        "EXECUTE" => prepared_sql::plan_execute(sql),
+        "DEALLOCATE" | "DROP" if w(1) == "PREPARE" => Ok(Plan::Session(SessionOp::SqlDeallocate {
+            name: w(2).to_ascii_lowercase(),
+        })),
         "EXPLAIN" if w(1) == "FORMAT" && w(2) == "SHARDGATE" => {
             let upper = sql.to_ascii_uppercase();
             let at = upper.find("SHARDGATE").unwrap_or(0) + "SHARDGATE".len();
@@ -227,6 +253,16 @@ fn route(keyspace: &str, target: Target, sql: &str, stmt: &Statement, ctx: &Plan
     }))
 }
 
+/// The render marker for a function whose value the session keeps.
+fn session_function(name: &str) -> Option<&'static str> {
+    match name.to_ascii_lowercase().as_str() {
+        "last_insert_id" => Some("lastid"),
+        "row_count" => Some("rowcount"),
+        "found_rows" => Some("foundrows"),
+        _ => None,
+    }
+}
+
 /// Rewrites that make a backend answer as the proxy would: `DATABASE()` is the session's
 /// keyspace (not the backend's database name), `@@socket` is NULL (drivers would otherwise
 /// reconnect straight to the backend's socket), and keyspace qualifiers become the shard's
@@ -285,15 +321,17 @@ fn session_rewrites(
                 }
             }
             Expr::Function(f)
-                if f.name.to_string().eq_ignore_ascii_case("last_insert_id")
-                    && matches!(&f.args, sqlparser::ast::FunctionArguments::List(l) if l.args.is_empty()) =>
+                if matches!(&f.args, sqlparser::ast::FunctionArguments::List(l) if l.args.is_empty())
+                    && session_function(&f.name.to_string()).is_some() =>
             {
-                // The session's value: ids may come from sequences or from another shard.
+                // The session's values: with multiplexing the previous statement may have
+                // run on another connection (or shard), and ids may come from sequences.
+                let marker = session_function(&f.name.to_string()).unwrap_or("lastid");
                 if let Some((a, b)) = idx.call_range(f.name.span()) {
                     edits.replace(
                         a,
                         b,
-                        named(a, b, format!("{}lastid", sqltext::MARKER_PREFIX)),
+                        named(a, b, format!("{}{marker}", sqltext::MARKER_PREFIX)),
                     );
                 }
             }

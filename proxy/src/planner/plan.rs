@@ -44,6 +44,40 @@ pub enum SessionOp {
     Set(Vec<super::set::Assignment>),
     /// `EXPLAIN FORMAT=shardgate <stmt>`.
     Explain(Box<Plan>),
+    /// SHOW WARNINGS / SHOW ERRORS / SHOW COUNT(*) WARNINGS: asked of the connection the
+    /// previous statement ran on.
+    ShowWarnings,
+    /// `KILL [CONNECTION | QUERY] id` with the proxy's connection ids.
+    Kill {
+        id: u64,
+        query_only: bool,
+    },
+    /// `SHOW [FULL] PROCESSLIST`: the proxy's sessions.
+    ShowProcesslist {
+        full: bool,
+    },
+    /// `PREPARE name FROM 'text'` (or `FROM @var`).
+    SqlPrepare {
+        name: String,
+        source: PrepareSource,
+    },
+    /// `EXECUTE name [USING @a, @b]`.
+    SqlExecute {
+        name: String,
+        using: Vec<String>,
+    },
+    /// `DEALLOCATE | DROP PREPARE name`.
+    SqlDeallocate {
+        name: String,
+    },
+}
+
+/// Where an SQL-level PREPARE takes its statement text from.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PrepareSource {
+    Text(String),
+    Variable(String),
 }
 
 /// A node of an executable plan. Leaves are routes; the nodes above them merge what
@@ -283,7 +317,8 @@ pub struct WritePlan {
     /// For DDL: what to change in the VSchema afterwards.
     pub vschema: Option<super::ddl::VschemaChange>,
     /// For writes to a table owning lookup vindexes: keeping their tables in step.
-    pub lookups: Option<LookupMaintenance>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lookups: Option<Box<LookupMaintenance>>,
 }
 
 /// Keeping owned lookup vindexes in step with an UPDATE or DELETE of their owner.

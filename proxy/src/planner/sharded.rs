@@ -227,7 +227,7 @@ fn plan_write(sql: &str, stmt: &Statement, ks: &Keyspace) -> Result<Primitive, P
         },
         combine: Combine::Sum,
         vschema: None,
-        lookups,
+        lookups: lookups.map(Box::new),
     }))
 }
 

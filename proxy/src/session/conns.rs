@@ -1,15 +1,25 @@
-//! The backend connections a session holds, its transaction, and the session settings
-//! (SET statements) every connection it uses must carry.
+//! The backend connections a session holds, its transaction, and its settings.
 //!
-//! A connection is borrowed from the shard's pool when a statement first needs that
-//! backend; the session's settings are replayed on it before its first use. Inside a
-//! transaction each backend joins lazily: the first statement that reaches it starts a
-//! transaction there, and COMMIT / ROLLBACK go to every backend that joined.
+//! Multiplexing: outside a transaction a statement borrows a connection from the shard's
+//! pool and gives it back when it is done ([`Connections::end_statement`]). A connection
+//! stays with the session only while it must: a transaction is open on it (explicit, or
+//! implicit with autocommit=0), it holds session state the proxy cannot move (temporary
+//! tables, GET_LOCK, LOCK TABLES, user-variable assignments inside queries), or the next
+//! statement may ask about this one (SHOW WARNINGS after warnings).
+//!
+//! Settings (the session's SET statements) travel with the session, not the connection:
+//! pools hand out connections already carrying the same settings when they have one, and
+//! otherwise reset a connection and apply them (see `backend/pool.rs`).
+//!
+//! Transactions: each backend joins lazily, when a statement first reaches it. The mode
+//! decides what spanning shards means: `single` refuses it, `multi` commits the shards one
+//! after the other, `twopc` commits atomically (see `twopc.rs`).
 
 use crate::backend::pool::PooledConn;
 use crate::context::Context;
 use crate::error::ProxyError;
 use shardgate_topology::Shard;
+use std::hash::{Hash, Hasher};
 
 /// A backend connection held by the session.
 pub struct Held {
@@ -20,12 +30,100 @@ pub struct Held {
     pub conn: PooledConn,
     /// Joined the session's explicit transaction.
     pub in_txn: bool,
+    /// Carries session state that cannot move to another connection.
+    pub pinned: bool,
+    /// Kept until the next statement, which may ask about this one's warnings.
+    pub hold: bool,
+    /// The statement that used it last.
+    pub used: u64,
+}
+
+/// How a transaction spanning shards behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxMode {
+    Single,
+    Multi,
+    TwoPc,
+}
+
+impl TxMode {
+    pub fn parse(s: &str) -> Option<TxMode> {
+        match s
+            .trim()
+            .trim_matches(|c| c == '\'' || c == '"')
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "single" => Some(TxMode::Single),
+            "multi" => Some(TxMode::Multi),
+            "twopc" => Some(TxMode::TwoPc),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TxMode::Single => "single",
+            TxMode::Multi => "multi",
+            TxMode::TwoPc => "twopc",
+        }
+    }
 }
 
 /// An explicit transaction (BEGIN ... COMMIT).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Transaction {
     pub read_only: bool,
+    pub mode: TxMode,
+    /// Global transaction id for XA branches (twopc).
+    pub xid: String,
+}
+
+/// What a statement does to the connections it ran on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PinEffect {
+    /// Keep them for the rest of the session.
+    pub pin: bool,
+    /// UNLOCK TABLES: locks are gone, the connections may go back.
+    pub unpin: bool,
+}
+
+impl PinEffect {
+    /// What a statement's text says about pinning (a few case-insensitive byte searches,
+    /// no allocation).
+    pub fn of(sql: &str) -> PinEffect {
+        let b = sql.as_bytes();
+        let first = first_word(b);
+        PinEffect {
+            pin: contains_ci(b, b"TEMPORARY")
+                || contains_ci(b, b"GET_LOCK")
+                || (first.eq_ignore_ascii_case(b"LOCK") && contains_ci(b, b"TABLE"))
+                || contains_ci(b, b":=")
+                || contains_ci(b, b"INTO @"),
+            unpin: first.eq_ignore_ascii_case(b"UNLOCK"),
+        }
+    }
+}
+
+fn first_word(b: &[u8]) -> &[u8] {
+    let start = b
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .unwrap_or(b.len());
+    let rest = &b[start..];
+    let end = rest
+        .iter()
+        .position(|c| !c.is_ascii_alphabetic())
+        .unwrap_or(rest.len());
+    &rest[..end]
+}
+
+/// Whether `hay` contains `needle` ignoring ASCII case.
+pub fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty()
+        || hay
+            .windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle))
 }
 
 /// The session's backend side.
@@ -34,11 +132,30 @@ pub struct Connections {
     /// Client character set (handshake collation id) and mirrored capabilities.
     pub charset: u8,
     pub capabilities: u32,
-    /// Statements replayed on every new backend connection (the session's SETs).
+    /// Statements every connection the session uses must have run (its SETs), one per
+    /// variable, with the variable each sets (a later SET of it replaces the statement).
     pub settings: Vec<String>,
+    setting_keys: Vec<String>,
+    signature: u64,
+    /// `SET TRANSACTION ...` for the next transaction only.
+    pub next_txn: Option<String>,
     pub txn: Option<Transaction>,
     /// Topology revision the held connections were last checked against.
     checked_revision: i64,
+    /// Counts statements (to know which connections the current one used).
+    seq: u64,
+    /// Pool and backend thread id of connections taken out for a multi-shard read (to
+    /// KILL their queries if the statement is interrupted).
+    pub taken: Vec<(std::sync::Arc<crate::backend::pool::Pool>, u32)>,
+}
+
+fn fingerprint(settings: &[String]) -> u64 {
+    if settings.is_empty() {
+        return 0;
+    }
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    settings.hash(&mut h);
+    h.finish() | 1
 }
 
 impl Connections {
@@ -48,12 +165,18 @@ impl Connections {
             charset,
             capabilities,
             settings: Vec::new(),
+            setting_keys: Vec::new(),
+            signature: 0,
+            next_txn: None,
             txn: None,
             checked_revision: 0,
+            seq: 0,
+            taken: Vec::new(),
         }
     }
 
-    /// The connection to `shard`'s backend, borrowed and prepared if not held yet.
+    /// The connection to `shard`'s backend, borrowed (and joined to the transaction) if
+    /// not held yet.
     pub async fn get(
         &mut self,
         ctx: &Context,
@@ -69,37 +192,55 @@ impl Connections {
             None => {
                 let key = (shard.primary.clone(), shard.database.clone());
                 let label = format!("{keyspace}/{}", shard.name);
+                if let Some(t) = &self.txn {
+                    if t.mode == TxMode::Single {
+                        if let Some(other) = self.held.iter().find(|h| h.in_txn) {
+                            return Err(ProxyError::CrossShardTransaction {
+                                shards: format!("{} and {label}", other.label),
+                            });
+                        }
+                    }
+                }
                 self.held.retain(|h| h.key != key);
                 let pool = ctx.backends.pool(shard, self.charset, self.capabilities);
-                let mut conn = pool.get().await.map_err(|e| {
-                    ctx.metrics.backend_connect_errors_total.inc();
-                    ProxyError::from_backend(&label, e)
-                })?;
+                let conn = pool
+                    .get_with(self.signature, &self.settings)
+                    .await
+                    .map_err(|e| {
+                        ctx.metrics.backend_connect_errors_total.inc();
+                        ProxyError::from_backend(&label, e)
+                    })?;
                 ctx.learn_backend_version(&conn.server_version);
-                for s in &self.settings {
-                    conn.execute(s)
-                        .await
-                        .map_err(|e| ProxyError::from_backend(&label, e))?;
-                }
                 self.held.push(Held {
                     key,
                     label,
                     conn,
                     in_txn: false,
+                    pinned: false,
+                    hold: false,
+                    used: self.seq,
                 });
                 self.held.len() - 1
             }
         };
+        let seq = self.seq;
         let h = &mut self.held[pos];
+        h.used = seq;
         if let Some(t) = &self.txn {
             if !h.in_txn {
-                let begin = if t.read_only {
-                    "START TRANSACTION READ ONLY"
-                } else {
-                    "START TRANSACTION"
+                if let Some(chars) = &self.next_txn {
+                    h.conn
+                        .execute(chars)
+                        .await
+                        .map_err(|e| ProxyError::from_backend(&h.label, e))?;
+                }
+                let begin = match (t.mode, t.read_only) {
+                    (TxMode::TwoPc, _) => format!("XA START '{}','{}'", t.xid, h.label),
+                    (_, true) => "START TRANSACTION READ ONLY".to_string(),
+                    (_, false) => "START TRANSACTION".to_string(),
                 };
                 h.conn
-                    .execute(begin)
+                    .execute(&begin)
                     .await
                     .map_err(|e| ProxyError::from_backend(&h.label, e))?;
                 h.in_txn = true;
@@ -122,14 +263,60 @@ impl Connections {
             .iter()
             .position(|h| h.key.0 == shard.primary && h.key.1 == shard.database)
             .expect("get() just placed it");
-        Ok(self.held.swap_remove(pos))
+        let h = self.held.swap_remove(pos);
+        self.taken.push((h.conn.pool().clone(), h.conn.thread_id));
+        Ok(h)
     }
 
     /// Returns a taken connection; one left broken or with unread results is dropped.
     pub fn give_back(&mut self, h: Held) {
+        let id = h.conn.thread_id;
+        self.taken.retain(|(_, t)| *t != id);
         if !h.conn.is_broken() && !h.conn.is_pending() {
             self.held.push(h);
         }
+    }
+
+    /// Marks the start of a statement. Connections kept only for the previous statement's
+    /// warnings go back unless `keep_hold` (this statement asks about them).
+    pub fn begin_statement(&mut self, keep_hold: bool) {
+        self.seq += 1;
+        self.taken.clear();
+        if !keep_hold {
+            for h in &mut self.held {
+                h.hold = false;
+            }
+            self.release_unneeded();
+        }
+    }
+
+    /// After a statement: pins what it pinned, keeps its connection if it left warnings,
+    /// and gives back every connection the session does not need to keep.
+    pub fn end_statement(&mut self, effect: PinEffect, warnings: bool) {
+        let seq = self.seq;
+        for h in &mut self.held {
+            if effect.unpin {
+                h.pinned = false;
+            }
+            if h.used == seq {
+                h.pinned |= effect.pin;
+                h.hold = warnings;
+            }
+        }
+        self.release_unneeded();
+    }
+
+    fn release_unneeded(&mut self) {
+        self.held.retain(|h| {
+            h.in_txn || h.pinned || h.hold || h.conn.in_transaction() || h.conn.is_broken()
+        });
+        self.held
+            .retain(|h| !h.conn.is_broken() && !h.conn.is_pending());
+    }
+
+    /// The connection kept for the previous statement's warnings, if any.
+    pub fn warnings_conn(&mut self) -> Option<&mut Held> {
+        self.held.iter_mut().find(|h| h.hold)
     }
 
     /// After a topology change, gives back connections to backends that no longer hold a
@@ -158,6 +345,24 @@ impl Connections {
         self.held = kept;
     }
 
+    /// Reads to the end what an interrupted statement left unread (after its backend
+    /// query was killed), so the connections can be reused.
+    pub async fn drain_pending(&mut self) {
+        for h in &mut self.held {
+            if h.conn.is_pending() && !h.conn.is_broken() {
+                let _ = tokio::time::timeout(
+                    std::time::Duration::from_secs(5),
+                    super::interrupt::drain(h),
+                )
+                .await;
+                if h.conn.is_pending() {
+                    h.conn.mark_broken();
+                }
+            }
+        }
+        self.drop_unusable();
+    }
+
     /// Drops connections that are broken or were left with unread results.
     pub fn drop_unusable(&mut self) {
         self.held
@@ -169,22 +374,59 @@ impl Connections {
         self.txn.is_some() || self.held.iter().any(|h| h.conn.in_transaction())
     }
 
-    /// Applies a SET statement to every held connection and remembers it for new ones.
-    pub async fn apply_setting(&mut self, sql: &str) -> Result<(), ProxyError> {
+    /// Applies a SET statement (for variable `key`) to every held connection and
+    /// remembers it for the ones the session borrows later.
+    pub async fn apply_setting(&mut self, key: &str, sql: &str) -> Result<(), ProxyError> {
         for h in &mut self.held {
             h.conn
                 .execute(sql)
                 .await
                 .map_err(|e| ProxyError::from_backend(&h.label, e))?;
         }
+        if let Some(i) = self.setting_keys.iter().position(|k| k == key) {
+            self.settings.remove(i);
+            self.setting_keys.remove(i);
+        }
         self.settings.push(sql.to_string());
+        self.setting_keys.push(key.to_string());
+        self.signature = fingerprint(&self.settings);
+        for h in &mut self.held {
+            h.conn.signature = self.signature;
+        }
         Ok(())
     }
 
-    /// Ends the transaction on every backend that has one, in order. Returns the first
-    /// error; backends after a failed COMMIT are rolled back.
-    pub async fn finish(&mut self, commit: bool) -> Result<(), ProxyError> {
-        self.txn = None;
+    /// Forgets every setting (COM_RESET_CONNECTION).
+    pub fn clear_settings(&mut self) {
+        self.settings.clear();
+        self.setting_keys.clear();
+        self.signature = 0;
+        self.next_txn = None;
+    }
+
+    /// Connections the current statement used.
+    pub fn used_now(&mut self) -> impl Iterator<Item = &mut Held> {
+        let seq = self.seq;
+        self.held.iter_mut().filter(move |h| h.used == seq)
+    }
+
+    /// Any held connection (SET checks its statement on one).
+    pub fn any_held(&mut self) -> Option<&mut Held> {
+        self.held.first_mut()
+    }
+
+    /// Ends the transaction on every backend that has one (multi, single), in order.
+    /// Returns the first error; backends after a failed COMMIT are rolled back.
+    pub async fn finish(&mut self, ctx: &Context, commit: bool) -> Result<(), ProxyError> {
+        let txn = self.txn.take();
+        self.next_txn = None;
+        if let Some(t) = &txn {
+            if t.mode == TxMode::TwoPc {
+                let result = super::twopc::finish(ctx, &mut self.held, t, commit).await;
+                self.drop_unusable();
+                return result;
+            }
+        }
         let mut first_err = None;
         for h in &mut self.held {
             if !(h.in_txn || h.conn.in_transaction()) {
@@ -209,13 +451,12 @@ impl Connections {
         }
     }
 
-    /// Rolls back, resets and returns every connection (client gone or
-    /// COM_RESET_CONNECTION): nothing the session set (variables, temporary tables,
-    /// prepared statements) may reach the next session that borrows the connection.
-    pub async fn release_all(&mut self) {
-        let _ = self.finish(false).await;
+    /// Rolls back and returns every connection (client gone or COM_RESET_CONNECTION).
+    /// Connections that carried state beyond the settings are reset first.
+    pub async fn release_all(&mut self, ctx: &Context) {
+        let _ = self.finish(ctx, false).await;
         for mut h in self.held.drain(..) {
-            if h.conn.is_clean() && h.conn.reset().await.is_err() {
+            if h.pinned && h.conn.is_clean() && h.conn.reset().await.is_err() {
                 h.conn.mark_broken();
             }
         }
@@ -224,10 +465,5 @@ impl Connections {
     /// Held connections (for KILL and the status page).
     pub fn held(&self) -> &[Held] {
         &self.held
-    }
-
-    /// The most recently used held connection.
-    pub fn last_used(&mut self) -> Option<&mut Held> {
-        self.held.iter_mut().max_by_key(|h| h.conn.last_used)
     }
 }

@@ -3,9 +3,12 @@
 //! command is handled in the submodule named after it.
 
 pub mod conns;
+mod interrupt;
 mod ops;
 mod prepared;
 mod query;
+mod set;
+pub mod twopc;
 
 use crate::context::Context;
 use crate::error::ProxyError;
@@ -13,7 +16,7 @@ use crate::registry::SessionEntry;
 use crate::wire::consts::*;
 use crate::wire::{ClientInfo, ErrPacket, Handler, HandlerResult, OkPacket, Responder};
 use bytes::Bytes;
-use conns::Connections;
+use conns::{Connections, TxMode};
 use prepared::PreparedStatement;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -34,6 +37,23 @@ pub struct Session {
     multi_statements: bool,
     /// LAST_INSERT_ID() as the client should see it.
     last_insert_id: u64,
+    /// ROW_COUNT(): affected rows of the last statement (-1 after a result set).
+    row_count: i64,
+    /// FOUND_ROWS(): rows the last SELECT returned.
+    found_rows: u64,
+    /// What a transaction spanning shards may do.
+    tx_mode: TxMode,
+    transactions: u64,
+    /// User variables set with SET (name -> SQL literal).
+    user_vars: HashMap<String, String>,
+    /// SQL-level prepared statements (name -> text).
+    sql_prepared: HashMap<String, String>,
+    /// Longest a statement may run (0: no limit).
+    timeout_ms: u64,
+    /// KILL QUERY requests for this session.
+    query_kill: tokio::sync::watch::Receiver<bool>,
+    /// The error the proxy itself raised for the last statement (SHOW WARNINGS).
+    last_error: std::sync::Mutex<Option<ErrPacket>>,
 }
 
 impl Session {
@@ -56,6 +76,9 @@ impl Session {
         );
         let conns = Connections::new(info.charset, info.capabilities);
         let multi_statements = info.capabilities & CLIENT_MULTI_STATEMENTS != 0;
+        let tx_mode = TxMode::parse(&ctx.config.session.transaction_mode).unwrap_or(TxMode::Multi);
+        let timeout_ms = ctx.config.session.query_timeout_ms;
+        let query_kill = entry.query_kill();
         Ok(Session {
             ctx,
             entry,
@@ -69,6 +92,15 @@ impl Session {
             no_backslash_escapes: false,
             multi_statements,
             last_insert_id: 0,
+            row_count: -1,
+            found_rows: 0,
+            tx_mode,
+            transactions: 0,
+            user_vars: HashMap::new(),
+            sql_prepared: HashMap::new(),
+            timeout_ms,
+            query_kill,
+            last_error: Default::default(),
         })
     }
 
@@ -101,6 +133,7 @@ impl Session {
 
     fn error(&self, out: &mut Responder<'_>, e: &ProxyError) {
         let p = e.to_packet();
+        *self.last_error.lock().unwrap() = Some(p.clone());
         self.ctx
             .metrics
             .query_errors_total
@@ -191,9 +224,14 @@ impl Handler for Session {
     }
 
     async fn reset_connection(&mut self, out: &mut Responder<'_>) -> HandlerResult {
-        self.conns.release_all().await;
-        self.conns.settings.clear();
+        self.conns.release_all(&self.ctx).await;
+        self.conns.clear_settings();
         self.statements.clear();
+        self.user_vars.clear();
+        self.sql_prepared.clear();
+        self.tx_mode =
+            TxMode::parse(&self.ctx.config.session.transaction_mode).unwrap_or(TxMode::Multi);
+        self.timeout_ms = self.ctx.config.session.query_timeout_ms;
         self.autocommit = true;
         self.no_backslash_escapes = false;
         self.last_insert_id = 0;
@@ -230,8 +268,12 @@ impl Handler for Session {
         self.status_flags()
     }
 
+    fn close_signal(&self) -> Option<tokio::sync::watch::Receiver<bool>> {
+        Some(self.entry.conn_kill())
+    }
+
     async fn close(&mut self) {
-        self.conns.release_all().await;
+        self.conns.release_all(&self.ctx).await;
         self.ctx.registry.unregister(self.info.connection_id);
     }
 }

@@ -1,14 +1,16 @@
 //! Statements the session answers itself: USE, SHOW DATABASES / KEYSPACES / SHARDS,
-//! BEGIN / COMMIT / ROLLBACK, SET, EXPLAIN FORMAT=shardgate, KILL.
+//! BEGIN / COMMIT / ROLLBACK, EXPLAIN FORMAT=shardgate, KILL, SHOW WARNINGS, SHOW
+//! PROCESSLIST, SQL-level PREPARE / EXECUTE / DEALLOCATE. SET is in `set.rs`.
 
 use super::query::Flow;
 use super::Session;
+use crate::backend::relay::{relay_response, RelayError, RelayOptions};
 use crate::error::ProxyError;
-use crate::planner::set::Assignment;
+use crate::planner::plan::PrepareSource;
+use crate::planner::prepared_sql::unquote_literal;
 use crate::planner::{Plan, SessionOp};
-use crate::registry::{KILL_CONNECTION, KILL_QUERY};
 use crate::wire::consts::*;
-use crate::wire::{ColumnDef, PacketError, Responder};
+use crate::wire::{ColumnDef, OkPacket, PacketError, Responder};
 
 impl Session {
     pub(super) async fn session_op(
@@ -63,22 +65,43 @@ impl Session {
             SessionOp::Begin { read_only } => {
                 let r = if self.conns.in_transaction() {
                     // MySQL commits an open transaction when a new one begins.
-                    self.conns.finish(true).await
+                    self.conns.finish(&self.ctx, true).await
                 } else {
                     Ok(())
                 };
                 r.map(|()| {
-                    self.conns.txn = Some(super::conns::Transaction {
-                        read_only: *read_only,
-                    });
+                    self.begin_transaction(*read_only);
                     self.ok(out, more);
                 })
             }
             SessionOp::Commit | SessionOp::Rollback => {
                 let commit = matches!(op, SessionOp::Commit);
-                self.conns.finish(commit).await.map(|()| self.ok(out, more))
+                self.conns
+                    .finish(&self.ctx, commit)
+                    .await
+                    .map(|()| self.ok(out, more))
             }
-            SessionOp::Set(assignments) => self.set(assignments, sql, out, more).await,
+            SessionOp::Set(assignments) => self.set(assignments, out, more).await,
+            SessionOp::ShowWarnings => self.show_warnings(sql, out, more).await,
+            SessionOp::Kill { id, query_only } => {
+                self.handle_kill(*id, !*query_only, out).await;
+                Ok(())
+            }
+            SessionOp::ShowProcesslist { full } => {
+                self.show_processlist(*full, out, more);
+                Ok(())
+            }
+            SessionOp::SqlPrepare { name, source } => self.sql_prepare(name, source, out, more),
+            SessionOp::SqlExecute { .. } => Err(ProxyError::Internal(
+                "EXECUTE is run by the statement loop".into(),
+            )),
+            SessionOp::SqlDeallocate { name } => match self.sql_prepared.remove(name) {
+                Some(_) => {
+                    self.ok(out, more);
+                    Ok(())
+                }
+                None => Err(unknown_prepared(name, "DEALLOCATE PREPARE")),
+            },
             SessionOp::Explain(plan) => {
                 let text = explain_text(plan);
                 let rows: Vec<Vec<Option<String>>> =
@@ -110,40 +133,8 @@ impl Session {
         out.result_set(cols, rows, status);
     }
 
-    /// SET: global variables are refused; everything else is applied to the backends the
-    /// session holds (checking it there) and remembered for the ones it takes later.
-    async fn set(
-        &mut self,
-        assignments: &[Assignment],
-        sql: &str,
-        out: &mut Responder<'_>,
-        more: bool,
-    ) -> Result<(), ProxyError> {
-        for a in assignments {
-            if let Assignment::Global { name, .. } = a {
-                return Err(ProxyError::AccessDenied(format!(
-                    "shardgate does not change global variables of its backends (SET GLOBAL {name}); set them on each server"
-                )));
-            }
-        }
-        // Make sure at least one backend checks the statement.
-        self.ensure_default_connection().await?;
-        let text = sql.trim().to_string();
-        self.conns.apply_setting(&text).await?;
-        for a in assignments {
-            if let Assignment::Session { name, value } = a {
-                if name == "autocommit" {
-                    let v = value.trim().trim_matches('\'').to_ascii_lowercase();
-                    self.autocommit = matches!(v.as_str(), "1" | "on" | "true");
-                }
-            }
-        }
-        self.ok(out, more);
-        Ok(())
-    }
-
     /// Takes a connection to the session's default shard if it holds none.
-    async fn ensure_default_connection(&mut self) -> Result<(), ProxyError> {
+    pub(super) async fn ensure_default_connection(&mut self) -> Result<(), ProxyError> {
         if !self.conns.held().is_empty() {
             return Ok(());
         }
@@ -177,13 +168,209 @@ impl Session {
             self.error(out, &ProxyError::UnknownThread(id));
             return;
         };
-        target.request_kill(if connection {
-            KILL_CONNECTION
-        } else {
-            KILL_QUERY
-        });
+        target.request_kill(connection);
         self.ok(out, false);
     }
+
+    /// Opens a transaction (BEGIN, or the first statement with autocommit=0).
+    pub(super) fn begin_transaction(&mut self, read_only: bool) {
+        self.transactions += 1;
+        let xid = super::twopc::new_gtrid(
+            &self.ctx.config.proxy_id(),
+            self.ctx.started_unix_ms,
+            self.info.connection_id,
+            self.transactions,
+        );
+        self.conns.txn = Some(super::conns::Transaction {
+            read_only,
+            mode: self.tx_mode,
+            xid,
+        });
+    }
+
+    /// SHOW WARNINGS / ERRORS / COUNT(*): asked of the connection the previous statement
+    /// ran on; an error the proxy raised itself is answered by the proxy.
+    async fn show_warnings(
+        &mut self,
+        sql: &str,
+        out: &mut Responder<'_>,
+        more: bool,
+    ) -> Result<(), ProxyError> {
+        if let Some(h) = self.conns.warnings_conn() {
+            h.conn
+                .send_command(COM_QUERY, sql.as_bytes())
+                .await
+                .map_err(|e| ProxyError::from_backend(&h.label, e))?;
+            let opts = RelayOptions { more_results: more };
+            return match relay_response(&mut h.conn, out, opts).await {
+                Ok(_) => Ok(()),
+                Err(RelayError::Client(_)) | Err(RelayError::Backend(_)) => {
+                    self.conns.drop_unusable();
+                    Ok(())
+                }
+            };
+        }
+        let last = self.last_error.lock().unwrap().clone();
+        let upper = sql.to_ascii_uppercase();
+        let errors_only = upper.contains("ERRORS");
+        if upper.contains("COUNT") {
+            let n = last.is_some() as u8;
+            let name = if errors_only {
+                "@@session.error_count"
+            } else {
+                "@@session.warning_count"
+            };
+            self.rows(
+                out,
+                &[ColumnDef::text(name)],
+                &[vec![Some(n.to_string())]],
+                more,
+            );
+            return Ok(());
+        }
+        let rows: Vec<Vec<Option<String>>> = last
+            .map(|e| {
+                vec![vec![
+                    Some("Error".to_string()),
+                    Some(e.code.to_string()),
+                    Some(e.message),
+                ]]
+            })
+            .unwrap_or_default();
+        let cols = [
+            ColumnDef::text("Level"),
+            ColumnDef::text("Code"),
+            ColumnDef::text("Message"),
+        ];
+        self.rows(out, &cols, &rows, more);
+        Ok(())
+    }
+
+    /// SHOW [FULL] PROCESSLIST: this proxy's sessions.
+    fn show_processlist(&self, full: bool, out: &mut Responder<'_>, more: bool) {
+        let cols = [
+            "Id", "User", "Host", "db", "Command", "Time", "State", "Info", "Progress",
+        ]
+        .map(ColumnDef::text);
+        let rows: Vec<Vec<Option<String>>> = self
+            .ctx
+            .registry
+            .processlist()
+            .into_iter()
+            .map(|r| {
+                let info = r.info.map(|i| {
+                    if full {
+                        i
+                    } else {
+                        i.chars().take(100).collect()
+                    }
+                });
+                vec![
+                    Some(r.id.to_string()),
+                    Some(r.user),
+                    Some(r.host),
+                    r.db,
+                    Some(r.command.to_string()),
+                    Some(r.time_s.to_string()),
+                    Some(
+                        if r.command == "Sleep" {
+                            ""
+                        } else {
+                            "executing"
+                        }
+                        .to_string(),
+                    ),
+                    info,
+                    Some("0.000".to_string()),
+                ]
+            })
+            .collect();
+        self.rows(out, &cols, &rows, more);
+    }
+
+    /// PREPARE name FROM ...: checked by planning it, kept by the session.
+    fn sql_prepare(
+        &mut self,
+        name: &str,
+        source: &PrepareSource,
+        out: &mut Responder<'_>,
+        more: bool,
+    ) -> Result<(), ProxyError> {
+        let text = match source {
+            PrepareSource::Text(t) => t.clone(),
+            PrepareSource::Variable(v) => self
+                .user_vars
+                .get(&v.to_ascii_lowercase())
+                .and_then(|lit| unquote_literal(lit))
+                .ok_or_else(|| {
+                    ProxyError::Syntax(format!("user variable @{v} does not hold statement text"))
+                })?,
+        };
+        let first = crate::planner::sqltext::leading_words(&text, 1);
+        if matches!(
+            first.first().map(String::as_str),
+            Some("PREPARE" | "EXECUTE" | "DEALLOCATE")
+        ) {
+            return Err(ProxyError::Unsupported(
+                "This command is not supported in the prepared statement protocol yet".into(),
+            ));
+        }
+        let snapshot = self.ctx.snapshot();
+        self.ctx.plan(
+            &text,
+            &snapshot,
+            self.keyspace.as_deref(),
+            self.shard.as_deref(),
+        )?;
+        self.sql_prepared.insert(name.to_string(), text);
+        let mut status = self.status_flags();
+        if more {
+            status |= SERVER_MORE_RESULTS_EXISTS;
+        }
+        out.ok(&OkPacket {
+            status,
+            info: "Statement prepared".into(),
+            ..OkPacket::default()
+        });
+        Ok(())
+    }
+
+    /// EXECUTE name [USING @a, ...]: the text with the variables' values in place of its
+    /// placeholders.
+    pub(super) fn sql_execute_text(
+        &self,
+        name: &str,
+        using: &[String],
+    ) -> Result<String, ProxyError> {
+        let text = self
+            .sql_prepared
+            .get(name)
+            .ok_or_else(|| unknown_prepared(name, "EXECUTE"))?;
+        let offsets = crate::planner::sqltext::placeholder_offsets(text);
+        if offsets.len() != using.len() {
+            return Err(ProxyError::WrongArguments("EXECUTE"));
+        }
+        let mut sql = String::with_capacity(text.len() + 16 * using.len());
+        let mut at = 0;
+        for (off, var) in offsets.iter().zip(using) {
+            sql.push_str(&text[at..*off]);
+            match self.user_vars.get(&var.to_ascii_lowercase()) {
+                Some(lit) => sql.push_str(lit),
+                None => sql.push_str("NULL"),
+            }
+            at = off + 1;
+        }
+        sql.push_str(&text[at..]);
+        Ok(sql)
+    }
+}
+
+fn unknown_prepared(name: &str, command: &str) -> ProxyError {
+    ProxyError::Backend(crate::wire::ErrPacket::new(
+        1243,
+        "HY000",
+        format!("Unknown prepared statement handler ({name}) given to {command}"),
+    ))
 }
 
 /// The plan as indented JSON lines.

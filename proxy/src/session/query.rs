@@ -1,12 +1,13 @@
 //! COM_QUERY: split a multi-statement text, plan each statement (from the cache), and run
 //! it, one result per statement; the first error ends the batch, as in MySQL.
 
-use super::Session;
+use super::conns::{contains_ci, PinEffect};
+use super::{interrupt, Session};
 use crate::backend::relay::relay_field_list;
 use crate::engine::{Exec, ExecError};
 use crate::error::ProxyError;
 use crate::planner::sqltext::split_statements;
-use crate::planner::Plan;
+use crate::planner::{Plan, SessionOp};
 use crate::wire::consts::COM_FIELD_LIST;
 use crate::wire::params::Execute;
 use crate::wire::{HandlerResult, PacketError, Responder};
@@ -90,7 +91,9 @@ impl Session {
             .await
     }
 
-    /// Runs a planned statement.
+    /// Runs a planned statement: borrows (and afterwards gives back) the connections it
+    /// needs, stops it on KILL QUERY or the query timeout, and keeps ROW_COUNT(),
+    /// FOUND_ROWS() and LAST_INSERT_ID() up to date.
     pub(super) async fn run_plan(
         &mut self,
         plan: &Plan,
@@ -101,52 +104,134 @@ impl Session {
         params: Option<&Execute>,
     ) -> Result<Flow, PacketError> {
         self.conns.prune(snapshot).await;
-        match plan {
-            Plan::Session(op) => self.session_op(op, sql, out, more).await,
-            Plan::Query(p) => {
-                self.ctx.metrics.queries_route.inc();
-                let status_flags = self.status_flags();
-                let mut exec = Exec {
-                    ctx: &self.ctx,
-                    snapshot,
-                    conns: &mut self.conns,
-                    params,
-                    more_results: more,
-                    no_backslash_escapes: self.no_backslash_escapes,
-                    status: status_flags,
-                    insert_id: None,
-                    last_insert_id: self.last_insert_id,
-                };
-                match exec.run(p, out).await {
-                    Ok(summary) => {
-                        if let Some(ok) = &summary.ok {
-                            if ok.last_insert_id != 0 {
-                                self.last_insert_id = ok.last_insert_id;
-                            }
-                        }
-                        if summary.error.is_some() {
-                            self.ctx
-                                .metrics
-                                .query_errors_total
-                                .with_label_values(&["backend"])
-                                .inc();
-                            return Ok(Flow::Stop);
-                        }
-                        self.observe_status(summary.status);
-                        Ok(Flow::Continue)
-                    }
-                    Err(ExecError::Proxy(e)) => {
+        let p = match plan {
+            Plan::Session(SessionOp::SqlExecute { name, using }) => {
+                let text = match self.sql_execute_text(name, using) {
+                    Ok(t) => t,
+                    Err(e) => {
                         self.error(out, &e);
-                        Ok(Flow::Stop)
+                        return Ok(Flow::Stop);
                     }
-                    Err(ExecError::Reported) => Ok(Flow::Stop),
-                    Err(ExecError::ClientGone(e)) => {
-                        self.conns.drop_unusable();
-                        Err(e)
+                };
+                return Box::pin(self.run_statement(&text, out, more, None)).await;
+            }
+            Plan::Session(op) => {
+                let asks_warnings = matches!(op, SessionOp::ShowWarnings);
+                self.conns.begin_statement(asks_warnings);
+                let flow = self.session_op(op, sql, out, more).await;
+                self.conns.end_statement(PinEffect::default(), false);
+                return flow;
+            }
+            Plan::Query(p) => p,
+        };
+        self.conns.begin_statement(false);
+        if !self.autocommit && self.conns.txn.is_none() {
+            // autocommit=0: every statement runs in a transaction until COMMIT/ROLLBACK,
+            // under the session's transaction mode like an explicit one.
+            self.begin_transaction(false);
+        }
+        self.ctx.metrics.queries_route.inc();
+        *self.last_error.lock().unwrap() = None;
+        let timeout = interrupt::hinted_timeout(sql).unwrap_or(self.timeout_ms);
+        let status_flags = self.status_flags();
+        let mut exec = Exec {
+            ctx: &self.ctx,
+            snapshot,
+            conns: &mut self.conns,
+            params,
+            more_results: more,
+            no_backslash_escapes: self.no_backslash_escapes,
+            status: status_flags,
+            insert_id: None,
+            last_insert_id: self.last_insert_id,
+            row_count: self.row_count,
+            found_rows: self.found_rows,
+        };
+        let kill = &mut self.query_kill;
+        kill.borrow_and_update();
+        let outcome = tokio::select! {
+            biased;
+            r = exec.run(p, out) => Ok(r),
+            _ = interrupt::killed(kill) => Err(ProxyError::Interrupted),
+            _ = interrupt::deadline(timeout) => Err(ProxyError::QueryTimeout),
+        };
+        let result = match outcome {
+            Ok(r) => r,
+            Err(stopped) => {
+                self.stop_backend_work().await;
+                self.row_count = -1;
+                self.conns.end_statement(PinEffect::default(), false);
+                self.error(out, &stopped);
+                return Ok(Flow::Stop);
+            }
+        };
+        let flow = match result {
+            Ok(summary) => {
+                if let Some(ok) = &summary.ok {
+                    if ok.last_insert_id != 0 {
+                        self.last_insert_id = ok.last_insert_id;
                     }
                 }
+                let warnings = summary.warnings > 0 || summary.error.is_some();
+                if summary.error.is_some() {
+                    self.ctx
+                        .metrics
+                        .query_errors_total
+                        .with_label_values(&["backend"])
+                        .inc();
+                    self.row_count = -1;
+                    self.conns.end_statement(PinEffect::of(sql), warnings);
+                    return Ok(Flow::Stop);
+                }
+                match &summary.ok {
+                    Some(ok) if summary.rows == 0 => self.row_count = ok.affected_rows as i64,
+                    _ => {
+                        self.row_count = -1;
+                        self.found_rows = summary.rows;
+                    }
+                }
+                if contains_ci(sql.as_bytes(), b"SQL_CALC_FOUND_ROWS") {
+                    self.found_rows = self.calc_found_rows().await.unwrap_or(summary.rows);
+                }
+                self.observe_status(summary.status);
+                self.conns.end_statement(PinEffect::of(sql), warnings);
+                Flow::Continue
             }
+            Err(ExecError::Proxy(e)) => {
+                self.conns.end_statement(PinEffect::default(), false);
+                self.error(out, &e);
+                Flow::Stop
+            }
+            Err(ExecError::Reported) => {
+                self.conns.end_statement(PinEffect::default(), false);
+                Flow::Stop
+            }
+            Err(ExecError::ClientGone(e)) => {
+                self.conns.drop_unusable();
+                return Err(e);
+            }
+        };
+        Ok(flow)
+    }
+
+    /// FOUND_ROWS() after a `SELECT SQL_CALC_FOUND_ROWS`: the sum of what each shard the
+    /// statement ran on counted (each counted its own rows without the LIMIT).
+    async fn calc_found_rows(&mut self) -> Option<u64> {
+        let mut total = 0u64;
+        let mut any = false;
+        for h in self.conns.used_now() {
+            let n: u64 = h
+                .conn
+                .query("SELECT FOUND_ROWS()")
+                .await
+                .ok()?
+                .scalar()?
+                .parse()
+                .ok()?;
+            total += n;
+            any = true;
         }
+        any.then_some(total)
     }
 
     pub(super) fn set_keyspace(&mut self, keyspace: String, shard: Option<String>) {

@@ -134,6 +134,10 @@ pub trait Handler: Send + 'static {
     fn status(&self) -> u16;
     /// The connection is over (COM_QUIT, disconnect, shutdown): release everything.
     fn close(&mut self) -> impl Future<Output = ()> + Send;
+    /// Turns true when the connection must close between commands (KILL CONNECTION).
+    fn close_signal(&self) -> Option<watch::Receiver<bool>> {
+        None
+    }
 }
 
 /// Serves one client until it quits, fails, or `shutdown` turns true between commands.
@@ -168,7 +172,18 @@ pub async fn serve<S: Service>(
     let max = service.max_allowed_packet();
     // One future for the whole connection: re-arming a watch per command costs more than
     // the command itself on the fast path.
-    let stop = wait_shutdown(shutdown);
+    let killed = handler.close_signal();
+    let stop = async move {
+        match killed {
+            Some(k) => {
+                tokio::select! {
+                    _ = wait_shutdown(shutdown) => {}
+                    _ = wait_shutdown(k) => {}
+                }
+            }
+            None => wait_shutdown(shutdown).await,
+        }
+    };
     tokio::pin!(stop);
     loop {
         io.set_seq(0);
