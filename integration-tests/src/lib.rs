@@ -101,6 +101,44 @@ impl Drop for TestCluster {
     }
 }
 
+/// The shard (of `shards`) holding `id` under the `hash` vindex.
+pub fn hash_shard(id: i64, shards: &[String]) -> String {
+    use shardgate_topology::vindex::{SqlValue, Vindex};
+    let v = Vindex::from_spec("hash", "hash", &Default::default(), "").unwrap();
+    let ksid = v.map(&SqlValue::Int(id)).unwrap().unwrap();
+    shards
+        .iter()
+        .find(|s| {
+            shardgate_topology::KeyRange::parse(s)
+                .unwrap()
+                .contains(ksid.as_bytes())
+        })
+        .unwrap()
+        .clone()
+}
+
+impl TestCluster {
+    /// The names of `keyspace`'s shards.
+    pub fn shard_names(&self, keyspace: &str) -> Vec<String> {
+        self.info
+            .shards
+            .iter()
+            .filter(|s| s.keyspace == keyspace)
+            .map(|s| s.shard.clone())
+            .collect()
+    }
+
+    /// A customer id (above `from`) on each of two different shards of `customer`.
+    pub fn ids_on_two_shards(&self, from: i64) -> (i64, i64) {
+        let shards = self.shard_names("customer");
+        let first = hash_shard(from, &shards);
+        let other = (from + 1..)
+            .find(|i| hash_shard(*i, &shards) != first)
+            .unwrap();
+        (from, other)
+    }
+}
+
 /// A mysql_async URL (never switching to a Unix socket).
 pub fn url_for(addr: &str, db: &str) -> String {
     format!("mysql://root@{addr}/{db}?prefer_socket=false")

@@ -96,7 +96,7 @@ fn status(ctx: &Context) -> serde_json::Value {
         "keyspaces": keyspaces,
         "proxies": snap.proxies.values().collect::<Vec<_>>(),
         "pools": ctx.backends.pools().iter().map(|(k, p)| serde_json::json!({
-            "backend": k.addr, "database": k.database, "in_use": p.in_use(), "idle": p.idle_count(),
+            "backend": k.addr, "database": k.database, "in_use": p.in_use(), "idle": p.idle_count(), "shard_open": p.shard_open(),
             "retired": p.is_retired(),
         })).collect::<Vec<_>>(),
     })

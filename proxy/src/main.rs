@@ -79,6 +79,7 @@ fn main() -> anyhow::Result<()> {
         println!("configuration is valid");
         return Ok(());
     }
+    raise_fd_limit();
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if config.proxy.worker_threads > 0 {
         runtime.worker_threads(config.proxy.worker_threads as usize);
@@ -157,6 +158,22 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     server::run(listener, ctx, shutdown_signal()).await;
     follower.deregister().await;
     Ok(())
+}
+
+/// Every client and backend connection is a file descriptor: lift the soft limit to the
+/// hard one so thousands of clients fit.
+fn raise_fd_limit() {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain libc calls on a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < r.rlim_max {
+            r.rlim_cur = r.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        }
+    }
 }
 
 /// Completes on SIGTERM or Ctrl-C.

@@ -3,4 +3,5 @@
 
 mod foundation;
 mod routing;
+mod sessions;
 mod topology;

@@ -2,22 +2,11 @@
 //! (a 4-shard keyspace against one plain database holding the same rows), sequences, DDL,
 //! metadata and refusals.
 
-use integration_tests::{errno, rows, TestCluster};
+use integration_tests::{errno, hash_shard, rows, TestCluster};
 use mysql_async::prelude::*;
 use mysql_async::Conn;
 use shardgate_topology::vindex::{SqlValue, Vindex};
-use shardgate_topology::KeyRange;
 use std::collections::BTreeMap;
-
-fn hash_shard(id: i64, shards: &[String]) -> String {
-    let v = Vindex::from_spec("hash", "hash", &BTreeMap::new(), "").unwrap();
-    let ksid = v.map(&SqlValue::Int(id)).unwrap().unwrap();
-    shards
-        .iter()
-        .find(|s| KeyRange::parse(s).unwrap().contains(ksid.as_bytes()))
-        .unwrap()
-        .clone()
-}
 
 async fn com_select(conn: &mut Conn) -> u64 {
     let r: Option<(String, u64)> = conn

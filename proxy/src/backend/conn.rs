@@ -88,6 +88,8 @@ pub struct BackendConn {
     /// Statements prepared on this connection, by text (see `stmt.rs`).
     pub(crate) statements:
         std::collections::HashMap<std::sync::Arc<str>, super::stmt::BackendStatement>,
+    /// Counts this connection against its shard's limit while it exists (see `pool.rs`).
+    pub(crate) open_token: Option<super::pool::OpenToken>,
 }
 
 impl BackendConn {
@@ -191,6 +193,7 @@ impl BackendConn {
             options_key: 0,
             signature: 0,
             statements: Default::default(),
+            open_token: None,
         })
     }
 

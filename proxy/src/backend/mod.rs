@@ -28,6 +28,8 @@ pub struct PoolKey {
 pub struct Backends {
     config: BackendConfig,
     pools: Mutex<HashMap<PoolKey, Arc<Pool>>>,
+    /// Connection budgets, by (address, database).
+    limits: Mutex<HashMap<(String, String), Arc<pool::ShardLimit>>>,
     version: Mutex<Option<String>>,
 }
 
@@ -36,6 +38,7 @@ impl Backends {
         Backends {
             config,
             pools: Mutex::new(HashMap::new()),
+            limits: Mutex::new(HashMap::new()),
             version: Mutex::new(None),
         }
     }
@@ -61,6 +64,13 @@ impl Backends {
             extra_capabilities: key.capabilities,
             connect_timeout: Duration::from_millis(self.config.connect_timeout_ms),
         };
+        let limit = self
+            .limits
+            .lock()
+            .unwrap()
+            .entry((key.addr.clone(), key.database.clone()))
+            .or_insert_with(|| pool::ShardLimit::new(self.config.pool_size as usize))
+            .clone();
         let pool = Pool::new(
             options,
             PoolSettings {
@@ -71,6 +81,7 @@ impl Backends {
                 health_check_idle: Duration::from_millis(self.config.health_check_idle_ms),
                 max_idle: Duration::from_millis(self.config.max_idle_ms),
             },
+            limit,
         );
         pools.insert(key, pool.clone());
         pool
@@ -85,6 +96,7 @@ impl Backends {
             .flat_map(|k| k.shards.values())
             .map(|s| (s.primary.clone(), s.database.clone()))
             .collect();
+        self.limits.lock().unwrap().retain(|k, _| live.contains(k));
         let mut pools = self.pools.lock().unwrap();
         pools.retain(|k, p| {
             let keep = live.contains(&(k.addr.clone(), k.database.clone()));

@@ -1,7 +1,10 @@
 //! Per-backend connection pools.
 //!
-//! A [`Pool`] holds idle connections for one (address, database, credentials, settings)
-//! combination and caps how many exist at once with a semaphore. [`PooledConn`] gives the
+//! A [`Pool`] holds idle connections for one (address, database, credentials, connection
+//! options) combination. Every pool of one shard shares a [`ShardLimit`]: a semaphore caps
+//! the connections lent out, and a count of open connections (idle ones included) keeps
+//! the shard at `pool_size` connections in all: a pool that needs a new connection while
+//! the shard is at its limit closes an idle one of a sibling pool first. [`PooledConn`] gives the
 //! connection back when dropped, but only if it is clean (no unread response, no open
 //! transaction, not broken); anything else is closed, so a client that disconnects
 //! mid-query can never leak a half-read connection to the next borrower.
@@ -13,8 +16,8 @@
 use super::conn::{BackendConn, BackendError, ConnectOptions};
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -37,27 +40,99 @@ pub struct PoolStats {
     pub discarded: AtomicU64,
 }
 
+/// The connection budget of one shard, shared by its pools.
+pub struct ShardLimit {
+    max: usize,
+    permits: Arc<Semaphore>,
+    open: AtomicUsize,
+    pools: Mutex<Vec<Weak<Pool>>>,
+}
+
+impl ShardLimit {
+    pub fn new(max: usize) -> Arc<ShardLimit> {
+        let max = max.max(1);
+        Arc::new(ShardLimit {
+            max,
+            permits: Arc::new(Semaphore::new(max)),
+            open: AtomicUsize::new(0),
+            pools: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Open connections to the shard (lent out and idle).
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    /// Closes idle connections of any pool of the shard until a new one fits.
+    fn make_room(&self) {
+        while self.open() >= self.max {
+            let pools: Vec<Arc<Pool>> = self
+                .pools
+                .lock()
+                .unwrap()
+                .iter()
+                .filter_map(Weak::upgrade)
+                .collect();
+            let victim = pools.iter().find_map(|p| {
+                let mut idle = p.idle.lock().unwrap();
+                (!idle.is_empty()).then(|| idle.remove(0))
+            });
+            match victim {
+                Some(c) => spawn_quit(c),
+                // Nothing idle: the connections over the limit are being returned or
+                // closed right now.
+                None => return,
+            }
+        }
+    }
+}
+
+/// Held by each open connection; gives its place back to the shard when dropped.
+pub struct OpenToken(Arc<ShardLimit>);
+
+impl OpenToken {
+    fn new(limit: &Arc<ShardLimit>) -> OpenToken {
+        limit.open.fetch_add(1, Ordering::Relaxed);
+        OpenToken(limit.clone())
+    }
+}
+
+impl Drop for OpenToken {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Connections to one backend with one set of options.
 pub struct Pool {
     options: ConnectOptions,
     settings: PoolSettings,
     idle: Mutex<Vec<BackendConn>>,
-    permits: Arc<Semaphore>,
+    limit: Arc<ShardLimit>,
     retired: AtomicBool,
     pub stats: PoolStats,
 }
 
 impl Pool {
-    pub fn new(options: ConnectOptions, settings: PoolSettings) -> Arc<Pool> {
-        let max = settings.max_size.max(1);
-        Arc::new(Pool {
+    pub fn new(
+        options: ConnectOptions,
+        settings: PoolSettings,
+        limit: Arc<ShardLimit>,
+    ) -> Arc<Pool> {
+        let pool = Arc::new(Pool {
             options,
             settings,
             idle: Mutex::new(Vec::new()),
-            permits: Arc::new(Semaphore::new(max)),
+            limit,
             retired: AtomicBool::new(false),
             stats: PoolStats::default(),
-        })
+        });
+        let mut siblings = pool.limit.pools.lock().unwrap();
+        siblings.retain(|w| w.strong_count() > 0);
+        siblings.push(Arc::downgrade(&pool));
+        drop(siblings);
+        pool
     }
 
     pub fn options(&self) -> &ConnectOptions {
@@ -71,9 +146,14 @@ impl Pool {
         h.finish()
     }
 
-    /// Connections currently lent out.
+    /// Connections of the shard currently lent out (by any of its pools).
     pub fn in_use(&self) -> usize {
-        self.settings.max_size - self.permits.available_permits()
+        self.limit.max - self.limit.permits.available_permits()
+    }
+
+    /// Open connections of the shard (by any of its pools).
+    pub fn shard_open(&self) -> usize {
+        self.limit.open()
     }
 
     pub fn idle_count(&self) -> usize {
@@ -109,7 +189,7 @@ impl Pool {
     ) -> Result<PooledConn, BackendError> {
         let permit = tokio::time::timeout(
             self.settings.acquire_timeout,
-            self.permits.clone().acquire_owned(),
+            self.limit.permits.clone().acquire_owned(),
         )
         .await
         .map_err(|_| BackendError::PoolTimeout {
@@ -159,10 +239,13 @@ impl Pool {
     }
 
     async fn connect(&self) -> Result<BackendConn, BackendError> {
+        self.limit.make_room();
+        let token = OpenToken::new(&self.limit);
         match BackendConn::connect(&self.options).await {
             Ok(mut c) => {
                 self.stats.connects.fetch_add(1, Ordering::Relaxed);
                 c.options_key = self.options_key();
+                c.open_token = Some(token);
                 Ok(c)
             }
             Err(e) => {

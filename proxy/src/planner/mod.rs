@@ -22,7 +22,7 @@ pub mod values;
 
 use crate::error::ProxyError;
 use edit::{Edits, TextIndex};
-pub use plan::{Plan, Primitive, Query, Route, SessionOp, Target};
+pub use plan::{Plan, Primitive, Query, Route, SavepointAction, SessionOp, Target};
 use shardgate_topology::{Keyspace, Snapshot};
 use sqlparser::ast::{visit_expressions, Expr, Spanned, Statement};
 use sqlparser::dialect::MySqlDialect;
@@ -58,6 +58,9 @@ pub fn plan(sql: &str, ctx: &PlanContext) -> Result<Plan, ProxyError> {
         }
         "COMMIT" => Ok(Plan::Session(SessionOp::Commit)),
         "ROLLBACK" if w(1) != "TO" && w(2) != "TO" => Ok(Plan::Session(SessionOp::Rollback)),
+        "ROLLBACK" => savepoint(sql, SavepointAction::RollbackTo),
+        "SAVEPOINT" => savepoint(sql, SavepointAction::Set),
+        "RELEASE" if w(1) == "SAVEPOINT" => savepoint(sql, SavepointAction::Release),
         "SET" => set::parse_set(sql)
             .map(|a| Plan::Session(SessionOp::Set(a)))
             .map_err(ProxyError::Syntax),
@@ -102,6 +105,26 @@ pub fn plan(sql: &str, ctx: &PlanContext) -> Result<Plan, ProxyError> {
         }
         _ => plan_statement(sql, ctx),
     }
+}
+
+/// SAVEPOINT name, ROLLBACK [WORK] TO [SAVEPOINT] name, RELEASE SAVEPOINT name.
+fn savepoint(sql: &str, action: SavepointAction) -> Result<Plan, ProxyError> {
+    let code = sqltext::strip_comments(sql);
+    let name = code
+        .trim()
+        .trim_end_matches(';')
+        .split_whitespace()
+        .last()
+        .unwrap_or("")
+        .trim_matches('`');
+    if name.is_empty() || name.eq_ignore_ascii_case("SAVEPOINT") || name.eq_ignore_ascii_case("TO")
+    {
+        return Err(ProxyError::Syntax("a savepoint needs a name".into()));
+    }
+    Ok(Plan::Session(SessionOp::Savepoint {
+        name: name.to_string(),
+        action,
+    }))
 }
 
 fn plan_use(sql: &str, ctx: &PlanContext) -> Result<Plan, ProxyError> {

@@ -70,6 +70,20 @@ pub enum SessionOp {
     SqlDeallocate {
         name: String,
     },
+    /// SAVEPOINT / ROLLBACK TO / RELEASE SAVEPOINT, on every shard of the transaction.
+    Savepoint {
+        name: String,
+        action: SavepointAction,
+    },
+}
+
+/// What a savepoint statement does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SavepointAction {
+    Set,
+    RollbackTo,
+    Release,
 }
 
 /// Where an SQL-level PREPARE takes its statement text from.

@@ -77,6 +77,9 @@ pub struct Transaction {
     pub mode: TxMode,
     /// Global transaction id for XA branches (twopc).
     pub xid: String,
+    /// Savepoints set so far, oldest first (replayed on shards that join later, so a
+    /// ROLLBACK TO undoes their work too).
+    pub savepoints: Vec<String>,
 }
 
 /// What a statement does to the connections it ran on.
@@ -147,6 +150,14 @@ pub struct Connections {
     /// Pool and backend thread id of connections taken out for a multi-shard read (to
     /// KILL their queries if the statement is interrupted).
     pub taken: Vec<(std::sync::Arc<crate::backend::pool::Pool>, u32)>,
+}
+
+fn no_savepoint(name: &str) -> ProxyError {
+    ProxyError::Backend(crate::wire::ErrPacket::new(
+        1305,
+        "42000",
+        format!("SAVEPOINT {name} does not exist"),
+    ))
 }
 
 fn fingerprint(settings: &[String]) -> u64 {
@@ -234,15 +245,22 @@ impl Connections {
                         .await
                         .map_err(|e| ProxyError::from_backend(&h.label, e))?;
                 }
+                // A read-only transaction has nothing to commit atomically: no XA.
                 let begin = match (t.mode, t.read_only) {
-                    (TxMode::TwoPc, _) => format!("XA START '{}','{}'", t.xid, h.label),
                     (_, true) => "START TRANSACTION READ ONLY".to_string(),
+                    (TxMode::TwoPc, false) => format!("XA START '{}','{}'", t.xid, h.label),
                     (_, false) => "START TRANSACTION".to_string(),
                 };
                 h.conn
                     .execute(&begin)
                     .await
                     .map_err(|e| ProxyError::from_backend(&h.label, e))?;
+                for sp in &t.savepoints {
+                    h.conn
+                        .execute(&format!("SAVEPOINT `{}`", sp.replace('`', "``")))
+                        .await
+                        .map_err(|e| ProxyError::from_backend(&h.label, e))?;
+                }
                 h.in_txn = true;
             }
         }
@@ -421,7 +439,7 @@ impl Connections {
         let txn = self.txn.take();
         self.next_txn = None;
         if let Some(t) = &txn {
-            if t.mode == TxMode::TwoPc {
+            if t.mode == TxMode::TwoPc && !t.read_only {
                 let result = super::twopc::finish(ctx, &mut self.held, t, commit).await;
                 self.drop_unusable();
                 return result;
@@ -449,6 +467,53 @@ impl Connections {
             Some(e) => Err(e),
             None => Ok(()),
         }
+    }
+
+    /// SAVEPOINT / ROLLBACK TO / RELEASE SAVEPOINT on every shard of the transaction.
+    pub async fn savepoint(
+        &mut self,
+        name: &str,
+        action: crate::planner::plan::SavepointAction,
+    ) -> Result<(), ProxyError> {
+        use crate::planner::plan::SavepointAction;
+        let Some(t) = &mut self.txn else {
+            return match action {
+                // Outside a transaction a savepoint is set and forgotten at once.
+                SavepointAction::Set => Ok(()),
+                _ => Err(no_savepoint(name)),
+            };
+        };
+        let pos = t
+            .savepoints
+            .iter()
+            .position(|s| s.eq_ignore_ascii_case(name));
+        let quoted = format!("`{}`", name.replace('`', "``"));
+        let sql = match action {
+            SavepointAction::Set => {
+                if let Some(p) = pos {
+                    t.savepoints.remove(p);
+                }
+                t.savepoints.push(name.to_string());
+                format!("SAVEPOINT {quoted}")
+            }
+            SavepointAction::RollbackTo => {
+                let p = pos.ok_or_else(|| no_savepoint(name))?;
+                t.savepoints.truncate(p + 1);
+                format!("ROLLBACK TO SAVEPOINT {quoted}")
+            }
+            SavepointAction::Release => {
+                let p = pos.ok_or_else(|| no_savepoint(name))?;
+                t.savepoints.truncate(p);
+                format!("RELEASE SAVEPOINT {quoted}")
+            }
+        };
+        for h in self.held.iter_mut().filter(|h| h.in_txn) {
+            h.conn
+                .execute(&sql)
+                .await
+                .map_err(|e| ProxyError::from_backend(&h.label, e))?;
+        }
+        Ok(())
     }
 
     /// Rolls back and returns every connection (client gone or COM_RESET_CONNECTION).

@@ -102,6 +102,15 @@ impl Session {
                 }
                 None => Err(unknown_prepared(name, "DEALLOCATE PREPARE")),
             },
+            SessionOp::Savepoint { name, action } => {
+                if !self.autocommit && self.conns.txn.is_none() {
+                    self.begin_transaction(false);
+                }
+                self.conns
+                    .savepoint(name, *action)
+                    .await
+                    .map(|()| self.ok(out, more))
+            }
             SessionOp::Explain(plan) => {
                 let text = explain_text(plan);
                 let rows: Vec<Vec<Option<String>>> =
@@ -185,6 +194,7 @@ impl Session {
             read_only,
             mode: self.tx_mode,
             xid,
+            savepoints: Vec::new(),
         });
     }
 

@@ -83,6 +83,8 @@ impl Session {
         ) {
             Ok(p) => p,
             Err(e) => {
+                // The statement ran nowhere: warnings of the previous one are gone too.
+                self.conns.begin_statement(false);
                 self.error(out, &e);
                 return Ok(Flow::Stop);
             }

@@ -19,6 +19,16 @@ use crate::error::ProxyError;
 use shardgate_topology::store::{Expect, Write};
 use std::collections::BTreeMap;
 
+/// Crash tests: `SG_FAILPOINT=twopc-after-prepare` (or `twopc-after-decision`)
+/// makes the proxy abort at that step of a commit, as a crash would.
+fn failpoint(name: &str) {
+    static ARMED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    if ARMED.get_or_init(|| std::env::var("SG_FAILPOINT").unwrap_or_default()) == name {
+        tracing::error!(failpoint = name, "failpoint reached: aborting");
+        std::process::abort();
+    }
+}
+
 /// The etcd key of a commit decision.
 pub fn decision_key(gtrid: &str) -> String {
     format!("twopc/{gtrid}")
@@ -111,6 +121,7 @@ pub async fn finish(
             }
         }
     }
+    failpoint("twopc-after-prepare");
     let decision = match failure {
         None => record_decision(ctx, t, &parts).await,
         Some(e) => Err(e),
@@ -126,6 +137,7 @@ pub async fn finish(
         }
         return Err(e);
     }
+    failpoint("twopc-after-decision");
     // Point of no return: the decision is durable. Commit every branch; one that fails
     // now is committed by recovery later.
     let mut all = true;
