@@ -101,6 +101,62 @@ impl Drop for TestCluster {
     }
 }
 
+impl TestCluster {
+    /// Runs sysbench `oltp_read_write` (2 tables of 2,000 rows) through the first proxy
+    /// against database `db`; returns (success, output).
+    pub fn sysbench(&self, db: &str, cmd: &str, extra: &[&str]) -> (bool, String) {
+        let (host, port) = self
+            .proxy_addr()
+            .rsplit_once(':')
+            .map(|(h, p)| (h.to_string(), p.to_string()))
+            .unwrap();
+        let mut args = vec![
+            "oltp_read_write".to_string(),
+            "--db-driver=mysql".into(),
+            format!("--mysql-host={host}"),
+            format!("--mysql-port={port}"),
+            "--mysql-user=root".into(),
+            format!("--mysql-db={db}"),
+            "--tables=2".into(),
+            "--table-size=2000".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args.push(cmd.into());
+        let out = std::process::Command::new("sysbench")
+            .args(&args)
+            .output()
+            .expect("sysbench installed");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    }
+}
+
+/// Checks a sysbench run: it succeeded, ran transactions, and the only errors it met
+/// were the few deadlocks and lock waits MariaDB reports under this contention with or
+/// without a proxy (sysbench retries those; anything else fails the run).
+pub fn check_sysbench_run(ok: bool, out: &str, mode: &str) -> u64 {
+    assert!(ok, "{out}");
+    assert!(!out.contains("FATAL"), "{out}");
+    let tx: u64 = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("transactions:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(tx > 10, "too few transactions ({mode}): {out}");
+    let ignored: u64 = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("ignored errors:"))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(u64::MAX);
+    assert!(ignored * 20 < tx, "too many deadlocks ({mode}): {out}");
+    tx
+}
+
 /// The shard (of `shards`) holding `id` under the `hash` vindex.
 pub fn hash_shard(id: i64, shards: &[String]) -> String {
     use shardgate_topology::vindex::{SqlValue, Vindex};
