@@ -65,6 +65,8 @@ pub enum ProxyError {
     WrongVariableValue { name: String, value: String },
     #[error("Unknown thread id: {0}")]
     UnknownThread(u64),
+    #[error("XA_RBROLLBACK: Transaction branch was rolled back: {shard} failed mid-transaction, so the whole transaction was rolled back")]
+    TransactionLost { shard: String },
 }
 
 impl ProxyError {
@@ -96,6 +98,7 @@ impl ProxyError {
             ProxyError::UnknownVariable(_) => (1193, "HY000"),
             ProxyError::WrongVariableValue { .. } => (1231, "42000"),
             ProxyError::UnknownThread(_) => (1094, "HY000"),
+            ProxyError::TransactionLost { .. } => (1402, "XA100"),
         }
     }
 

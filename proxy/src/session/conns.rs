@@ -147,6 +147,9 @@ pub struct Connections {
     checked_revision: i64,
     /// Counts statements (to know which connections the current one used).
     seq: u64,
+    /// A shard whose connection failed while in the transaction: the transaction can
+    /// only roll back now.
+    pub lost: Option<String>,
     /// Pool and backend thread id of connections taken out for a multi-shard read (to
     /// KILL their queries if the statement is interrupted).
     pub taken: Vec<(std::sync::Arc<crate::backend::pool::Pool>, u32)>,
@@ -182,6 +185,7 @@ impl Connections {
             txn: None,
             checked_revision: 0,
             seq: 0,
+            lost: None,
             taken: Vec::new(),
         }
     }
@@ -194,6 +198,11 @@ impl Connections {
         keyspace: &str,
         shard: &Shard,
     ) -> Result<&mut Held, ProxyError> {
+        if let Some(shard) = &self.lost {
+            return Err(ProxyError::TransactionLost {
+                shard: shard.clone(),
+            });
+        }
         // The hot path (connection already held) allocates nothing.
         let found = self.held.iter().position(|h| {
             h.key.0 == shard.primary && h.key.1 == shard.database && !h.conn.is_broken()
@@ -212,7 +221,7 @@ impl Connections {
                         }
                     }
                 }
-                self.held.retain(|h| h.key != key);
+                self.drop_held(|h| h.key != key);
                 let pool = ctx.backends.pool(shard, self.charset, self.capabilities);
                 let conn = pool
                     .get_with(self.signature, &self.settings)
@@ -290,9 +299,8 @@ impl Connections {
     pub fn give_back(&mut self, h: Held) {
         let id = h.conn.thread_id;
         self.taken.retain(|(_, t)| *t != id);
-        if !h.conn.is_broken() && !h.conn.is_pending() {
-            self.held.push(h);
-        }
+        self.held.push(h);
+        self.drop_unusable();
     }
 
     /// Marks the start of a statement. Connections kept only for the previous statement's
@@ -328,8 +336,23 @@ impl Connections {
         self.held.retain(|h| {
             h.in_txn || h.pinned || h.hold || h.conn.in_transaction() || h.conn.is_broken()
         });
-        self.held
-            .retain(|h| !h.conn.is_broken() && !h.conn.is_pending());
+        self.drop_unusable();
+    }
+
+    /// Drops the held connections `keep` rejects; losing one that is in the transaction
+    /// dooms the transaction.
+    fn drop_held(&mut self, mut keep: impl FnMut(&Held) -> bool) {
+        let mut lost = None;
+        self.held.retain(|h| {
+            let k = keep(h);
+            if !k && h.in_txn {
+                lost.get_or_insert_with(|| h.label.clone());
+            }
+            k
+        });
+        if self.txn.is_some() && self.lost.is_none() {
+            self.lost = lost;
+        }
     }
 
     /// The connection kept for the previous statement's warnings, if any.
@@ -383,8 +406,7 @@ impl Connections {
 
     /// Drops connections that are broken or were left with unread results.
     pub fn drop_unusable(&mut self) {
-        self.held
-            .retain(|h| !h.conn.is_broken() && !h.conn.is_pending());
+        self.drop_held(|h| !h.conn.is_broken() && !h.conn.is_pending());
     }
 
     /// Whether any backend has an open transaction (explicit or autocommit=0).
@@ -436,6 +458,15 @@ impl Connections {
     /// Ends the transaction on every backend that has one (multi, single), in order.
     /// Returns the first error; backends after a failed COMMIT are rolled back.
     pub async fn finish(&mut self, ctx: &Context, commit: bool) -> Result<(), ProxyError> {
+        if let Some(shard) = self.lost.take() {
+            // A participant is gone: nothing may commit.
+            let _ = Box::pin(self.finish(ctx, false)).await;
+            return if commit {
+                Err(ProxyError::TransactionLost { shard })
+            } else {
+                Ok(())
+            };
+        }
         let txn = self.txn.take();
         self.next_txn = None;
         if let Some(t) = &txn {

@@ -13,6 +13,9 @@ use crate::wire::params::Execute;
 use crate::wire::{HandlerResult, PacketError, Responder};
 use bytes::Bytes;
 
+/// MySQL's "Deadlock found when trying to get lock; try restarting transaction".
+const ER_LOCK_DEADLOCK: u16 = 1213;
+
 /// Whether a batch goes on after a statement.
 pub(super) enum Flow {
     Continue,
@@ -175,7 +178,8 @@ impl Session {
                     }
                 }
                 let warnings = summary.warnings > 0 || summary.error.is_some();
-                if summary.error.is_some() {
+                if let Some(err) = &summary.error {
+                    self.after_backend_error(err.code).await;
                     self.ctx
                         .metrics
                         .query_errors_total
@@ -200,6 +204,9 @@ impl Session {
                 Flow::Continue
             }
             Err(ExecError::Proxy(e)) => {
+                if let ProxyError::Backend(p) = &e {
+                    self.after_backend_error(p.code).await;
+                }
                 self.conns.end_statement(PinEffect::default(), false);
                 self.error(out, &e);
                 Flow::Stop
@@ -214,6 +221,14 @@ impl Session {
             }
         };
         Ok(flow)
+    }
+
+    /// A deadlock rolled the shard's part of the transaction back; as in MySQL the whole
+    /// transaction is gone, so the other shards roll back too.
+    async fn after_backend_error(&mut self, code: u16) {
+        if code == ER_LOCK_DEADLOCK && self.conns.txn.is_some() {
+            let _ = self.conns.finish(&self.ctx, false).await;
+        }
     }
 
     /// FOUND_ROWS() after a `SELECT SQL_CALC_FOUND_ROWS`: the sum of what each shard the
