@@ -206,19 +206,42 @@ def main():
             sysbench("oltp_read_write", "127.0.0.1", pport, "customer", args, "prepare")
             targets = [("unsharded", "127.0.0.1", pport, "commerce", proxy_pid),
                        ("2 shards", "127.0.0.1", pport, "customer", proxy_pid),
-                       ("haproxy", "127.0.0.1", hport, "commerce", haproxy.pid)]
+                       ("haproxy", "127.0.0.1", hport, "commerce", haproxy.pid),
+                       ("direct", chost, int(cport), "commerce", None)]
             if "foundation" not in suites:
                 sysbench("oltp_read_write", chost, int(cport), "commerce", args, "prepare")
             for test in args.tests.split(","):
                 for r in range(args.rounds):
                     order = targets if r % 2 == 0 else list(reversed(targets))
                     for name, host, port, db, pid in order:
-                        t0 = cpu_ticks(pid)
+                        t0 = cpu_ticks(pid) if pid else 0
                         q, p, e = sysbench(test, host, port, db, args)
-                        cpu = (cpu_ticks(pid) - t0) * 10000.0 / (q * args.time)
+                        cpu = (cpu_ticks(pid) - t0) * 10000.0 / (q * args.time) if pid else 0.0
                         results.setdefault(("sharded", test, name), []).append((q, p, e, cpu))
                         print(f"  {test:18} {name:10} round {r+1}: {q:10.0f} qps  p95 {p:6.2f} ms  errors {e}"
-                              f"  proxy CPU {cpu:5.1f} us/query", flush=True)
+                              + (f"  proxy CPU {cpu:5.1f} us/query" if pid else ""), flush=True)
+        if "twopc" in suites:
+            # Cross-shard write transactions: the cost of atomic commit (XA PREPARE on each
+            # shard, a decision in etcd, XA COMMIT) against best-effort ordered commit.
+            if "sharded" not in suites:
+                sysbench("oltp_read_write", "127.0.0.1", pport, "customer", args, "prepare")
+            script = os.path.join(ROOT, "bench/xshard_tx.lua")
+            for r in range(args.rounds):
+                for mode in (["multi", "twopc"] if r % 2 == 0 else ["twopc", "multi"]):
+                    out = subprocess.run(
+                        ["sysbench", script, "--db-driver=mysql", "--mysql-host=127.0.0.1",
+                         f"--mysql-port={pport}", "--mysql-user=root", "--mysql-db=customer",
+                         f"--table-size={args.table_size}", f"--tx-mode={mode}",
+                         f"--threads={args.threads}", f"--time={args.time}", "--percentile=95", "run"],
+                        capture_output=True, text=True)
+                    if out.returncode != 0:
+                        raise RuntimeError(f"xshard_tx {mode} failed:\n{out.stdout}\n{out.stderr}")
+                    tps = float(re.search(r"transactions:\s+\d+\s+\(([\d.]+) per sec", out.stdout).group(1))
+                    p95 = float(re.search(r"95th percentile:\s+([\d.]+)", out.stdout).group(1))
+                    errors = int(re.search(r"ignored errors:\s+(\d+)", out.stdout).group(1))
+                    results.setdefault(("twopc", mode), []).append((tps, p95, errors))
+                    print(f"  cross-shard tx     {mode:10} round {r+1}: {tps:10.0f} tx/s  p95 {p95:6.2f} ms  errors {errors}",
+                          flush=True)
         if "bigmerge" in suites:
             results["bigmerge"] = big_merge(info, pport, proxy_pid, args)
         if "memory" in suites:
@@ -250,11 +273,11 @@ def main():
             c = f"{cpu:.1f}" if cpu else "-"
             print(f"| {test} | {name} | {q:.0f} | {p:.2f} | {e} | {c} | {vh:.2f}x | {vd:.2f}x |")
     if any(k[0] == "sharded" for k in results if isinstance(k, tuple)):
-        print("\n| workload | keyspace | QPS (median) | p95 ms (median) | errors | proxy CPU us/query | vs unsharded | vs HAProxy |")
+        print("\n| workload | target | QPS (median) | p95 ms (median) | errors | proxy CPU us/query | vs unsharded | vs HAProxy |")
         print("|---|---|---:|---:|---:|---:|---:|---:|")
         for test in args.tests.split(","):
             med = {}
-            for name in ["unsharded", "2 shards", "haproxy"]:
+            for name in ["unsharded", "2 shards", "haproxy", "direct"]:
                 runs = results.get(("sharded", test, name))
                 if runs:
                     med[name] = (statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs),
@@ -262,7 +285,17 @@ def main():
             for name, (q, p, e, cpu) in med.items():
                 vu = q / med["unsharded"][0] if "unsharded" in med else 0
                 vh = q / med["haproxy"][0] if "haproxy" in med else 0
-                print(f"| {test} | {name} | {q:.0f} | {p:.2f} | {e} | {cpu:.1f} | {vu:.2f}x | {vh:.2f}x |")
+                c = f"{cpu:.1f}" if cpu else "-"
+                print(f"| {test} | {name} | {q:.0f} | {p:.2f} | {e} | {c} | {vu:.2f}x | {vh:.2f}x |")
+    if ("twopc", "multi") in results:
+        print("\n| cross-shard write transaction (4 rows) | tx/s (median) | p95 ms (median) | errors | vs multi |")
+        print("|---|---:|---:|---:|---:|")
+        base = statistics.median(r[0] for r in results[("twopc", "multi")])
+        for mode in ["multi", "twopc"]:
+            runs = results[("twopc", mode)]
+            t = statistics.median(r[0] for r in runs)
+            p = statistics.median(r[1] for r in runs)
+            print(f"| {mode} | {t:.0f} | {p:.2f} | {sum(r[2] for r in runs)} | {t / base:.2f}x |")
     if "bigmerge" in results:
         b = results["bigmerge"]
         print(f"\nscatter merge over {b['rows']:,} rows in 2 shards: proxy RSS {b['before']/1024:.1f} MiB before; "

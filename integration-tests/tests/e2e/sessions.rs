@@ -260,10 +260,14 @@ async fn transactions_in_every_mode() {
     conn.query_drop("ROLLBACK").await.unwrap();
 
     // A shard connection lost mid-transaction: the transaction can only roll back.
-    conn.query_drop(format!("DELETE FROM customer WHERE customer_id IN ({a}, {b})"))
+    conn.query_drop(format!(
+        "DELETE FROM customer WHERE customer_id IN ({a}, {b})"
+    ))
+    .await
+    .unwrap();
+    conn.query_drop("SET transaction_mode = 'multi'")
         .await
         .unwrap();
-    conn.query_drop("SET transaction_mode = 'multi'").await.unwrap();
     conn.query_drop("BEGIN").await.unwrap();
     conn.query_drop(insert(a)).await.unwrap();
     conn.query_drop(insert(b)).await.unwrap();
@@ -276,20 +280,27 @@ async fn transactions_in_every_mode() {
         .await
         .unwrap();
     let e = conn
-        .query_drop(format!("UPDATE customer SET name = 'x' WHERE customer_id = {b}"))
+        .query_drop(format!(
+            "UPDATE customer SET name = 'x' WHERE customer_id = {b}"
+        ))
         .await
         .unwrap_err();
     assert!(matches!(errno(&e), Some(2013) | Some(1402)), "{e}");
     let e = conn.query_drop("COMMIT").await.unwrap_err();
     assert_eq!(errno(&e), Some(1402), "{e}");
-    assert!(!exists(a).await && !exists(b).await, "nothing of a doomed transaction commits");
+    assert!(
+        !exists(a).await && !exists(b).await,
+        "nothing of a doomed transaction commits"
+    );
 
     // A deadlock on one shard rolls back the whole multi-shard transaction, as in MySQL.
     let (a2, _) = c.ids_on_two_shards(a + 1);
     let a2 = if integration_tests::hash_shard(a2, &shards) == sa {
         a2
     } else {
-        (a2..).find(|i| integration_tests::hash_shard(*i, &shards) == sa).unwrap()
+        (a2..)
+            .find(|i| integration_tests::hash_shard(*i, &shards) == sa)
+            .unwrap()
     };
     conn.query_drop(format!(
         "INSERT INTO customer (customer_id, name) VALUES ({a}, 'd1'), ({a2}, 'd2')"
@@ -298,23 +309,31 @@ async fn transactions_in_every_mode() {
     .unwrap();
     let mut s1 = c.conn("customer").await;
     s1.query_drop("BEGIN").await.unwrap();
-    s1.query_drop(format!("UPDATE customer SET name = 's1' WHERE customer_id = {a}"))
-        .await
-        .unwrap();
+    s1.query_drop(format!(
+        "UPDATE customer SET name = 's1' WHERE customer_id = {a}"
+    ))
+    .await
+    .unwrap();
     conn.query_drop("BEGIN").await.unwrap();
     conn.query_drop(insert(b)).await.unwrap();
-    conn.query_drop(format!("UPDATE customer SET name = 's2' WHERE customer_id = {a2}"))
-        .await
-        .unwrap();
+    conn.query_drop(format!(
+        "UPDATE customer SET name = 's2' WHERE customer_id = {a2}"
+    ))
+    .await
+    .unwrap();
     let blocked = tokio::spawn(async move {
         let r = s1
-            .query_drop(format!("UPDATE customer SET name = 's1' WHERE customer_id = {a2}"))
+            .query_drop(format!(
+                "UPDATE customer SET name = 's1' WHERE customer_id = {a2}"
+            ))
             .await;
         (s1, r)
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
     let r1 = conn
-        .query_drop(format!("UPDATE customer SET name = 's2' WHERE customer_id = {a}"))
+        .query_drop(format!(
+            "UPDATE customer SET name = 's2' WHERE customer_id = {a}"
+        ))
         .await;
     let (mut s1, r2) = blocked.await.unwrap();
     let deadlocked = [&r1, &r2]
@@ -325,7 +344,10 @@ async fn transactions_in_every_mode() {
     if r1.is_err() {
         // Our session was the victim: its insert on the other shard is gone too.
         conn.query_drop("COMMIT").await.unwrap();
-        assert!(!exists(b).await, "the other shard rolled back with the deadlock");
+        assert!(
+            !exists(b).await,
+            "the other shard rolled back with the deadlock"
+        );
         s1.query_drop("COMMIT").await.unwrap();
     } else {
         s1.query_drop("ROLLBACK").await.unwrap();
