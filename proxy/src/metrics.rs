@@ -22,6 +22,10 @@ pub struct Metrics {
     pub topology_etcd_errors_total: IntCounter,
     pub topology_stale: IntGauge,
     pub backend_connect_errors_total: IntCounter,
+    /// Writes held by a resharding cutover's write buffer.
+    pub writes_buffered_total: IntCounter,
+    /// The longest a write was held by a cutover, in milliseconds.
+    pub write_buffer_max_ms: IntGauge,
 }
 
 impl Metrics {
@@ -84,6 +88,14 @@ impl Metrics {
             backend_connect_errors_total: counter(
                 "backend_connect_errors_total",
                 "Failed backend connection attempts.",
+            ),
+            writes_buffered_total: counter(
+                "writes_buffered_total",
+                "Writes held by a resharding cutover's write buffer.",
+            ),
+            write_buffer_max_ms: gauge(
+                "write_buffer_max_ms",
+                "The longest a write was held by a resharding cutover, in milliseconds.",
             ),
             registry,
         }

@@ -154,6 +154,8 @@ pub enum KeyPath {
     Routing(String),
     Proxy(String),
     Workflow(String),
+    /// The lease-backed lock a resharding controller holds while it drives a workflow.
+    WorkflowLock(String),
     /// A two-phase-commit decision (written by proxies; not part of the routing model).
     TwoPc(String),
 }
@@ -184,6 +186,7 @@ impl KeyPath {
             ["keyspaces", ks, "shards", shard] => Ok(KeyPath::Shard(name(ks)?, shard.to_string())),
             ["proxies", id] => Ok(KeyPath::Proxy(id.to_string())),
             ["workflows", w] => Ok(KeyPath::Workflow(name(w)?)),
+            ["workflows", w, "lock"] => Ok(KeyPath::WorkflowLock(name(w)?)),
             ["twopc", g] => Ok(KeyPath::TwoPc(g.to_string())),
             _ => Err("unknown key (expected keyspaces/<ks>, keyspaces/<ks>/shards/<shard>, keyspaces/<ks>/routing, proxies/<id> or workflows/<name>)".to_string()),
         }
@@ -197,6 +200,7 @@ impl KeyPath {
             KeyPath::Routing(k) => format!("keyspaces/{k}/routing"),
             KeyPath::Proxy(p) => format!("proxies/{p}"),
             KeyPath::Workflow(w) => format!("workflows/{w}"),
+            KeyPath::WorkflowLock(w) => format!("workflows/{w}/lock"),
             KeyPath::TwoPc(g) => format!("twopc/{g}"),
         }
     }
@@ -271,7 +275,7 @@ impl Snapshot {
                         snapshot.workflows.insert(w, d);
                     }
                 }
-                KeyPath::TwoPc(_) => {}
+                KeyPath::TwoPc(_) | KeyPath::WorkflowLock(_) => {}
             }
         }
         for ks in shard_docs.keys().chain(routing_docs.keys()) {

@@ -2,6 +2,7 @@
 //! and backend connections. [`Session`] implements the wire layer's [`Handler`]; each
 //! command is handled in the submodule named after it.
 
+mod buffer;
 pub mod conns;
 mod interrupt;
 mod ops;

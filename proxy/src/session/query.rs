@@ -108,6 +108,19 @@ impl Session {
         more: bool,
         params: Option<&Execute>,
     ) -> Result<Flow, PacketError> {
+        let held;
+        let (plan, snapshot) = match self.hold_for_cutover(plan, sql, snapshot).await {
+            None => (plan, snapshot),
+            Some(Ok((p, s))) => {
+                held = (p, s);
+                (&*held.0, &*held.1)
+            }
+            Some(Err(e)) => {
+                self.conns.begin_statement(false);
+                self.error(out, &e);
+                return Ok(Flow::Stop);
+            }
+        };
         self.conns.prune(snapshot).await;
         let p = match plan {
             Plan::Session(SessionOp::SqlExecute { name, using }) => {

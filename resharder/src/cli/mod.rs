@@ -1,6 +1,7 @@
 //! The `shardctl` command line.
 
 mod cluster;
+mod reshard;
 mod target;
 mod topo;
 
@@ -83,6 +84,11 @@ pub enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Online resharding: split or merge shards while the application runs.
+    Reshard {
+        #[command(subcommand)]
+        command: reshard::ReshardCommand,
     },
 }
 
@@ -198,5 +204,6 @@ pub async fn run(cli: Cli) -> Result<()> {
             command: RoutingCommand::Set { keyspace, serving },
         } => topo::routing_set(&cli, keyspace, serving).await,
         Command::Proxies { json } => topo::proxies(&cli, *json).await,
+        Command::Reshard { command } => reshard::run(&cli, command).await,
     }
 }

@@ -189,6 +189,22 @@ impl ClusterInfo {
         Ok(p)
     }
 
+    /// Starts one more private MariaDB (e.g. for a resharding target) and records it.
+    pub async fn add_instance(&mut self, name: &str) -> Result<MariaDb> {
+        if let Some(m) = self.instance(name) {
+            if process::alive(m.pid) {
+                return Ok(m.clone());
+            }
+        }
+        tokio::task::spawn_blocking(mariadb::template).await??;
+        let datadir = self.dir.join("mysql").join(name);
+        let m = mariadb::start(name, &datadir, free_port()?).await?;
+        self.mariadb.retain(|x| x.name != name);
+        self.mariadb.push(m.clone());
+        self.save()?;
+        Ok(m)
+    }
+
     /// Stops everything: proxies, then MariaDB, then etcd.
     pub fn stop_all(&self) {
         for p in &self.proxies {

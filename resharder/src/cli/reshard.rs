@@ -1,0 +1,460 @@
+//! `shardctl reshard`: start, watch and steer resharding workflows.
+
+use super::{target, Cli};
+use crate::local::{ClusterInfo, ShardInfo};
+use crate::reshard::db::{Credentials, ShardConn};
+use crate::reshard::setup::{self, Request};
+use crate::reshard::workflow::{self, now_ms, Options, Phase, WorkflowDoc};
+use crate::reshard::{cutover, finish, verify, Controller};
+use anyhow::{anyhow, Result};
+use clap::{Args, Subcommand};
+use shardgate_topology::docs::{ShardDoc, ShardState};
+use shardgate_topology::store::{Expect, Write};
+use shardgate_topology::{KeyRange, Store};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Subcommand, Debug)]
+pub enum ReshardCommand {
+    /// Start a workflow: schema copy, change capture, backfill (then stop at Backfilled).
+    Start(StartArgs),
+    /// Every step in order: start, backfill, verify, cutover, complete.
+    Run(StartArgs),
+    /// Show a workflow's phase, copy progress, rate, verify and cutover results.
+    Status {
+        #[command(flatten)]
+        wf: WorkflowArg,
+        /// Refresh every second until the workflow finishes.
+        #[arg(long)]
+        watch: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compare sources and targets chunk by chunk; re-copy what differs.
+    Verify(WorkflowArg),
+    /// Move serving to the targets (writes held briefly).
+    Cutover(WorkflowArg),
+    /// After cutover: move serving back to the sources.
+    Rollback(WorkflowArg),
+    /// After cutover: end the workflow and retire the sources.
+    Complete {
+        #[command(flatten)]
+        wf: WorkflowArg,
+        /// Also delete the moved rows from the sources (throttled chunks).
+        #[arg(long)]
+        delete_source_rows: bool,
+    },
+    /// Before cutover: stop the workflow and drop the targets' copies.
+    Abort(WorkflowArg),
+    /// Continue a workflow whose controller stopped (or was killed).
+    Resume(WorkflowArg),
+    /// List workflows.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct WorkflowArg {
+    /// The keyspace (its workflow has the keyspace's name unless --workflow says otherwise).
+    #[arg(long)]
+    pub keyspace: Option<String>,
+    /// The workflow name.
+    #[arg(long)]
+    pub workflow: Option<String>,
+}
+
+impl WorkflowArg {
+    fn name(&self) -> Result<String> {
+        self.workflow
+            .clone()
+            .or_else(|| self.keyspace.clone())
+            .ok_or_else(|| anyhow!("name the workflow: --keyspace KS or --workflow NAME"))
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct StartArgs {
+    #[arg(long)]
+    pub keyspace: String,
+    /// Source shards, comma-separated (e.g. 80-).
+    #[arg(
+        long,
+        required = true,
+        allow_hyphen_values = true,
+        value_delimiter = ','
+    )]
+    pub from: Vec<String>,
+    /// Target shards, comma-separated (e.g. 80-c0,c0-).
+    #[arg(
+        long,
+        required = true,
+        allow_hyphen_values = true,
+        value_delimiter = ','
+    )]
+    pub to: Vec<String>,
+    /// Backend of a target shard not registered yet: SHARD=HOST:PORT[/DATABASE]. Under a
+    /// local cluster, targets without one get new local MariaDB instances.
+    #[arg(long = "target", allow_hyphen_values = true)]
+    pub targets: Vec<String>,
+    /// Workflow name (default: the keyspace).
+    #[arg(long)]
+    pub workflow: Option<String>,
+    /// Rows per copy chunk.
+    #[arg(long, default_value_t = 1000)]
+    pub chunk_rows: u64,
+    /// Copy rate limit in rows/s (0: none; the copy still backs off under load).
+    #[arg(long, default_value_t = 0)]
+    pub max_rows_per_s: u64,
+    /// Longest writes are held at cutover, in ms.
+    #[arg(long, default_value_t = 3000)]
+    pub buffer_max_ms: u64,
+    /// At complete, delete the moved rows from the sources.
+    #[arg(long)]
+    pub delete_source_rows: bool,
+}
+
+/// Backend credentials: --config's [backend] user/password, else SHARDGATE_BACKEND_USER /
+/// SHARDGATE_BACKEND_PASSWORD, else root with an empty password (local clusters).
+fn credentials(cli: &Cli) -> Result<Credentials> {
+    if let Some(path) = &cli.config {
+        let cfg = shardgate_config::Config::load(Some(path), std::env::vars(), &[])
+            .map_err(|e| anyhow!("{e}"))?;
+        return Ok(Credentials {
+            user: cfg.backend.user,
+            password: cfg.backend.password,
+        });
+    }
+    Ok(Credentials {
+        user: std::env::var("SHARDGATE_BACKEND_USER").unwrap_or_else(|_| "root".into()),
+        password: std::env::var("SHARDGATE_BACKEND_PASSWORD").unwrap_or_default(),
+    })
+}
+
+pub async fn run(cli: &Cli, cmd: &ReshardCommand) -> Result<()> {
+    let store = target::store(cli).await?;
+    let creds = credentials(cli)?;
+    match cmd {
+        ReshardCommand::Start(a) => start(cli, &store, &creds, a, Phase::Backfilled).await,
+        ReshardCommand::Run(a) => start(cli, &store, &creds, a, Phase::Complete).await,
+        ReshardCommand::Status { wf, watch, json } => {
+            status(&store, &creds, &wf.name()?, *watch, *json).await
+        }
+        ReshardCommand::List { json } => list(&store, *json).await,
+        ReshardCommand::Verify(wf) => step(&store, &creds, wf, |c| Box::pin(verify::run(c))).await,
+        ReshardCommand::Cutover(wf) => {
+            step(&store, &creds, wf, |c| Box::pin(cutover::run(c, 3))).await
+        }
+        ReshardCommand::Rollback(wf) => {
+            step(&store, &creds, wf, |c| Box::pin(cutover::rollback(c))).await
+        }
+        ReshardCommand::Complete {
+            wf,
+            delete_source_rows,
+        } => {
+            let delete = *delete_source_rows;
+            step(&store, &creds, wf, move |c| {
+                if delete {
+                    c.wf.doc.options.delete_source_rows = true;
+                }
+                Box::pin(finish::complete(c))
+            })
+            .await
+        }
+        ReshardCommand::Abort(wf) => step(&store, &creds, wf, |c| Box::pin(finish::abort(c))).await,
+        ReshardCommand::Resume(wf) => {
+            step(&store, &creds, wf, |c| {
+                let goal = c.wf.doc.goal;
+                Box::pin(c.drive(goal))
+            })
+            .await
+        }
+    }
+}
+
+type StepFuture<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + 'a>>;
+
+/// Opens the workflow (taking its lock), runs one step, prints where it stands.
+async fn step(
+    store: &Store,
+    creds: &Credentials,
+    wf: &WorkflowArg,
+    f: impl for<'a> FnOnce(&'a mut Controller) -> StepFuture<'a>,
+) -> Result<()> {
+    let name = wf.name()?;
+    let mut c = Controller::open(store, &name, creds).await?;
+    let r = f(&mut c).await;
+    println!(
+        "{}: {:?} - {}",
+        c.wf.doc.name, c.wf.doc.phase, c.wf.doc.message
+    );
+    c.close().await;
+    r
+}
+
+async fn start(
+    cli: &Cli,
+    store: &Store,
+    creds: &Credentials,
+    a: &StartArgs,
+    goal: Phase,
+) -> Result<()> {
+    let name = a.workflow.clone().unwrap_or_else(|| a.keyspace.clone());
+    register_targets(cli, store, a).await?;
+    let req = Request {
+        name: name.clone(),
+        keyspace: a.keyspace.clone(),
+        from: a.from.clone(),
+        to: a.to.clone(),
+        options: Options {
+            chunk_rows: a.chunk_rows.max(1),
+            max_rows_per_s: a.max_rows_per_s,
+            buffer_max_ms: a.buffer_max_ms,
+            delete_source_rows: a.delete_source_rows,
+        },
+        goal,
+    };
+    setup::create(store, &req, creds).await?;
+    println!(
+        "workflow {name}: {} -> {}",
+        a.from.join(","),
+        a.to.join(",")
+    );
+    let mut c = Controller::open(store, &name, creds).await?;
+    let r = c.drive(goal).await;
+    println!(
+        "{}: {:?} - {}",
+        c.wf.doc.name, c.wf.doc.phase, c.wf.doc.message
+    );
+    c.close().await;
+    r
+}
+
+/// Makes sure every target shard has a shard document (state `new`): from --target, or a
+/// new local MariaDB under a local cluster.
+async fn register_targets(cli: &Cli, store: &Store, a: &StartArgs) -> Result<()> {
+    let loaded = store.load().await.map_err(|e| anyhow!("{e}"))?;
+    let mut writes = Vec::new();
+    let mut local: Option<ClusterInfo> = None;
+    for shard in &a.to {
+        KeyRange::parse(shard).map_err(|e| anyhow!("target shard {shard:?}: {e}"))?;
+        let key = format!("keyspaces/{}/shards/{shard}", a.keyspace);
+        if loaded.get(&key).is_some() {
+            continue;
+        }
+        let given = a.targets.iter().find_map(|t| {
+            t.split_once('=')
+                .filter(|(s, _)| s == shard)
+                .map(|(_, b)| b.to_string())
+        });
+        let (primary, database) = match given {
+            Some(b) => match b.split_once('/') {
+                Some((addr, db)) => (addr.to_string(), db.to_string()),
+                None => (b, a.keyspace.clone()),
+            },
+            None => {
+                if local.is_none() {
+                    let dir = cli.dir.clone().unwrap_or_else(|| PathBuf::from(".cluster"));
+                    local = Some(ClusterInfo::load(&dir).map_err(|_| {
+                        anyhow!("target shard {shard} has no backend: pass --target {shard}=HOST:PORT[/DATABASE]")
+                    })?);
+                }
+                let info = local.as_mut().expect("loaded");
+                let instance = format!("{}{}", a.keyspace, shard.replace('-', "_"));
+                eprintln!("starting a local MariaDB for target shard {shard} ...");
+                let m = info.add_instance(&instance).await?;
+                info.shards
+                    .retain(|s| !(s.keyspace == a.keyspace && s.shard == *shard));
+                info.shards.push(ShardInfo {
+                    keyspace: a.keyspace.clone(),
+                    shard: shard.clone(),
+                    addr: m.addr(),
+                    database: a.keyspace.clone(),
+                    instance,
+                });
+                info.save()?;
+                (m.addr(), a.keyspace.clone())
+            }
+        };
+        writes.push(Write::Put {
+            key,
+            value: serde_json::to_vec_pretty(&ShardDoc {
+                primary,
+                database,
+                state: ShardState::New,
+            })?,
+            expect: Expect::Absent,
+        });
+    }
+    if !writes.is_empty() {
+        store
+            .commit_validated(&loaded, &writes)
+            .await
+            .map_err(|e| anyhow!("cannot register the target shards: {e}"))?;
+    }
+    Ok(())
+}
+
+async fn list(store: &Store, json: bool) -> Result<()> {
+    let all = workflow::list(store).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&all)?);
+        return Ok(());
+    }
+    if all.is_empty() {
+        println!("no workflows");
+    }
+    for w in all {
+        println!(
+            "{:<16} {:<12} {} -> {}  {:?}  {}",
+            w.name,
+            w.keyspace,
+            w.from.join(","),
+            w.to.join(","),
+            w.phase,
+            w.message
+        );
+    }
+    Ok(())
+}
+
+/// Captured changes not yet applied, per side (None when the shards cannot be reached).
+async fn backlogs(store: &Store, creds: &Credentials, doc: &WorkflowDoc) -> Option<(u64, u64)> {
+    if doc.phase.finished() || doc.phase == Phase::Created {
+        return None;
+    }
+    let snapshot = store.load().await.ok()?.snapshot().ok()?;
+    let ks = snapshot.keyspace(&doc.keyspace)?;
+    let mut out = (0, 0);
+    for (names, slot) in [(&doc.from, 0), (&doc.to, 1)] {
+        for n in names {
+            let shard = ks.shards.get(n)?;
+            let mut c = ShardConn::open(shard, creds, false).await.ok()?;
+            for t in doc.tables.keys() {
+                let b = crate::reshard::capture::backlog(&mut c, t).await.ok()?;
+                if slot == 0 {
+                    out.0 += b;
+                } else {
+                    out.1 += b;
+                }
+            }
+        }
+    }
+    Some(out)
+}
+
+fn render(doc: &WorkflowDoc, backlog: Option<(u64, u64)>) -> String {
+    let mut s = format!(
+        "workflow {}  keyspace {}  {} -> {}\nphase    {:?}\nlast     {}\n",
+        doc.name,
+        doc.keyspace,
+        doc.from.join(","),
+        doc.to.join(","),
+        doc.phase,
+        doc.message
+    );
+    let copied: u64 = doc.tables.values().map(|t| t.rows_copied).sum();
+    let estimate: u64 = doc.tables.values().map(|t| t.rows_estimate).sum();
+    let secs = (now_ms().saturating_sub(doc.copy_started_ms)) as f64 / 1000.0;
+    for (name, t) in &doc.tables {
+        let pct = if t.rows_estimate > 0 {
+            (t.rows_copied as f64 * 100.0 / t.rows_estimate as f64).min(100.0)
+        } else {
+            100.0
+        };
+        let done = t.done.len() == doc.from.len();
+        s.push_str(&format!(
+            "  {name:<20} {:>10} / ~{:<10} rows  {:>5.1}%  {}\n",
+            t.rows_copied,
+            t.rows_estimate,
+            if done { 100.0 } else { pct },
+            if done { "copied" } else { "copying" }
+        ));
+    }
+    if doc.phase == Phase::Copying && doc.copy_started_ms > 0 && secs > 0.0 {
+        let rate = copied as f64 / secs;
+        let left = estimate.saturating_sub(copied) as f64;
+        s.push_str(&format!(
+            "rate     {rate:.0} rows/s  ETA {:.0} s\n",
+            if rate > 0.0 { left / rate } else { 0.0 }
+        ));
+    }
+    if let Some((f, b)) = backlog {
+        s.push_str(&format!(
+            "capture  {f} changes waiting on the sources, {b} on the targets\n"
+        ));
+    }
+    if let Some(v) = &doc.verify {
+        s.push_str(&format!(
+            "verify   {} rows in {} chunks: {} differed at first, {} re-copied, {} still differ ({:.1} s)\n",
+            v.rows, v.chunks, v.mismatched, v.recopied, v.failed, v.seconds
+        ));
+    }
+    if let Some(c) = &doc.cutover {
+        s.push_str(&format!(
+            "cutover  writes held {} ms at most ({} failed attempts)\n",
+            c.pause_ms, c.failed_attempts
+        ));
+    }
+    s
+}
+
+async fn status(
+    store: &Store,
+    creds: &Credentials,
+    name: &str,
+    watch: bool,
+    json: bool,
+) -> Result<()> {
+    use std::io::IsTerminal;
+    let tty = std::io::stdout().is_terminal();
+    loop {
+        let doc = workflow::load(store, name).await?.doc;
+        let backlog = backlogs(store, creds, &doc).await;
+        if json {
+            let mut v = serde_json::to_value(&doc)?;
+            if let Some((f, b)) = backlog {
+                v["capture_backlog"] = serde_json::json!({"sources": f, "targets": b});
+            }
+            println!("{}", serde_json::to_string(&v)?);
+        } else {
+            if watch && tty {
+                print!("\x1b[2J\x1b[H");
+            }
+            print!("{}", render(&doc, backlog));
+            if watch && tty {
+                print!("{}", progress_bar(&doc));
+            }
+        }
+        if !watch || doc.phase.finished() || (doc.phase >= doc.goal) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// One overall copy bar for terminals.
+fn progress_bar(doc: &WorkflowDoc) -> String {
+    let copied: u64 = doc.tables.values().map(|t| t.rows_copied).sum();
+    let estimate: u64 = doc
+        .tables
+        .values()
+        .map(|t| t.rows_estimate)
+        .sum::<u64>()
+        .max(1);
+    let frac = if doc.phase > Phase::Copying {
+        1.0
+    } else {
+        (copied as f64 / estimate as f64).min(1.0)
+    };
+    let width = 40;
+    let filled = (frac * width as f64) as usize;
+    format!(
+        "[{}{}] {:.0}%\n",
+        "#".repeat(filled),
+        "-".repeat(width - filled),
+        frac * 100.0
+    )
+}

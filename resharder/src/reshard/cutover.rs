@@ -1,0 +1,202 @@
+//! Cutover and rollback: moving the serving role between the two sides of a workflow
+//! with writes held for a moment and nothing lost.
+//!
+//! 1. Apply the capture backlog while writes still flow, until it is small.
+//! 2. Turn on the proxies' write buffer for the old side's shards; every live proxy must
+//!    acknowledge it (a dead proxy drops out when its lease expires).
+//! 3. Wait until no transaction is open on the old side (in-flight writes finish).
+//! 4. Apply the last captured changes: the new side now equals the old.
+//! 5. Flip the routing (the new side serves, changes flow back) and lift the buffer in
+//!    one etcd write; held writes run against the new side as each proxy applies it.
+//!
+//! If any step before the flip fails or the time budget (half the buffer's limit) runs
+//! out, the buffer is lifted with the old routing: held writes proceed against the old
+//! side, and the client sees latency, never an error.
+
+use super::db::ShardConn;
+use super::routing;
+use super::workflow::{now_ms, CutoverReport, Phase};
+use super::Controller;
+use anyhow::{anyhow, bail, Result};
+use shardgate_topology::docs::{DualWriteDoc, WriteBufferDoc};
+use shardgate_topology::store::{Expect, Write};
+use std::time::{Duration, Instant};
+
+/// Transactions open on a shard's database, other than the controller's.
+async fn open_transactions(c: &mut ShardConn) -> Result<u64> {
+    let r = c
+        .exec(
+            "SELECT COUNT(*) FROM information_schema.INNODB_TRX t LEFT JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id WHERE t.trx_mysql_thread_id <> CONNECTION_ID() AND (p.DB = DATABASE() OR p.ID IS NULL)",
+            vec![],
+        )
+        .await?;
+    Ok(r.first().map(|r| super::db::int(r, 0)).unwrap_or(0))
+}
+
+/// `cutover`: the targets take over. Tries up to `attempts` times.
+pub async fn run(c: &mut Controller, attempts: u32) -> Result<()> {
+    super::require(c, &[Phase::Backfilled, Phase::Verified], "cutover")?;
+    switch(c, true, attempts).await
+}
+
+/// `rollback`: the sources take over again (after cutover, before complete).
+pub async fn rollback(c: &mut Controller) -> Result<()> {
+    super::require(c, &[Phase::CutOver], "rollback")?;
+    switch(c, false, 3).await
+}
+
+async fn switch(c: &mut Controller, forward: bool, attempts: u32) -> Result<()> {
+    let what = if forward { "cutover" } else { "rollback" };
+    let mut failures = 0;
+    loop {
+        match attempt(c, forward).await {
+            Ok(pause) => {
+                c.wf.doc.cutover = Some(CutoverReport {
+                    pause_ms: pause.as_millis() as u64,
+                    failed_attempts: failures,
+                    finished_ms: now_ms(),
+                });
+                c.wf.doc.phase = if forward {
+                    Phase::CutOver
+                } else {
+                    Phase::Backfilled
+                };
+                let msg = format!(
+                    "{what} done: writes held {} ms at most{}",
+                    pause.as_millis(),
+                    if failures > 0 {
+                        format!(" ({failures} earlier attempts gave up and restored routing)")
+                    } else {
+                        String::new()
+                    }
+                );
+                return c.note(msg).await;
+            }
+            Err(e) => {
+                failures += 1;
+                let msg = format!("{what} attempt {failures} gave up, routing restored: {e:#}");
+                eprintln!("{msg}");
+                c.note(msg).await?;
+                if failures >= attempts as u64 {
+                    bail!("{what} failed {failures} times; the old side still serves: {e:#}");
+                }
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    }
+}
+
+/// One try. Returns how long writes were held.
+async fn attempt(c: &mut Controller, forward: bool) -> Result<Duration> {
+    let ks = c.wf.doc.keyspace.clone();
+    let (old, new) = if forward {
+        (c.wf.doc.from.clone(), c.wf.doc.to.clone())
+    } else {
+        (c.wf.doc.to.clone(), c.wf.doc.from.clone())
+    };
+    let max_wait = c.wf.doc.options.buffer_max_ms.max(200);
+    // 1. Small backlog first, while writes flow.
+    c.catch_up(forward, 200).await?;
+    // 2. Hold writes.
+    let started = Instant::now();
+    let budget = started + Duration::from_millis(max_wait / 2);
+    let (buffer_version, _) = routing::update(&c.store, &ks, vec![], |r| {
+        r.write_buffer = Some(WriteBufferDoc {
+            shards: old.clone(),
+            max_wait_ms: max_wait,
+        });
+    })
+    .await?;
+    let held = async {
+        routing::wait_acks(&c.store, &ks, buffer_version, budget).await?;
+        // 3. Drain.
+        loop {
+            let mut open = 0;
+            let side = if forward {
+                &mut c.sources
+            } else {
+                &mut c.targets
+            };
+            for s in side.iter_mut() {
+                open += open_transactions(s).await?;
+            }
+            if open == 0 {
+                break;
+            }
+            if Instant::now() >= budget {
+                bail!("{open} transactions still open on the old side");
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        // 4. Last changes.
+        c.catch_up(forward, 0).await?;
+        if Instant::now() >= budget {
+            bail!("out of time before the flip");
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    if let Err(e) = held {
+        restore(c, &ks).await?;
+        return Err(e);
+    }
+    // 5. Flip and release.
+    let mut doc = c.wf.doc.clone();
+    doc.phase = if forward {
+        Phase::CutOver
+    } else {
+        Phase::Backfilled
+    };
+    doc.updated_ms = now_ms();
+    let wf_write = Write::Put {
+        key: super::workflow::key(&doc.name),
+        value: serde_json::to_vec_pretty(&doc)?,
+        expect: Expect::Revision(c.wf.revision),
+    };
+    let (old2, new2) = (old.clone(), new.clone());
+    let flip = routing::update(&c.store, &ks, vec![wf_write], move |r| {
+        let mut serving: Vec<String> = r
+            .serving
+            .iter()
+            .filter(|s| !old2.contains(s))
+            .cloned()
+            .collect();
+        serving.extend(new2.iter().cloned());
+        r.serving = serving;
+        r.dual_write = vec![DualWriteDoc {
+            from: new2.clone(),
+            to: old2.clone(),
+        }];
+        r.write_buffer = None;
+    })
+    .await;
+    let (flip_version, revision) = match flip {
+        Ok(v) => v,
+        Err(e) => {
+            restore(c, &ks).await?;
+            return Err(anyhow!("cannot flip the routing: {e:#}"));
+        }
+    };
+    c.wf.doc = doc;
+    c.wf.revision = revision;
+    let acked = routing::wait_acks(
+        &c.store,
+        &ks,
+        flip_version,
+        Instant::now() + Duration::from_secs(30),
+    )
+    .await;
+    let pause = started.elapsed();
+    if let Err(e) = acked {
+        eprintln!("warning: {e:#} (their held writes go to the old side and are carried over)");
+    }
+    // Writes a slow proxy let through to the old side are carried over.
+    c.catch_up(forward, 0).await?;
+    Ok(pause)
+}
+
+/// Lifts the write buffer, leaving the routing as it was.
+async fn restore(c: &mut Controller, ks: &str) -> Result<()> {
+    routing::update(&c.store, ks, vec![], |r| r.write_buffer = None).await?;
+    Ok(())
+}

@@ -1,0 +1,409 @@
+//! Talking to shard databases: controller connections, table metadata, and the SQL that
+//! moves rows (chunked reads, REPLACE and DELETE by primary key) with typed parameters,
+//! so every value travels exactly (binary protocol, `NAMES binary`, UTC time zone).
+
+use super::workflow::KeyValue;
+use anyhow::{anyhow, Context, Result};
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, OptsBuilder, Params, Row, Value};
+use shardgate_topology::vindex::SqlValue;
+use shardgate_topology::Shard;
+
+/// Database credentials for shard backends.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub user: String,
+    pub password: String,
+}
+
+/// The database holding change-capture tables on every server.
+pub const CAPTURE_DB: &str = "_shardgate";
+
+/// Statements every controller connection runs first. `@sg_replicating` keeps the
+/// controller's own writes out of the change capture.
+const INIT: &[&str] = &[
+    "SET NAMES binary",
+    "SET time_zone = '+00:00'",
+    "SET SESSION sql_mode = 'NO_AUTO_VALUE_ON_ZERO,NO_ENGINE_SUBSTITUTION'",
+    "SET SESSION foreign_key_checks = 0",
+    "SET @sg_replicating = 1",
+];
+
+/// A connection to one shard's database.
+pub struct ShardConn {
+    pub shard: String,
+    pub database: String,
+    pub conn: Conn,
+}
+
+impl ShardConn {
+    /// Connects to a shard's database (`create`: creating the database if missing).
+    pub async fn open(shard: &Shard, creds: &Credentials, create: bool) -> Result<ShardConn> {
+        let (host, port) = shard.primary.rsplit_once(':').ok_or_else(|| {
+            anyhow!(
+                "shard {} address {:?} is not host:port",
+                shard.name,
+                shard.primary
+            )
+        })?;
+        let port: u16 = port
+            .parse()
+            .map_err(|_| anyhow!("shard {} port {port:?} is not a number", shard.name))?;
+        let opts = OptsBuilder::default()
+            .ip_or_hostname(host.to_string())
+            .tcp_port(port)
+            .prefer_socket(false)
+            .user(Some(creds.user.clone()))
+            .pass(Some(creds.password.clone()))
+            .init(INIT.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        let conn = Conn::new(opts).await.with_context(|| {
+            format!(
+                "cannot connect to shard {} at {}",
+                shard.name, shard.primary
+            )
+        })?;
+        let mut c = ShardConn {
+            shard: shard.name.clone(),
+            database: shard.database.clone(),
+            conn,
+        };
+        if create {
+            c.run(&format!(
+                "CREATE DATABASE IF NOT EXISTS {}",
+                ident(&shard.database)
+            ))
+            .await?;
+        }
+        c.run(&format!("USE {}", ident(&shard.database))).await?;
+        Ok(c)
+    }
+
+    pub async fn exec(&mut self, sql: &str, params: Vec<Value>) -> Result<Vec<Row>> {
+        let p = if params.is_empty() {
+            Params::Empty
+        } else {
+            Params::Positional(params)
+        };
+        self.conn
+            .exec(sql, p)
+            .await
+            .with_context(|| format!("shard {}: {}", self.shard, short(sql)))
+    }
+
+    pub async fn run(&mut self, sql: &str) -> Result<()> {
+        self.conn
+            .query_drop(sql)
+            .await
+            .with_context(|| format!("shard {}: {}", self.shard, short(sql)))
+    }
+}
+
+fn short(sql: &str) -> String {
+    if sql.len() > 160 {
+        format!(
+            "{}...",
+            &sql[..sql
+                .char_indices()
+                .nth(160)
+                .map(|c| c.0)
+                .unwrap_or(sql.len())]
+        )
+    } else {
+        sql.to_string()
+    }
+}
+
+/// Quotes an identifier.
+pub fn ident(s: &str) -> String {
+    format!("`{}`", s.replace('`', "``"))
+}
+
+/// A column as copied.
+#[derive(Debug, Clone)]
+pub struct Column {
+    pub name: String,
+    /// The full type (`varchar(32)`), with character set and collation for text.
+    pub definition: String,
+}
+
+/// What the controller knows about a table.
+#[derive(Debug, Clone)]
+pub struct TableMeta {
+    pub name: String,
+    /// Stored columns (generated columns are recomputed by the target).
+    pub columns: Vec<Column>,
+    pub primary_key: Vec<Column>,
+}
+
+impl TableMeta {
+    pub fn column_list(&self) -> String {
+        self.columns
+            .iter()
+            .map(|c| ident(&c.name))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    pub fn pk_list(&self) -> String {
+        self.primary_key
+            .iter()
+            .map(|c| ident(&c.name))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    pub fn column_index(&self, name: &str) -> Option<usize> {
+        self.columns
+            .iter()
+            .position(|c| c.name.eq_ignore_ascii_case(name))
+    }
+
+    /// Positions of the primary key columns in [`TableMeta::columns`].
+    pub fn pk_indexes(&self) -> Vec<usize> {
+        self.primary_key
+            .iter()
+            .filter_map(|c| self.column_index(&c.name))
+            .collect()
+    }
+
+    /// `WHERE` text for "primary key after the given one" (expanded, so indexes are used).
+    pub fn after_key(&self, prefix: &str) -> String {
+        let cols: Vec<String> = self
+            .primary_key
+            .iter()
+            .map(|c| format!("{prefix}{}", ident(&c.name)))
+            .collect();
+        let mut ors = Vec::new();
+        for i in 0..cols.len() {
+            let mut ands: Vec<String> = cols[..i].iter().map(|c| format!("{c} = ?")).collect();
+            ands.push(format!("{} > ?", cols[i]));
+            ors.push(format!("({})", ands.join(" AND ")));
+        }
+        format!("({})", ors.join(" OR "))
+    }
+
+    /// The parameters for [`TableMeta::after_key`].
+    pub fn after_key_params(&self, key: &[Value]) -> Vec<Value> {
+        let mut out = Vec::new();
+        for i in 0..key.len() {
+            out.extend(key[..=i].iter().cloned());
+        }
+        out
+    }
+
+    /// `WHERE` text for "primary key at most the given one".
+    pub fn up_to_key(&self) -> String {
+        let cols: Vec<String> = self.primary_key.iter().map(|c| ident(&c.name)).collect();
+        let mut ors = Vec::new();
+        for i in 0..cols.len() {
+            let mut ands: Vec<String> = cols[..i].iter().map(|c| format!("{c} = ?")).collect();
+            let op = if i + 1 == cols.len() { "<=" } else { "<" };
+            ands.push(format!("{} {op} ?", cols[i]));
+            ors.push(format!("({})", ands.join(" AND ")));
+        }
+        format!("({})", ors.join(" OR "))
+    }
+
+    /// `(pk) = (?, ?)` for one key.
+    pub fn key_equals(&self, prefix: &str) -> String {
+        self.primary_key
+            .iter()
+            .map(|c| format!("{prefix}{} = ?", ident(&c.name)))
+            .collect::<Vec<_>>()
+            .join(" AND ")
+    }
+}
+
+/// The base tables of a shard database.
+pub async fn tables(c: &mut ShardConn) -> Result<Vec<String>> {
+    let db = c.database.clone();
+    let rows = c
+        .exec(
+            "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_NAME",
+            vec![db.into()],
+        )
+        .await?;
+    Ok(rows.into_iter().map(|r| text(&r, 0)).collect())
+}
+
+/// A table's stored columns and primary key.
+pub async fn table_meta(c: &mut ShardConn, table: &str) -> Result<TableMeta> {
+    let db = c.database.clone();
+    let rows = c
+        .exec(
+            "SELECT COLUMN_NAME, COLUMN_TYPE, CHARACTER_SET_NAME, COLLATION_NAME, EXTRA FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
+            vec![db.clone().into(), table.into()],
+        )
+        .await?;
+    let mut columns = Vec::new();
+    for r in &rows {
+        let extra = text(r, 4).to_ascii_uppercase();
+        if extra.contains("GENERATED")
+            || extra.contains("VIRTUAL")
+            || extra.contains("PERSISTENT")
+            || extra.contains("STORED")
+        {
+            continue;
+        }
+        let mut definition = text(r, 1);
+        let cs = text(r, 2);
+        let coll = text(r, 3);
+        if !cs.is_empty() {
+            definition.push_str(&format!(" CHARACTER SET {cs}"));
+        }
+        if !coll.is_empty() {
+            definition.push_str(&format!(" COLLATE {coll}"));
+        }
+        columns.push(Column {
+            name: text(r, 0),
+            definition,
+        });
+    }
+    let pk_rows = c
+        .exec(
+            "SELECT COLUMN_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND INDEX_NAME = 'PRIMARY' ORDER BY SEQ_IN_INDEX",
+            vec![db.into(), table.into()],
+        )
+        .await?;
+    let mut primary_key = Vec::new();
+    for r in &pk_rows {
+        let name = text(r, 0);
+        if let Some(col) = columns.iter().find(|c| c.name == name) {
+            primary_key.push(col.clone());
+        }
+    }
+    Ok(TableMeta {
+        name: table.to_string(),
+        columns,
+        primary_key,
+    })
+}
+
+/// The estimated row count of a table.
+pub async fn row_estimate(c: &mut ShardConn, table: &str) -> Result<u64> {
+    let db = c.database.clone();
+    let rows = c
+        .exec(
+            "SELECT COALESCE(TABLE_ROWS, 0) FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+            vec![db.into(), table.into()],
+        )
+        .await?;
+    Ok(rows
+        .first()
+        .and_then(|r| r.as_ref(0).cloned())
+        .map(|v| match v {
+            Value::Int(i) => i.max(0) as u64,
+            Value::UInt(u) => u,
+            Value::Bytes(b) => String::from_utf8_lossy(&b).parse().unwrap_or(0),
+            _ => 0,
+        })
+        .unwrap_or(0))
+}
+
+/// Column `i` of a row as text.
+pub fn text(r: &Row, i: usize) -> String {
+    match r.as_ref(i) {
+        Some(Value::Bytes(b)) => String::from_utf8_lossy(b).into_owned(),
+        Some(Value::NULL) | None => String::new(),
+        Some(v) => v.as_sql(true).trim_matches('\'').to_string(),
+    }
+}
+
+/// A column value as an integer.
+pub fn int(r: &Row, i: usize) -> u64 {
+    match r.as_ref(i) {
+        Some(Value::Int(v)) => (*v).max(0) as u64,
+        Some(Value::UInt(v)) => *v,
+        Some(Value::Bytes(b)) => String::from_utf8_lossy(b).parse().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// A row's values.
+pub fn values(r: Row) -> Vec<Value> {
+    r.unwrap()
+}
+
+/// A value as a vindex reads it.
+pub fn sql_value(v: &Value) -> SqlValue {
+    match v {
+        Value::NULL => SqlValue::Null,
+        Value::Int(i) => SqlValue::Int(*i),
+        Value::UInt(u) => SqlValue::UInt(*u),
+        Value::Float(f) => SqlValue::Float(*f as f64),
+        Value::Double(f) => SqlValue::Float(*f),
+        Value::Bytes(b) => SqlValue::Bytes(b.clone()),
+        other => SqlValue::Bytes(other.as_sql(true).trim_matches('\'').as_bytes().to_vec()),
+    }
+}
+
+/// A key value for a checkpoint.
+pub fn key_value(v: &Value) -> KeyValue {
+    match v {
+        Value::Int(i) => KeyValue::Int(*i),
+        Value::UInt(u) => KeyValue::Uint(*u),
+        Value::Float(f) => KeyValue::Float(*f as f64),
+        Value::Double(f) => KeyValue::Float(*f),
+        Value::Bytes(b) => KeyValue::Hex(shardgate_topology::keyrange::hex(b)),
+        other => KeyValue::Hex(shardgate_topology::keyrange::hex(
+            other.as_sql(true).trim_matches('\'').as_bytes(),
+        )),
+    }
+}
+
+/// A checkpointed key value back as a parameter.
+pub fn param(k: &KeyValue) -> Value {
+    match k {
+        KeyValue::Int(i) => Value::Int(*i),
+        KeyValue::Uint(u) => Value::UInt(*u),
+        KeyValue::Float(f) => Value::Double(*f),
+        KeyValue::Hex(h) => {
+            Value::Bytes(shardgate_topology::keyrange::unhex(h).unwrap_or_default())
+        }
+    }
+}
+
+/// Most placeholders one statement may carry.
+const MAX_PARAMS: usize = 60_000;
+
+/// REPLACEs `rows` (values in `meta.columns` order) into the table, in as few
+/// statements as the placeholder limit allows.
+pub async fn replace_rows(c: &mut ShardConn, meta: &TableMeta, rows: &[Vec<Value>]) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let ncols = meta.columns.len().max(1);
+    let per = (MAX_PARAMS / ncols).max(1);
+    let one = format!("({})", vec!["?"; ncols].join(", "));
+    for part in rows.chunks(per) {
+        let sql = format!(
+            "REPLACE INTO {} ({}) VALUES {}",
+            ident(&meta.name),
+            meta.column_list(),
+            vec![one.as_str(); part.len()].join(", ")
+        );
+        let params: Vec<Value> = part.iter().flat_map(|r| r.iter().cloned()).collect();
+        c.exec(&sql, params).await?;
+    }
+    Ok(())
+}
+
+/// Deletes the rows with the given primary keys.
+pub async fn delete_keys(c: &mut ShardConn, meta: &TableMeta, keys: &[Vec<Value>]) -> Result<()> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let nk = meta.primary_key.len().max(1);
+    let per = (MAX_PARAMS / nk).max(1);
+    let one = format!("({})", meta.key_equals(""));
+    for part in keys.chunks(per) {
+        let sql = format!(
+            "DELETE FROM {} WHERE {}",
+            ident(&meta.name),
+            vec![one.as_str(); part.len()].join(" OR ")
+        );
+        let params: Vec<Value> = part.iter().flat_map(|r| r.iter().cloned()).collect();
+        c.exec(&sql, params).await?;
+    }
+    Ok(())
+}

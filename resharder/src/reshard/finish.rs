@@ -1,0 +1,166 @@
+//! Ending a workflow: `complete` (after cutover) retires the sources, `abort` (before
+//! cutover) puts everything back as it was.
+
+use super::db::{self, ident};
+use super::workflow::{now_ms, Phase};
+use super::{capture, routing, Controller};
+use anyhow::{anyhow, Result};
+use shardgate_topology::docs::{ShardDoc, ShardState};
+use shardgate_topology::store::{Expect, Write};
+use std::time::{Duration, Instant};
+
+/// Writes setting the state of the named shards.
+async fn shard_states(c: &Controller, names: &[String], state: ShardState) -> Result<Vec<Write>> {
+    let mut writes = Vec::new();
+    for n in names {
+        let key = format!("keyspaces/{}/shards/{n}", c.wf.doc.keyspace);
+        let e = c
+            .store
+            .get(&key)
+            .await
+            .map_err(|e| anyhow!("{e}"))?
+            .ok_or_else(|| anyhow!("{key} is missing"))?;
+        let mut doc: ShardDoc = serde_json::from_slice(&e.value)?;
+        doc.state = state;
+        writes.push(Write::Put {
+            key,
+            value: serde_json::to_vec_pretty(&doc)?,
+            expect: Expect::Revision(e.mod_revision),
+        });
+    }
+    Ok(writes)
+}
+
+/// Ends the workflow in `phase`: routing without dual-write or workflow, the workflow
+/// document and `extra` written in the same etcd transaction, acknowledged by proxies.
+async fn end(c: &mut Controller, phase: Phase, message: String, extra: Vec<Write>) -> Result<()> {
+    let mut doc = c.wf.doc.clone();
+    doc.phase = phase;
+    doc.message = message.clone();
+    doc.updated_ms = now_ms();
+    let mut writes = extra;
+    writes.push(Write::Put {
+        key: super::workflow::key(&doc.name),
+        value: serde_json::to_vec_pretty(&doc)?,
+        expect: Expect::Revision(c.wf.revision),
+    });
+    let (version, revision) = routing::update(&c.store, &doc.keyspace, writes, |r| {
+        r.dual_write.clear();
+        r.workflow = None;
+        r.write_buffer = None;
+    })
+    .await?;
+    c.wf.doc = doc;
+    c.wf.revision = revision;
+    tracing::info!("{message}");
+    routing::wait_acks(
+        &c.store,
+        &c.wf.doc.keyspace,
+        version,
+        Instant::now() + Duration::from_secs(30),
+    )
+    .await
+}
+
+async fn remove_capture(c: &mut Controller) -> Result<()> {
+    let names: Vec<String> = c.tables.iter().map(|t| t.name.clone()).collect();
+    for s in c.sources.iter_mut().chain(c.targets.iter_mut()) {
+        for t in &names {
+            capture::remove(s, t).await?;
+        }
+    }
+    Ok(())
+}
+
+/// `complete`: the targets keep serving, the sources are retired (their rows deleted in
+/// throttled chunks when the workflow asked for it).
+pub async fn complete(c: &mut Controller) -> Result<()> {
+    super::require(c, &[Phase::CutOver], "complete")?;
+    // Bring the sources up to date one last time (a later manual fallback finds them
+    // current), and carry over anything a slow proxy wrote to them.
+    c.catch_up(true, 0).await?;
+    c.catch_up(false, 0).await?;
+    let mut extra = shard_states(c, &c.wf.doc.from.clone(), ShardState::Retired).await?;
+    extra.extend(shard_states(c, &c.wf.doc.to.clone(), ShardState::Ready).await?);
+    end(
+        c,
+        Phase::Complete,
+        format!(
+            "complete: {} serve; {} retired",
+            c.wf.doc.to.join(","),
+            c.wf.doc.from.join(",")
+        ),
+        extra,
+    )
+    .await?;
+    remove_capture(c).await?;
+    if c.wf.doc.options.delete_source_rows {
+        let deleted = delete_source_rows(c).await?;
+        c.note(format!(
+            "complete: {} serve; {} retired; {deleted} rows deleted from the sources",
+            c.wf.doc.to.join(","),
+            c.wf.doc.from.join(",")
+        ))
+        .await?;
+    }
+    Ok(())
+}
+
+/// Deletes every row of the workflow's tables from the (retired) sources, a chunk at a
+/// time, pausing between chunks as long as each took.
+async fn delete_source_rows(c: &mut Controller) -> Result<u64> {
+    let chunk = c.wf.doc.options.chunk_rows.max(1);
+    let mut total = 0;
+    for t in c.tables.clone() {
+        let sql = format!(
+            "DELETE FROM {} ORDER BY {} LIMIT {chunk}",
+            ident(&t.name),
+            t.pk_list()
+        );
+        for s in c.sources.iter_mut() {
+            loop {
+                let t0 = Instant::now();
+                s.run(&sql).await?;
+                let n = s.conn.affected_rows();
+                total += n;
+                if n < chunk {
+                    break;
+                }
+                tokio::time::sleep(t0.elapsed()).await;
+            }
+        }
+    }
+    Ok(total)
+}
+
+/// `abort`: before cutover, stops the workflow; the sources keep serving as they always
+/// did, the targets' copies are dropped.
+pub async fn abort(c: &mut Controller) -> Result<()> {
+    super::require(
+        c,
+        &[
+            Phase::Created,
+            Phase::Copying,
+            Phase::Backfilled,
+            Phase::Verified,
+        ],
+        "abort",
+    )?;
+    end(
+        c,
+        Phase::Aborted,
+        "aborted; the sources serve as before".into(),
+        vec![],
+    )
+    .await?;
+    remove_capture(c).await?;
+    let names: Vec<String> = c.tables.iter().map(|t| t.name.clone()).collect();
+    for tc in c.targets.iter_mut() {
+        for t in &names {
+            tc.run(&format!("DROP TABLE IF EXISTS {}", db::ident(t)))
+                .await?;
+        }
+    }
+    c.note("aborted; change capture removed and the targets' copies dropped")
+        .await
+}

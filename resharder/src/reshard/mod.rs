@@ -1,0 +1,239 @@
+//! Online resharding: the controller behind `shardctl reshard`.
+//!
+//! A workflow moves the rows of a keyspace's `from` shards onto `to` shards covering the
+//! same key range, while the application keeps reading and writing:
+//!
+//! 1. [`setup`]: check the request, copy the schema to the targets, install change capture
+//!    ([`capture`]) on both sides, announce the workflow in the routing document and wait
+//!    until every proxy runs it (DDL on the keyspace is refused from then on).
+//! 2. [`backfill`]: copy rows in primary-key chunks under shared locks, throttled,
+//!    checkpointed in the workflow document; captured changes are applied as it goes.
+//! 3. [`verify`]: chunked checksums of sources against targets; chunks that differ are
+//!    re-copied under lock and checked again.
+//! 4. [`cutover`]: proxies hold writes to the sources, in-flight transactions drain, the
+//!    last captured changes are applied, routing flips to the targets, proxies confirm and
+//!    release the held writes. Changes now flow back to the sources, so `rollback` can
+//!    flip back the same way.
+//! 5. [`finish`]: `complete` retires the sources (optionally deleting their rows);
+//!    `abort` (before cutover) removes everything the workflow added.
+//!
+//! Everything needed to go on lives in etcd (`workflows/<name>`) and in the capture
+//! tables, so a controller killed at any point is replaced by `shardctl reshard resume`.
+
+pub mod backfill;
+pub mod capture;
+pub mod cutover;
+pub mod db;
+pub mod finish;
+pub mod lock;
+pub mod routing;
+pub mod rows;
+pub mod setup;
+pub mod verify;
+pub mod workflow;
+
+use anyhow::{anyhow, bail, Result};
+use db::{Credentials, ShardConn, TableMeta};
+use rows::Router;
+use shardgate_topology::{Keyspace, Shard, Store};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use workflow::{Phase, Stored};
+
+/// A workflow being driven: its document, its lock, and connections to every shard.
+pub struct Controller {
+    pub store: Store,
+    pub wf: Stored,
+    pub creds: Credentials,
+    pub keyspace: Arc<Keyspace>,
+    pub sources: Vec<ShardConn>,
+    pub targets: Vec<ShardConn>,
+    pub tables: Vec<TableMeta>,
+    /// Per table: rows of the sources routed among the targets, and back.
+    pub to_targets: Vec<Router>,
+    pub to_sources: Vec<Router>,
+    lock: Option<lock::Lock>,
+    last_save: Instant,
+}
+
+/// The shards named `names` of a keyspace.
+pub fn shards_named(ks: &Keyspace, names: &[String]) -> Result<Vec<Shard>> {
+    names
+        .iter()
+        .map(|n| {
+            ks.shards
+                .get(n)
+                .cloned()
+                .ok_or_else(|| anyhow!("keyspace {} has no shard {n}", ks.name))
+        })
+        .collect()
+}
+
+impl Controller {
+    /// Takes the workflow's lock and connects to its shards.
+    pub async fn open(store: &Store, name: &str, creds: &Credentials) -> Result<Controller> {
+        let lock = lock::Lock::take(store, name).await?;
+        let wf = workflow::load(store, name).await?;
+        let snapshot = store
+            .load()
+            .await
+            .map_err(|e| anyhow!("{e}"))?
+            .snapshot()
+            .map_err(|e| anyhow!("the topology is invalid: {e}"))?;
+        let keyspace = snapshot
+            .keyspace(&wf.doc.keyspace)
+            .cloned()
+            .ok_or_else(|| anyhow!("keyspace {} is gone", wf.doc.keyspace))?;
+        let mut c = Controller {
+            store: store.clone(),
+            wf,
+            creds: creds.clone(),
+            keyspace,
+            sources: Vec::new(),
+            targets: Vec::new(),
+            tables: Vec::new(),
+            to_targets: Vec::new(),
+            to_sources: Vec::new(),
+            lock: Some(lock),
+            last_save: Instant::now(),
+        };
+        c.connect().await?;
+        Ok(c)
+    }
+
+    async fn connect(&mut self) -> Result<()> {
+        let from = shards_named(&self.keyspace, &self.wf.doc.from)?;
+        let to = shards_named(&self.keyspace, &self.wf.doc.to)?;
+        self.sources.clear();
+        self.targets.clear();
+        for s in &from {
+            self.sources
+                .push(ShardConn::open(s, &self.creds, false).await?);
+        }
+        for s in &to {
+            self.targets
+                .push(ShardConn::open(s, &self.creds, true).await?);
+        }
+        self.tables.clear();
+        self.to_targets.clear();
+        self.to_sources.clear();
+        let names: Vec<String> = self.wf.doc.tables.keys().cloned().collect();
+        for t in names {
+            let meta = db::table_meta(&mut self.sources[0], &t).await?;
+            self.to_targets
+                .push(Router::new(&self.keyspace, &meta, &to)?);
+            self.to_sources
+                .push(Router::new(&self.keyspace, &meta, &from)?);
+            self.tables.push(meta);
+        }
+        Ok(())
+    }
+
+    /// Saves the workflow document at most once a second (checkpoints).
+    pub async fn checkpoint(&mut self, force: bool) -> Result<()> {
+        if force || self.last_save.elapsed() >= Duration::from_secs(1) {
+            self.wf.save(&self.store).await?;
+            self.last_save = Instant::now();
+        }
+        Ok(())
+    }
+
+    pub async fn note(&mut self, message: impl Into<String>) -> Result<()> {
+        self.wf.note(&self.store, message).await?;
+        self.last_save = Instant::now();
+        Ok(())
+    }
+
+    pub async fn set_phase(&mut self, phase: Phase, message: impl Into<String>) -> Result<()> {
+        self.wf.doc.phase = phase;
+        self.note(message).await
+    }
+
+    /// Applies captured changes in one direction until a pass applies at most `until`
+    /// entries. Returns the entries applied.
+    pub async fn catch_up(&mut self, forward: bool, until: usize) -> Result<usize> {
+        let mut total = 0;
+        loop {
+            let mut pass = 0;
+            for t in 0..self.tables.len() {
+                let (from, to, router) = if forward {
+                    (&mut self.sources, &mut self.targets, &self.to_targets[t])
+                } else {
+                    (&mut self.targets, &mut self.sources, &self.to_sources[t])
+                };
+                for f in from.iter_mut() {
+                    loop {
+                        let n = capture::apply_batch(f, to, &self.tables[t], router).await?;
+                        pass += n;
+                        if n == 0 {
+                            break;
+                        }
+                    }
+                }
+            }
+            total += pass;
+            if pass <= until {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Entries waiting in the capture of the sources (forward) or targets.
+    pub async fn backlog(&mut self, forward: bool) -> Result<u64> {
+        let mut n = 0;
+        let side = if forward {
+            &mut self.sources
+        } else {
+            &mut self.targets
+        };
+        for c in side.iter_mut() {
+            for t in &self.tables {
+                n += capture::backlog(c, &t.name).await?;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Releases the lock.
+    pub async fn close(mut self) {
+        if let Some(l) = self.lock.take() {
+            l.release().await;
+        }
+    }
+
+    /// Runs the workflow's remaining steps up to `goal`.
+    pub async fn drive(&mut self, goal: Phase) -> Result<()> {
+        loop {
+            let phase = self.wf.doc.phase;
+            if phase >= goal || phase.finished() {
+                return Ok(());
+            }
+            match phase {
+                Phase::Created => setup::prepare(self).await?,
+                Phase::Copying => backfill::run(self).await?,
+                Phase::Backfilled => verify::run(self).await?,
+                Phase::Verified => cutover::run(self, 3).await?,
+                Phase::CutOver => finish::complete(self).await?,
+                Phase::Complete | Phase::Aborted => return Ok(()),
+            }
+        }
+    }
+}
+
+/// Refuses a step that the workflow's phase does not allow.
+pub fn require(c: &Controller, allowed: &[Phase], what: &str) -> Result<()> {
+    if allowed.contains(&c.wf.doc.phase) {
+        Ok(())
+    } else {
+        bail!(
+            "workflow {} is in phase {:?}; {what} needs phase {}",
+            c.wf.doc.name,
+            c.wf.doc.phase,
+            allowed
+                .iter()
+                .map(|p| format!("{p:?}"))
+                .collect::<Vec<_>>()
+                .join(" or ")
+        )
+    }
+}

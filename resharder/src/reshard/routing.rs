@@ -1,0 +1,80 @@
+//! Routing changes a workflow makes, and waiting until every live proxy runs them.
+
+use anyhow::{anyhow, bail, Result};
+use shardgate_topology::docs::RoutingDoc;
+use shardgate_topology::store::{Expect, Write};
+use shardgate_topology::Store;
+use std::time::{Duration, Instant};
+
+/// Changes a keyspace's routing document (validated, compare-and-swap, version bumped),
+/// together with `extra` writes in the same etcd transaction. Returns the new version and
+/// the etcd revision of the write.
+pub async fn update(
+    store: &Store,
+    keyspace: &str,
+    extra: Vec<Write>,
+    change: impl Fn(&mut RoutingDoc),
+) -> Result<(u64, i64)> {
+    let key = format!("keyspaces/{keyspace}/routing");
+    for _ in 0..5 {
+        let base = store.load().await.map_err(|e| anyhow!("{e}"))?;
+        let entry = base
+            .get(&key)
+            .ok_or_else(|| anyhow!("keyspace {keyspace} has no routing document ({key})"))?;
+        let mut doc: RoutingDoc = serde_json::from_slice(&entry.value)
+            .map_err(|e| anyhow!("{key} cannot be read: {e}"))?;
+        change(&mut doc);
+        doc.version += 1;
+        let mut writes = vec![Write::Put {
+            key: key.clone(),
+            value: serde_json::to_vec_pretty(&doc)?,
+            expect: Expect::Revision(entry.mod_revision),
+        }];
+        writes.extend(extra.iter().cloned());
+        match store.commit_validated(&base, &writes).await {
+            Ok(rev) => return Ok((doc.version, rev)),
+            Err(shardgate_topology::StoreError::Conflict { .. }) => continue,
+            Err(e) => bail!("cannot change the routing of {keyspace}: {e}"),
+        }
+    }
+    bail!("the routing of {keyspace} keeps changing under the controller; retry")
+}
+
+/// Waits until every registered proxy reports routing `version` (or newer) for the
+/// keyspace. Proxies whose registration disappears (lease expired) no longer count.
+/// Fails at `deadline` naming the proxies that did not answer.
+pub async fn wait_acks(
+    store: &Store,
+    keyspace: &str,
+    version: u64,
+    deadline: Instant,
+) -> Result<()> {
+    loop {
+        let loaded = store.load().await.map_err(|e| anyhow!("{e}"))?;
+        let mut behind = Vec::new();
+        for e in loaded
+            .entries
+            .iter()
+            .filter(|e| e.key.starts_with("proxies/"))
+        {
+            let Ok(p) = serde_json::from_slice::<shardgate_topology::docs::ProxyDoc>(&e.value)
+            else {
+                continue;
+            };
+            let v = p.routing_versions.get(keyspace).copied().unwrap_or(0);
+            if v < version {
+                behind.push(format!("{} (at version {v})", p.id));
+            }
+        }
+        if behind.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "proxies did not apply routing version {version} of {keyspace} in time: {}",
+                behind.join(", ")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+}

@@ -1,0 +1,227 @@
+//! Starting a workflow: the checks, the workflow document, the target schema, change
+//! capture, and the routing announcement every proxy must acknowledge.
+
+use super::db::{self, Credentials, ShardConn};
+use super::workflow::{now_ms, Options, Phase, Stored, TableProgress, WorkflowDoc};
+use super::{capture, routing, shards_named, Controller};
+use anyhow::{anyhow, bail, Result};
+use shardgate_topology::keyrange::check_partition;
+use shardgate_topology::snapshot::union_range;
+use shardgate_topology::store::{Expect, Write};
+use shardgate_topology::{KeyRange, Store, TableKind};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// What `reshard start` asks for.
+pub struct Request {
+    pub name: String,
+    pub keyspace: String,
+    pub from: Vec<String>,
+    pub to: Vec<String>,
+    pub options: Options,
+    pub goal: Phase,
+}
+
+/// Checks a request against the topology and the source schema, and writes the workflow
+/// document (phase `Created`). Every refusal names what is wrong.
+pub async fn create(store: &Store, req: &Request, creds: &Credentials) -> Result<Stored> {
+    let snapshot = store
+        .load()
+        .await
+        .map_err(|e| anyhow!("{e}"))?
+        .snapshot()
+        .map_err(|e| anyhow!("the topology is invalid: {e}"))?;
+    let ks = snapshot
+        .keyspace(&req.keyspace)
+        .ok_or_else(|| anyhow!("no keyspace {:?}", req.keyspace))?;
+    if !ks.sharded {
+        bail!(
+            "keyspace {} is unsharded; only sharded keyspaces can be resharded",
+            ks.name
+        );
+    }
+    if let Some(w) = &ks.routing.workflow {
+        bail!(
+            "keyspace {} already has workflow {w:?}; finish or abort it first",
+            ks.name
+        );
+    }
+    if let Some(old) = snapshot.workflows.get(&req.name) {
+        let phase = old.get("phase").and_then(|p| p.as_str()).unwrap_or("");
+        if phase != "complete" && phase != "aborted" {
+            bail!("a workflow named {:?} exists (phase {phase})", req.name);
+        }
+    }
+    if req.from.is_empty() || req.to.is_empty() {
+        bail!("--from and --to each need at least one shard");
+    }
+    let from = shards_named(ks, &req.from)?;
+    let to = shards_named(ks, &req.to)?;
+    for s in &from {
+        if !ks.routing.serving.contains(&s.name) {
+            bail!("source shard {} is not serving", s.name);
+        }
+    }
+    for s in &to {
+        if ks.routing.serving.contains(&s.name) {
+            bail!("target shard {} is already serving", s.name);
+        }
+        if req.from.contains(&s.name) {
+            bail!("shard {} is both a source and a target", s.name);
+        }
+    }
+    let from_ranges: Vec<KeyRange> = from.iter().map(|s| s.range.clone()).collect();
+    let to_ranges: Vec<KeyRange> = to.iter().map(|s| s.range.clone()).collect();
+    let whole = union_range(&from_ranges).ok_or_else(|| {
+        anyhow!(
+            "the source shards {:?} are not one contiguous range",
+            req.from
+        )
+    })?;
+    check_partition(&whole, &to_ranges).map_err(|e| {
+        anyhow!(
+            "the target shards {:?} do not partition the source range {}: {e}",
+            req.to,
+            whole.name()
+        )
+    })?;
+
+    // The tables, as the first source has them.
+    let mut src = ShardConn::open(&from[0], creds, false).await?;
+    let mut tables = BTreeMap::new();
+    let mut problems = Vec::new();
+    for t in db::tables(&mut src).await? {
+        let meta = db::table_meta(&mut src, &t).await?;
+        let kind = match ks.table(&t).map(|x| &x.kind) {
+            Some(TableKind::Sharded) => "sharded",
+            Some(TableKind::Reference) => "reference",
+            _ => {
+                problems.push(format!("{t}: not in the keyspace's VSchema"));
+                continue;
+            }
+        };
+        if meta.primary_key.is_empty() {
+            problems.push(format!("{t}: no primary key"));
+            continue;
+        }
+        let mut estimate = 0;
+        for s in &from {
+            let mut c = ShardConn::open(s, creds, false).await?;
+            estimate += db::row_estimate(&mut c, &t).await?;
+        }
+        tables.insert(
+            t.clone(),
+            TableProgress {
+                kind: kind.into(),
+                primary_key: meta.primary_key.iter().map(|c| c.name.clone()).collect(),
+                rows_estimate: estimate,
+                ..TableProgress::default()
+            },
+        );
+    }
+    if !problems.is_empty() {
+        bail!(
+            "these tables cannot be resharded:\n  {}",
+            problems.join("\n  ")
+        );
+    }
+    if tables.is_empty() {
+        bail!("the source shards hold no tables");
+    }
+    let now = now_ms();
+    let doc = WorkflowDoc {
+        name: req.name.clone(),
+        keyspace: req.keyspace.clone(),
+        from: req.from.clone(),
+        to: req.to.clone(),
+        phase: Phase::Created,
+        goal: req.goal,
+        options: req.options.clone(),
+        tables,
+        verify: None,
+        cutover: None,
+        created_ms: now,
+        updated_ms: now,
+        copy_started_ms: 0,
+        message: "created".into(),
+    };
+    let key = super::workflow::key(&req.name);
+    let existing = store.get(&key).await.map_err(|e| anyhow!("{e}"))?;
+    let expect = match &existing {
+        Some(e) => Expect::Revision(e.mod_revision),
+        None => Expect::Absent,
+    };
+    let rev = store
+        .commit(&[Write::Put {
+            key,
+            value: serde_json::to_vec_pretty(&doc)?,
+            expect,
+        }])
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
+    Ok(Stored { doc, revision: rev })
+}
+
+/// Copies the schema, installs change capture on both sides, and announces the workflow
+/// to every proxy (dual-write in the routing document), waiting for each to acknowledge.
+pub async fn prepare(c: &mut Controller) -> Result<()> {
+    super::require(c, &[Phase::Created], "setup")?;
+    for t in 0..c.tables.len() {
+        let name = c.tables[t].name.clone();
+        let rows = c.sources[0]
+            .exec(&format!("SHOW CREATE TABLE {}", db::ident(&name)), vec![])
+            .await?;
+        let ddl = rows
+            .first()
+            .map(|r| db::text(r, 1))
+            .ok_or_else(|| anyhow!("SHOW CREATE TABLE {name} returned nothing"))?;
+        let ddl = ddl.replacen("CREATE TABLE", "CREATE TABLE IF NOT EXISTS", 1);
+        for tc in c.targets.iter_mut() {
+            tc.run(&ddl).await?;
+            let any = tc
+                .exec(
+                    &format!("SELECT 1 FROM {} LIMIT 1", db::ident(&name)),
+                    vec![],
+                )
+                .await?;
+            if !any.is_empty() {
+                bail!(
+                    "target shard {} already holds rows in table {name}; a target must start empty (abort this workflow, empty it, and start again)",
+                    tc.shard
+                );
+            }
+        }
+    }
+    for t in 0..c.tables.len() {
+        let meta = c.tables[t].clone();
+        for sc in c.sources.iter_mut().chain(c.targets.iter_mut()) {
+            capture::install(sc, &meta).await?;
+        }
+    }
+    let (name, from, to) = (
+        c.wf.doc.name.clone(),
+        c.wf.doc.from.clone(),
+        c.wf.doc.to.clone(),
+    );
+    let (version, _) = routing::update(&c.store, &c.wf.doc.keyspace, vec![], |r| {
+        r.workflow = Some(name.clone());
+        r.dual_write = vec![shardgate_topology::docs::DualWriteDoc {
+            from: from.clone(),
+            to: to.clone(),
+        }];
+    })
+    .await?;
+    routing::wait_acks(
+        &c.store,
+        &c.wf.doc.keyspace,
+        version,
+        Instant::now() + Duration::from_secs(30),
+    )
+    .await?;
+    c.wf.doc.copy_started_ms = now_ms();
+    c.set_phase(
+        Phase::Copying,
+        format!("change capture on; routing version {version} acknowledged by every proxy"),
+    )
+    .await
+}

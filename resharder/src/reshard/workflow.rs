@@ -1,0 +1,207 @@
+//! The workflow document (`workflows/<name>` in etcd): everything a controller needs to
+//! resume a resharding after a crash, and everything `shardctl reshard status` shows.
+
+use anyhow::{anyhow, bail, Result};
+use serde::{Deserialize, Serialize};
+use shardgate_topology::store::{Expect, Store, Write};
+use std::collections::BTreeMap;
+
+/// Where a workflow is. Phases only move forward, except `rollback` (CutOver -> Backfilled).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// Target schema and change capture being set up.
+    Created,
+    /// Change capture on, dual-write announced; rows being copied.
+    Copying,
+    /// Every row copied; changes keep flowing to the targets.
+    Backfilled,
+    /// Checksums matched.
+    Verified,
+    /// The targets serve; changes flow back to the sources (rollback possible).
+    CutOver,
+    /// The sources are retired.
+    Complete,
+    /// Stopped before cutover; the sources serve as before.
+    Aborted,
+}
+
+impl Phase {
+    pub fn finished(self) -> bool {
+        matches!(self, Phase::Complete | Phase::Aborted)
+    }
+}
+
+/// Tunables, fixed at `start`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Options {
+    /// Rows per backfill / verify chunk.
+    pub chunk_rows: u64,
+    /// Backfill rate limit in rows per second (0: none; the copy still backs off when the
+    /// source slows down).
+    pub max_rows_per_s: u64,
+    /// Longest a proxy holds writes during cutover.
+    pub buffer_max_ms: u64,
+    /// Delete moved rows from the sources at `complete`.
+    pub delete_source_rows: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            chunk_rows: 1000,
+            max_rows_per_s: 0,
+            buffer_max_ms: 3000,
+            delete_source_rows: false,
+        }
+    }
+}
+
+/// A primary-key value in a checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyValue {
+    Int(i64),
+    Uint(u64),
+    Float(f64),
+    /// Bytes, hex-encoded.
+    Hex(String),
+}
+
+/// One table's copy.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TableProgress {
+    /// `sharded` (rows split by the primary vindex) or `reference` (copied whole).
+    pub kind: String,
+    pub primary_key: Vec<String>,
+    /// Source rows when the copy started (from the table statistics).
+    pub rows_estimate: u64,
+    pub rows_copied: u64,
+    /// The last primary key copied, per source shard.
+    #[serde(default)]
+    pub last_key: BTreeMap<String, Vec<KeyValue>>,
+    /// Source shards whose rows are all copied.
+    #[serde(default)]
+    pub done: Vec<String>,
+}
+
+/// The result of `verify`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct VerifyReport {
+    pub chunks: u64,
+    pub rows: u64,
+    /// Chunks whose checksums differed at first (changes in flight, usually).
+    pub mismatched: u64,
+    /// Chunks re-copied under lock because they still differed.
+    pub recopied: u64,
+    /// Chunks that still differ after re-copying (0 for a successful verify).
+    pub failed: u64,
+    pub seconds: f64,
+    pub finished_ms: u64,
+}
+
+/// What the last cutover (or rollback) measured.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CutoverReport {
+    /// From the write buffer turned on to every proxy on the new routing.
+    pub pause_ms: u64,
+    /// Attempts that gave up and restored the routing.
+    pub failed_attempts: u64,
+    pub finished_ms: u64,
+}
+
+/// `workflows/<name>`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkflowDoc {
+    pub name: String,
+    pub keyspace: String,
+    pub from: Vec<String>,
+    pub to: Vec<String>,
+    pub phase: Phase,
+    /// Where the command that started it was heading: `backfilled` (start) or `complete`
+    /// (run). `resume` goes on to it.
+    pub goal: Phase,
+    pub options: Options,
+    pub tables: BTreeMap<String, TableProgress>,
+    #[serde(default)]
+    pub verify: Option<VerifyReport>,
+    #[serde(default)]
+    pub cutover: Option<CutoverReport>,
+    pub created_ms: u64,
+    pub updated_ms: u64,
+    /// Backfill start, for rates.
+    #[serde(default)]
+    pub copy_started_ms: u64,
+    /// The last thing that happened.
+    pub message: String,
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+pub fn key(name: &str) -> String {
+    format!("workflows/{name}")
+}
+
+/// A workflow as read, with the revision to compare-and-swap against.
+pub struct Stored {
+    pub doc: WorkflowDoc,
+    pub revision: i64,
+}
+
+/// Reads a workflow.
+pub async fn load(store: &Store, name: &str) -> Result<Stored> {
+    let e = store
+        .get(&key(name))
+        .await
+        .map_err(|e| anyhow!("{e}"))?
+        .ok_or_else(|| anyhow!("no workflow {name:?} (shardctl reshard list shows them)"))?;
+    let doc = serde_json::from_slice(&e.value)
+        .map_err(|err| anyhow!("workflow {name:?} cannot be read: {err}"))?;
+    Ok(Stored {
+        doc,
+        revision: e.mod_revision,
+    })
+}
+
+/// Every workflow of the cluster.
+pub async fn list(store: &Store) -> Result<Vec<WorkflowDoc>> {
+    let loaded = store.load().await.map_err(|e| anyhow!("{e}"))?;
+    Ok(loaded
+        .entries
+        .iter()
+        .filter(|e| e.key.starts_with("workflows/") && e.key.matches('/').count() == 1)
+        .filter_map(|e| serde_json::from_slice(&e.value).ok())
+        .collect())
+}
+
+impl Stored {
+    /// Writes the document back (compare-and-swap: only the lock holder writes it).
+    pub async fn save(&mut self, store: &Store) -> Result<()> {
+        self.doc.updated_ms = now_ms();
+        let w = Write::Put {
+            key: key(&self.doc.name),
+            value: serde_json::to_vec_pretty(&self.doc)?,
+            expect: Expect::Revision(self.revision),
+        };
+        match store.commit(&[w]).await {
+            Ok(rev) => {
+                self.revision = rev;
+                Ok(())
+            }
+            Err(e) => bail!("cannot save workflow {}: {e}", self.doc.name),
+        }
+    }
+
+    /// Records what happened and saves.
+    pub async fn note(&mut self, store: &Store, message: impl Into<String>) -> Result<()> {
+        let m = message.into();
+        tracing::info!(workflow = %self.doc.name, "{m}");
+        self.doc.message = m;
+        self.save(store).await
+    }
+}
