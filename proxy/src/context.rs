@@ -34,6 +34,9 @@ pub struct Context {
     pub sequences: crate::engine::sequence::Sequences,
     /// The etcd store, for VSchema changes made by DDL (None in unit tests).
     pub store: Option<shardgate_topology::Store>,
+    /// Writes running on keyspaces under a resharding workflow, by the revision they were
+    /// planned against (a cutover is acknowledged once the older ones are done).
+    pub inflight_writes: Arc<crate::session::InflightWrites>,
 }
 
 impl Context {
@@ -64,6 +67,7 @@ impl Context {
             topology_error: Mutex::new(None),
             sequences: Default::default(),
             store,
+            inflight_writes: Default::default(),
         })
     }
 

@@ -225,6 +225,21 @@ impl Follower {
         if let Some(c) = &self.cache {
             write_cache(c, loaded);
         }
+        if snapshot
+            .keyspaces
+            .values()
+            .any(|k| k.routing.write_buffer.is_some())
+        {
+            // A cutover's buffer: writes planned against the old routing finish first
+            // (bounded: one stuck behind a held write's lock is seen by the controller's
+            // drain check anyway).
+            let deadline = std::time::Instant::now() + Duration::from_secs(1);
+            while self.ctx.inflight_writes.any_before(revision)
+                && std::time::Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
         self.publish().await;
     }
 

@@ -9,15 +9,64 @@
 //!
 //! A transaction that already holds one of the buffered shards goes on: holding it would
 //! only keep the drain from finishing.
+//!
+//! Writes on keyspaces under a workflow register while they run ([`InflightWrites`]); a
+//! proxy acknowledges a write buffer only once every write planned against the older
+//! routing has finished, so none can reach a source after the controller's drain check.
 
 use super::Session;
 use crate::planner::{Plan, Primitive};
 use shardgate_topology::Snapshot;
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How often a held write looks for the new routing.
 const POLL: Duration = Duration::from_millis(2);
+
+/// Write statements running now, by the snapshot revision they were planned against.
+#[derive(Default)]
+pub struct InflightWrites {
+    counts: Mutex<BTreeMap<i64, usize>>,
+}
+
+/// A running write's registration; dropping it ends the registration.
+pub struct WriteTicket {
+    owner: Arc<InflightWrites>,
+    revision: i64,
+}
+
+impl InflightWrites {
+    pub fn enter(self: &Arc<Self>, revision: i64) -> WriteTicket {
+        *self.counts.lock().unwrap().entry(revision).or_default() += 1;
+        WriteTicket {
+            owner: self.clone(),
+            revision,
+        }
+    }
+
+    /// Whether a write planned against a revision older than `revision` still runs.
+    pub fn any_before(&self, revision: i64) -> bool {
+        self.counts
+            .lock()
+            .unwrap()
+            .range(..revision)
+            .next()
+            .is_some()
+    }
+}
+
+impl Drop for WriteTicket {
+    fn drop(&mut self) {
+        let mut m = self.owner.counts.lock().unwrap();
+        if let Some(n) = m.get_mut(&self.revision) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.revision);
+            }
+        }
+    }
+}
 
 /// Whether `sql` changes rows (the statements a cutover must hold).
 pub fn is_write(sql: &str) -> bool {
@@ -106,61 +155,75 @@ impl Session {
     }
 
     /// Holds a write while its keyspace's cutover buffers writes. Returns the plan and
-    /// snapshot to run with when the routing changed meanwhile.
+    /// snapshot to run with when the routing changed meanwhile. A write on a keyspace under
+    /// a workflow runs registered with the snapshot revision it was planned against (see
+    /// [`InflightWrites`]), so a cutover's acknowledgement waits for it.
     pub(super) async fn hold_for_cutover(
         &mut self,
         plan: &Plan,
         sql: &str,
         snapshot: &Snapshot,
     ) -> Option<Result<(Arc<Plan>, Arc<Snapshot>), crate::error::ProxyError>> {
-        let Plan::Query(p) = plan else {
+        let Plan::Query(_) = plan else {
             return None;
         };
         // The common case costs one pass over the keyspaces, no allocation.
         if !snapshot
             .keyspaces
             .values()
-            .any(|k| k.routing.write_buffer.is_some())
+            .any(|k| k.routing.workflow.is_some())
             || !is_write(sql)
         {
             return None;
         }
-        let max_wait = self.buffer_wait(p, snapshot)?;
-        self.ctx.metrics.writes_buffered_total.inc();
-        let started = Instant::now();
-        let deadline = started + Duration::from_millis(max_wait);
-        let mut current = self.ctx.snapshot();
-        while Instant::now() < deadline {
-            if current.revision != snapshot.revision {
-                match self.ctx.plan(
-                    sql,
-                    &current,
-                    self.keyspace.as_deref(),
-                    self.shard.as_deref(),
-                ) {
-                    Ok(np) => match &*np {
-                        Plan::Query(q) if self.buffer_wait(q, &current).is_some() => {}
-                        _ => {
-                            self.record_hold(started);
-                            return Some(Ok((np, current)));
-                        }
-                    },
+        let mut replanned: Option<(Arc<Plan>, Arc<Snapshot>)> = None;
+        let mut held_since: Option<Instant> = None;
+        loop {
+            let revision = replanned
+                .as_ref()
+                .map(|(_, s)| s.revision)
+                .unwrap_or(snapshot.revision);
+            let ticket = self.ctx.inflight_writes.enter(revision);
+            let now = self.ctx.snapshot();
+            if now.revision != revision {
+                drop(ticket);
+                match self
+                    .ctx
+                    .plan(sql, &now, self.keyspace.as_deref(), self.shard.as_deref())
+                {
+                    Ok(p) => replanned = Some((p, now)),
                     Err(e) => return Some(Err(e)),
                 }
+                continue;
+            }
+            let wait = {
+                let (p, s): (&Plan, &Snapshot) = match &replanned {
+                    Some((p, s)) => (p, s),
+                    None => (plan, snapshot),
+                };
+                match p {
+                    Plan::Query(q) => self.buffer_wait(q, s),
+                    Plan::Session(_) => None,
+                }
+            };
+            let expired = match (held_since, wait) {
+                (Some(t), Some(ms)) => t.elapsed() >= Duration::from_millis(ms),
+                _ => false,
+            };
+            if wait.is_none() || expired {
+                self.write_ticket = Some(ticket);
+                if let Some(t) = held_since {
+                    self.record_hold(t);
+                }
+                return replanned.map(Ok);
+            }
+            drop(ticket);
+            if held_since.is_none() {
+                held_since = Some(Instant::now());
+                self.ctx.metrics.writes_buffered_total.inc();
             }
             tokio::time::sleep(POLL).await;
-            current = self.ctx.snapshot();
         }
-        // Held long enough: go on against the routing in force now.
-        self.record_hold(started);
-        let current = self.ctx.snapshot();
-        let np = self.ctx.plan(
-            sql,
-            &current,
-            self.keyspace.as_deref(),
-            self.shard.as_deref(),
-        );
-        Some(np.map(|p| (p, current)))
     }
 
     fn record_hold(&self, started: Instant) {

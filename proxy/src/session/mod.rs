@@ -3,6 +3,7 @@
 //! command is handled in the submodule named after it.
 
 mod buffer;
+pub use buffer::InflightWrites;
 pub mod conns;
 mod interrupt;
 mod ops;
@@ -55,6 +56,8 @@ pub struct Session {
     query_kill: tokio::sync::watch::Receiver<bool>,
     /// The error the proxy itself raised for the last statement (SHOW WARNINGS).
     last_error: std::sync::Mutex<Option<ErrPacket>>,
+    /// The running write's registration (cutover drains wait for it).
+    write_ticket: Option<buffer::WriteTicket>,
 }
 
 impl Session {
@@ -102,6 +105,7 @@ impl Session {
             timeout_ms,
             query_kill,
             last_error: Default::default(),
+            write_ticket: None,
         })
     }
 

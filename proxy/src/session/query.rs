@@ -108,6 +108,22 @@ impl Session {
         more: bool,
         params: Option<&Execute>,
     ) -> Result<Flow, PacketError> {
+        let r = self
+            .run_plan_held(plan, sql, snapshot, out, more, params)
+            .await;
+        self.write_ticket = None;
+        r
+    }
+
+    async fn run_plan_held(
+        &mut self,
+        plan: &Plan,
+        sql: &str,
+        snapshot: &shardgate_topology::Snapshot,
+        out: &mut Responder<'_>,
+        more: bool,
+        params: Option<&Execute>,
+    ) -> Result<Flow, PacketError> {
         let held;
         let (plan, snapshot) = match self.hold_for_cutover(plan, sql, snapshot).await {
             None => (plan, snapshot),

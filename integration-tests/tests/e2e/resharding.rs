@@ -1,0 +1,384 @@
+//! Online resharding under load: a split of `80-` with the controller SIGKILLed during
+//! the backfill and resumed, then a merge back with a rollback after cutover, while a
+//! workload writes through two proxies and checks that it reads its own writes.
+
+use integration_tests::{hash_shard, rows, url_for, TestCluster};
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Opts};
+use shardgate_resharder::local::ClusterInfo;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// What the workload knows: every acknowledged write's outcome per id.
+#[derive(Default)]
+struct Ledger {
+    /// id -> Some(name) when the row exists, None when deleted.
+    rows: Mutex<BTreeMap<i64, Option<String>>>,
+    writes: AtomicU64,
+    errors: Mutex<Vec<String>>,
+    stale_reads: AtomicU64,
+    /// Longest a single write statement (or transaction) took, in microseconds.
+    max_write_us: AtomicU64,
+    /// Writers hold it (shared) per operation; a check holds it alone, so it sees a still
+    /// workload.
+    gate: tokio::sync::RwLock<()>,
+}
+
+async fn connect(addr: &str) -> Conn {
+    let mut c = Conn::new(Opts::from_url(&url_for(addr, "customer")).unwrap())
+        .await
+        .unwrap();
+    c.query_drop("SET transaction_mode = 'multi'")
+        .await
+        .unwrap();
+    c
+}
+
+/// One writer: its own ids (`base + n`), a mix of inserts, updates with NOW(), deletes and
+/// two-statement transactions, each checked by reading it back on the same connection.
+async fn writer(addr: String, base: i64, ledger: Arc<Ledger>, stop: Arc<AtomicBool>) {
+    let mut c = connect(&addr).await;
+    let mut next = 0i64;
+    let mut live: Vec<i64> = Vec::new();
+    let mut step = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        step += 1;
+        let guard = ledger.gate.read().await;
+        let t0 = Instant::now();
+        let (result, changed): (Result<(), mysql_async::Error>, Vec<(i64, Option<String>)>) =
+            match step % 5 {
+                0 if live.len() > 2 => {
+                    let id = live.remove((step as usize * 7) % live.len());
+                    (
+                        c.query_drop(format!("DELETE FROM customer WHERE customer_id = {id}"))
+                            .await,
+                        vec![(id, None)],
+                    )
+                }
+                1 | 3 if !live.is_empty() => {
+                    let id = live[(step as usize * 13) % live.len()];
+                    let name = format!("u{step}");
+                    (
+                        c.query_drop(format!(
+                            "UPDATE customer SET name = '{name}', created_at = NOW() WHERE customer_id = {id}"
+                        ))
+                        .await,
+                        vec![(id, Some(name))],
+                    )
+                }
+                2 if live.len() > 1 => {
+                    let a = live[(step as usize * 3) % live.len()];
+                    let b = live[(step as usize * 5 + 1) % live.len()];
+                    let (na, nb) = (format!("ta{step}"), format!("tb{step}"));
+                    let r = c
+                        .query_drop(format!(
+                            "BEGIN; UPDATE customer SET name = '{na}' WHERE customer_id = {a}; UPDATE customer SET name = '{nb}' WHERE customer_id = {b}; COMMIT"
+                        ))
+                        .await;
+                    let changes = if a == b {
+                        vec![(b, Some(nb))]
+                    } else {
+                        vec![(a, Some(na)), (b, Some(nb))]
+                    };
+                    (r, changes)
+                }
+                _ => {
+                    next += 1;
+                    let id = base + next;
+                    live.push(id);
+                    let name = format!("i{step}");
+                    (
+                        c.query_drop(format!(
+                            "INSERT INTO customer (customer_id, email, name) VALUES ({id}, 'w{id}@example.com', '{name}')"
+                        ))
+                        .await,
+                        vec![(id, Some(name))],
+                    )
+                }
+            };
+        let took = t0.elapsed().as_micros() as u64;
+        ledger.max_write_us.fetch_max(took, Ordering::Relaxed);
+        if let Err(e) = result {
+            ledger.errors.lock().unwrap().push(format!("{e}"));
+            // The outcome is unknown: keep checking the row's last acknowledged value
+            // out of the ledger.
+            for (id, _) in changed {
+                ledger.rows.lock().unwrap().remove(&id);
+                live.retain(|x| *x != id);
+            }
+            continue;
+        }
+        ledger.writes.fetch_add(1, Ordering::Relaxed);
+        for (id, v) in changed {
+            let got: Option<String> = c
+                .query_first(format!(
+                    "SELECT name FROM customer WHERE customer_id = {id}"
+                ))
+                .await
+                .unwrap_or_else(|e| {
+                    ledger.errors.lock().unwrap().push(format!("read: {e}"));
+                    None
+                });
+            if got != v {
+                ledger.stale_reads.fetch_add(1, Ordering::Relaxed);
+            }
+            ledger.rows.lock().unwrap().insert(id, v);
+        }
+        drop(guard);
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+}
+
+/// Every acknowledged write is there with its last value, no deleted row is back, and
+/// every row sits in exactly the serving shard whose range holds it.
+async fn check(c: &TestCluster, ledger: &Ledger) {
+    let _still = ledger.gate.write().await;
+    let mut conn = c.conn("customer").await;
+    let expected = ledger.rows.lock().unwrap().clone();
+    let mut wrong = Vec::new();
+    for (id, v) in &expected {
+        let got: Option<String> = conn
+            .query_first(format!(
+                "SELECT name FROM customer WHERE customer_id = {id}"
+            ))
+            .await
+            .unwrap();
+        if &got != v {
+            wrong.push(format!("{id}: expected {v:?}, found {got:?}"));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} rows wrong: {:?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(10)]
+    );
+    let info = ClusterInfo::load(c.dir()).unwrap();
+    let store = info.store().await.unwrap();
+    let routing = store
+        .get("keyspaces/customer/routing")
+        .await
+        .unwrap()
+        .unwrap();
+    let routing: serde_json::Value = serde_json::from_slice(&routing.value).unwrap();
+    let serving: Vec<String> = routing["serving"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect();
+    let mut total = 0;
+    for shard in &serving {
+        let s = info
+            .shards
+            .iter()
+            .find(|s| s.keyspace == "customer" && &s.shard == shard)
+            .unwrap();
+        let mut d = Conn::new(Opts::from_url(&url_for(&s.addr, &s.database)).unwrap())
+            .await
+            .unwrap();
+        let ids = rows(&mut d, "SELECT customer_id FROM customer")
+            .await
+            .unwrap();
+        for r in &ids {
+            let id: i64 = r[0].parse().unwrap();
+            assert_eq!(
+                &hash_shard(id, &serving),
+                shard,
+                "row {id} sits in shard {shard}, outside its range"
+            );
+        }
+        total += ids.len();
+    }
+    let through: Vec<Vec<String>> = rows(&mut conn, "SELECT COUNT(*) FROM customer")
+        .await
+        .unwrap();
+    assert_eq!(
+        through[0][0],
+        total.to_string(),
+        "each row in exactly one shard"
+    );
+}
+
+fn shardctl_ok(c: &TestCluster, args: &[&str]) -> String {
+    let (ok, out) = c.shardctl(args);
+    assert!(ok, "shardctl {args:?} failed:\n{out}");
+    out
+}
+
+async fn workflow_doc(c: &TestCluster) -> serde_json::Value {
+    let info = ClusterInfo::load(c.dir()).unwrap();
+    let store = info.store().await.unwrap();
+    match store.get("workflows/customer").await.unwrap() {
+        Some(e) => serde_json::from_slice(&e.value).unwrap(),
+        None => serde_json::Value::Null,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn resharding_under_load_split_kill_resume_merge_rollback() {
+    let mut c = TestCluster::start(2).await;
+    let p2 = c.info.start_proxy("proxy2", 0, 0).await.unwrap();
+    let p1 = c.proxy_addr();
+
+    // Enough rows on 80- for a backfill that can be interrupted (loaded on the shard
+    // directly: quicker than through a debug-build proxy).
+    let mut conn = c.direct("customer", "80-").await;
+    let shards = c.shard_names("customer");
+    let ids: Vec<i64> = (100_000..)
+        .filter(|i| hash_shard(*i, &shards) == "80-")
+        .take(20_000)
+        .collect();
+    for part in ids.chunks(1000) {
+        let values: Vec<String> = part
+            .iter()
+            .map(|i| format!("({i}, 'bulk{i}@example.com', 'bulk')"))
+            .collect();
+        conn.query_drop(format!(
+            "INSERT INTO customer (customer_id, email, name) VALUES {}",
+            values.join(", ")
+        ))
+        .await
+        .unwrap();
+    }
+
+    let ledger = Arc::new(Ledger::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for (i, addr) in [&p1, &p2.mysql, &p1, &p2.mysql].iter().enumerate() {
+        writers.push(tokio::spawn(writer(
+            addr.to_string(),
+            1_000_000 * (i as i64 + 1),
+            ledger.clone(),
+            stop.clone(),
+        )));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Split 80- in two with `run`; kill the controller during the backfill; resume.
+    let bin = shardgate_resharder::local::process::find_program("shardctl").unwrap();
+    let mut child = std::process::Command::new(&bin)
+        .arg("--dir")
+        .arg(c.dir())
+        .args([
+            "reshard",
+            "run",
+            "--keyspace",
+            "customer",
+            "--from",
+            "80-",
+            "--to",
+            "80-c0,c0-",
+            "--chunk-rows",
+            "500",
+            "--max-rows-per-s",
+            "8000",
+            "--delete-source-rows",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let w = workflow_doc(&c).await;
+        let copied: u64 = w["tables"]
+            .as_object()
+            .map(|t| {
+                t.values()
+                    .map(|x| x["rows_copied"].as_u64().unwrap_or(0))
+                    .sum()
+            })
+            .unwrap_or(0);
+        if w["phase"] == "copying" && copied >= 2000 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "backfill never started: {w}");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the controller ended before being killed: {w}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    child.wait().unwrap();
+    let killed_at = workflow_doc(&c).await;
+    assert_eq!(
+        killed_at["phase"], "copying",
+        "killed mid-backfill: {killed_at}"
+    );
+    let out = shardctl_ok(&c, &["reshard", "resume", "--keyspace", "customer"]);
+    let w = workflow_doc(&c).await;
+    assert_eq!(w["phase"], "complete", "{out}\n{w}");
+    let split_pause = w["cutover"]["pause_ms"].as_u64().unwrap();
+    eprintln!(
+        "split: {out}\nverify: {}\ncutover pause {split_pause} ms",
+        w["verify"]
+    );
+    assert_eq!(w["verify"]["failed"], 0);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    check(&c, &ledger).await;
+
+    // Merge back into 80- (emptied by --delete-source-rows), roll back after cutover,
+    // cut over again and complete.
+    shardctl_ok(
+        &c,
+        &[
+            "reshard",
+            "start",
+            "--keyspace",
+            "customer",
+            "--from",
+            "80-c0,c0-",
+            "--to",
+            "80-",
+        ],
+    );
+    shardctl_ok(&c, &["reshard", "verify", "--keyspace", "customer"]);
+    shardctl_ok(&c, &["reshard", "cutover", "--keyspace", "customer"]);
+    let w = workflow_doc(&c).await;
+    assert_eq!(w["phase"], "cut_over", "{w}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    check(&c, &ledger).await;
+    shardctl_ok(&c, &["reshard", "rollback", "--keyspace", "customer"]);
+    let w = workflow_doc(&c).await;
+    assert_eq!(w["phase"], "backfilled", "{w}");
+    let rollback_pause = w["cutover"]["pause_ms"].as_u64().unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    check(&c, &ledger).await;
+    shardctl_ok(&c, &["reshard", "cutover", "--keyspace", "customer"]);
+    let merge_pause = workflow_doc(&c).await["cutover"]["pause_ms"]
+        .as_u64()
+        .unwrap();
+    shardctl_ok(&c, &["reshard", "complete", "--keyspace", "customer"]);
+    let status = shardctl_ok(&c, &["reshard", "status", "--keyspace", "customer"]);
+    assert!(status.contains("Complete"), "{status}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.await.unwrap();
+    }
+    check(&c, &ledger).await;
+    let errors = ledger.errors.lock().unwrap().clone();
+    eprintln!(
+        "resharding under load: {} acknowledged writes, {} rows tracked, {} client errors, {} stale reads, longest write {} ms; pauses: split {split_pause} ms, rollback {rollback_pause} ms, merge {merge_pause} ms",
+        ledger.writes.load(Ordering::Relaxed),
+        ledger.rows.lock().unwrap().len(),
+        errors.len(),
+        ledger.stale_reads.load(Ordering::Relaxed),
+        ledger.max_write_us.load(Ordering::Relaxed) / 1000,
+    );
+    assert!(errors.is_empty(), "client errors: {errors:?}");
+    assert_eq!(
+        ledger.stale_reads.load(Ordering::Relaxed),
+        0,
+        "reads saw stale data"
+    );
+    assert!(
+        ledger.writes.load(Ordering::Relaxed) > 100,
+        "the workload ran"
+    );
+}
