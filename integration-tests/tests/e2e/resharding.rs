@@ -26,6 +26,9 @@ struct Ledger {
     gate: tokio::sync::RwLock<()>,
 }
 
+/// A row's new state: (id, name or None when deleted).
+type Change = (i64, Option<String>);
+
 async fn connect(addr: &str) -> Conn {
     let mut c = Conn::new(Opts::from_url(&url_for(addr, "customer")).unwrap())
         .await
@@ -47,57 +50,56 @@ async fn writer(addr: String, base: i64, ledger: Arc<Ledger>, stop: Arc<AtomicBo
         step += 1;
         let guard = ledger.gate.read().await;
         let t0 = Instant::now();
-        let (result, changed): (Result<(), mysql_async::Error>, Vec<(i64, Option<String>)>) =
-            match step % 5 {
-                0 if live.len() > 2 => {
-                    let id = live.remove((step as usize * 7) % live.len());
-                    (
-                        c.query_drop(format!("DELETE FROM customer WHERE customer_id = {id}"))
-                            .await,
-                        vec![(id, None)],
-                    )
-                }
-                1 | 3 if !live.is_empty() => {
-                    let id = live[(step as usize * 13) % live.len()];
-                    let name = format!("u{step}");
-                    (
+        let (result, changed): (Result<(), mysql_async::Error>, Vec<Change>) = match step % 5 {
+            0 if live.len() > 2 => {
+                let id = live.remove((step as usize * 7) % live.len());
+                (
+                    c.query_drop(format!("DELETE FROM customer WHERE customer_id = {id}"))
+                        .await,
+                    vec![(id, None)],
+                )
+            }
+            1 | 3 if !live.is_empty() => {
+                let id = live[(step as usize * 13) % live.len()];
+                let name = format!("u{step}");
+                (
                         c.query_drop(format!(
                             "UPDATE customer SET name = '{name}', created_at = NOW() WHERE customer_id = {id}"
                         ))
                         .await,
                         vec![(id, Some(name))],
                     )
-                }
-                2 if live.len() > 1 => {
-                    let a = live[(step as usize * 3) % live.len()];
-                    let b = live[(step as usize * 5 + 1) % live.len()];
-                    let (na, nb) = (format!("ta{step}"), format!("tb{step}"));
-                    let r = c
+            }
+            2 if live.len() > 1 => {
+                let a = live[(step as usize * 3) % live.len()];
+                let b = live[(step as usize * 5 + 1) % live.len()];
+                let (na, nb) = (format!("ta{step}"), format!("tb{step}"));
+                let r = c
                         .query_drop(format!(
                             "BEGIN; UPDATE customer SET name = '{na}' WHERE customer_id = {a}; UPDATE customer SET name = '{nb}' WHERE customer_id = {b}; COMMIT"
                         ))
                         .await;
-                    let changes = if a == b {
-                        vec![(b, Some(nb))]
-                    } else {
-                        vec![(a, Some(na)), (b, Some(nb))]
-                    };
-                    (r, changes)
-                }
-                _ => {
-                    next += 1;
-                    let id = base + next;
-                    live.push(id);
-                    let name = format!("i{step}");
-                    (
+                let changes = if a == b {
+                    vec![(b, Some(nb))]
+                } else {
+                    vec![(a, Some(na)), (b, Some(nb))]
+                };
+                (r, changes)
+            }
+            _ => {
+                next += 1;
+                let id = base + next;
+                live.push(id);
+                let name = format!("i{step}");
+                (
                         c.query_drop(format!(
                             "INSERT INTO customer (customer_id, email, name) VALUES ({id}, 'w{id}@example.com', '{name}')"
                         ))
                         .await,
                         vec![(id, Some(name))],
                     )
-                }
-            };
+            }
+        };
         let took = t0.elapsed().as_micros() as u64;
         ledger.max_write_us.fetch_max(took, Ordering::Relaxed);
         if let Err(e) = result {
