@@ -157,6 +157,95 @@ def big_merge(info, pport, proxy_pid, args):
             "peak": peak[0], "streamed": streamed, "stream_s": stream_s}
 
 
+def fg_run(pport, tables, size, seconds, rate, interval=False):
+    """A rate-limited oltp_read_write through the proxy on customer: the foreground load
+    whose latency the reshard suite watches. Returns (p95 ms, max ms, per-second lines)."""
+    cmd = ["sysbench", "oltp_read_write", "--db-driver=mysql", "--mysql-host=127.0.0.1",
+           f"--mysql-port={pport}", "--mysql-user=root", "--mysql-db=customer", f"--tables={tables}",
+           f"--table-size={size}", "--threads=4", f"--rate={rate}", f"--time={seconds}", "--percentile=95",
+           "--db-ps-mode=auto", "--rand-type=uniform"]
+    if interval:
+        cmd.append("--report-interval=1")
+    return subprocess.Popen(cmd + ["run"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def fg_result(proc):
+    out, _ = proc.communicate()
+    lines = [(float(m.group(1)), float(m.group(2))) for m in
+             re.finditer(r"\[ (\d+)s \].*?lat \(ms,95%\): ([\d.]+)", out)]
+    errs = [float(m.group(1)) for m in re.finditer(r"err/s: ([\d.]+)", out)]
+    p95 = re.search(r"95th percentile:\s+([\d.]+)", out)
+    if p95 is None:
+        # Interrupted before its summary: judge by the per-second reports.
+        if not lines:
+            raise RuntimeError(f"sysbench failed:\n{out}")
+        return max(p for _, p in lines), max(p for _, p in lines), int(sum(errs)), lines
+    mx = float(re.search(r"max:\s+([\d.]+)", out).group(1))
+    errors = int(re.search(r"ignored errors:\s+(\d+)", out).group(1))
+    return float(p95.group(1)), mx, errors, lines
+
+
+def reshard_suite(args, pport):
+    """Splits customer/80- in two under a steady foreground load: backfill rate, foreground
+    p95 before / during the backfill / with change capture on, verify rate, cutover pause."""
+    size = args.reshard_table_size
+    tables = args.tables
+    base = ["sysbench", "oltp_read_write", "--db-driver=mysql", "--mysql-host=127.0.0.1",
+            f"--mysql-port={pport}", "--mysql-user=root", "--mysql-db=customer", f"--tables={tables}",
+            f"--table-size={size}"]
+    subprocess.run(base + ["cleanup"], capture_output=True)
+    t0 = time.time()
+    out = subprocess.run(base + ["--threads=4", "prepare"], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"sysbench prepare failed:\n{out.stdout}\n{out.stderr}")
+    print(f"  reshard: loaded {tables} x {size:,} rows through the proxy in {time.time() - t0:.0f} s", flush=True)
+    r = {}
+    before = fg_result(fg_run(pport, tables, size, args.time, args.reshard_rate))
+    r["before"] = before
+    print(f"  reshard: foreground p95 before: {before[0]:.2f} ms (max {before[1]:.1f} ms)", flush=True)
+    fg = fg_run(pport, tables, size, 600, args.reshard_rate, interval=True)
+    time.sleep(3)
+    t_start = time.time() - 0.0
+    st = subprocess.run([SHARDCTL, "--dir", args.dir, "reshard", "start", "--keyspace", "customer",
+                         "--from", "80-", "--to", "80-c0,c0-"], capture_output=True, text=True)
+    t_end = time.time()
+    fg.send_signal(signal.SIGINT)
+    if st.returncode != 0:
+        raise RuntimeError(f"reshard start failed:\n{st.stdout}\n{st.stderr}")
+    during = fg_result(fg)
+    doc = json.loads(sh([SHARDCTL, "--dir", args.dir, "reshard", "status", "--keyspace", "customer", "--json"]).stdout)
+    copied = sum(t["rows_copied"] for t in doc["tables"].values())
+    m = re.search(r"in ([\d.]+) s \((\d+) rows/s\)", doc["message"])
+    secs = float(m.group(1)) if m else (t_end - t_start)
+    # Per-second p95s inside the backfill window (the first 3 s ran before it).
+    window = [p for (sec, p) in during[3] if 3 < sec <= 3 + (t_end - t_start)]
+    r["backfill"] = {"rows": copied, "seconds": secs, "rate": copied / max(secs, 0.001),
+                     "p95_median": statistics.median(window) if window else during[0],
+                     "p95_max": max(window) if window else during[0], "errors": during[2]}
+    b = r["backfill"]
+    print(f"  reshard: backfill {copied:,} rows in {secs:.1f} s = {b['rate']:,.0f} rows/s; foreground per-second p95 "
+          f"during it: median {b['p95_median']:.2f} ms, worst {b['p95_max']:.2f} ms", flush=True)
+    capture = fg_result(fg_run(pport, tables, size, args.time, args.reshard_rate))
+    r["capture"] = capture
+    print(f"  reshard: foreground p95 with change capture on: {capture[0]:.2f} ms", flush=True)
+    sh([SHARDCTL, "--dir", args.dir, "reshard", "verify", "--keyspace", "customer"])
+    doc = json.loads(sh([SHARDCTL, "--dir", args.dir, "reshard", "status", "--keyspace", "customer", "--json"]).stdout)
+    v = doc["verify"]
+    r["verify"] = v
+    print(f"  reshard: verify {v['rows']:,} rows in {v['seconds']:.2f} s = {v['rows'] / max(v['seconds'], 0.001):,.0f} rows/s "
+          f"({v['mismatched']} chunks differed at first, {v['failed']} still differ)", flush=True)
+    fg = fg_run(pport, tables, size, 10, args.reshard_rate)
+    time.sleep(3)
+    sh([SHARDCTL, "--dir", args.dir, "reshard", "cutover", "--keyspace", "customer"])
+    cut = fg_result(fg)
+    doc = json.loads(sh([SHARDCTL, "--dir", args.dir, "reshard", "status", "--keyspace", "customer", "--json"]).stdout)
+    r["cutover"] = {"pause_ms": doc["cutover"]["pause_ms"], "fg_max_ms": cut[1], "errors": cut[2]}
+    print(f"  reshard: cutover: writes held at most {doc['cutover']['pause_ms']} ms (controller); the foreground's "
+          f"slowest transaction {cut[1]:.1f} ms; {cut[2]} errors", flush=True)
+    sh([SHARDCTL, "--dir", args.dir, "reshard", "complete", "--keyspace", "customer"])
+    return r
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--time", type=int, default=20)
@@ -168,6 +257,8 @@ def main():
     ap.add_argument("--tests", default="oltp_point_select,oltp_read_write")
     ap.add_argument("--big-rows", type=int, default=1000000)
     ap.add_argument("--dir", default=os.path.join(ROOT, "bench/.cluster"))
+    ap.add_argument("--reshard-table-size", type=int, default=100000)
+    ap.add_argument("--reshard-rate", type=int, default=100, help="foreground tx/s during the reshard suite")
     args = ap.parse_args()
     suites = set(args.suites.split(","))
 
@@ -244,6 +335,8 @@ def main():
                           flush=True)
         if "bigmerge" in suites:
             results["bigmerge"] = big_merge(info, pport, proxy_pid, args)
+        if "reshard" in suites:
+            results["reshard"] = reshard_suite(args, pport)
         if "memory" in suites:
             time.sleep(1)
             idle = rss_kb(proxy_pid)
@@ -302,6 +395,21 @@ def main():
               f"ORDER BY .. LIMIT 10 took {b['limit_s']:.2f} s, RSS after {b['after_limit']/1024:.1f} MiB; "
               f"full ORDER BY streamed {b['streamed']:,} rows in {b['stream_s']:.2f} s, peak RSS {b['peak']/1024:.1f} MiB "
               f"(+{(b['peak']-b['before'])/1024:.1f} MiB)")
+    if "reshard" in results:
+        r = results["reshard"]
+        b = r["backfill"]
+        print("\n| resharding 80- -> 80-c0,c0- under a steady foreground load | figure |")
+        print("|---|---:|")
+        print(f"| backfill rate | {b['rate']:,.0f} rows/s ({b['rows']:,} rows in {b['seconds']:.1f} s) |")
+        print(f"| foreground p95 before | {r['before'][0]:.2f} ms |")
+        print(f"| foreground per-second p95 during backfill (median / worst) | {b['p95_median']:.2f} / {b['p95_max']:.2f} ms "
+              f"({b['p95_median'] / r['before'][0]:.2f}x / {b['p95_max'] / r['before'][0]:.2f}x) |")
+        print(f"| foreground p95 with change capture on | {r['capture'][0]:.2f} ms ({r['capture'][0] / r['before'][0]:.2f}x) |")
+        v = r["verify"]
+        print(f"| verify rate | {v['rows'] / max(v['seconds'], 0.001):,.0f} rows/s |")
+        print(f"| cutover: writes held (controller) / slowest foreground transaction | {r['cutover']['pause_ms']} ms / "
+              f"{r['cutover']['fg_max_ms']:.1f} ms |")
+        print(f"| foreground errors during backfill / cutover | {b['errors']} / {r['cutover']['errors']} |")
     if "memory" in results:
         idle, loaded = results["memory"]
         print(f"\nproxy RSS idle: {idle/1024:.1f} MiB; with 1,000 idle client connections: {loaded/1024:.1f} MiB "

@@ -37,6 +37,9 @@ pub struct Context {
     /// Writes running on keyspaces under a resharding workflow, by the revision they were
     /// planned against (a cutover is acknowledged once the older ones are done).
     pub inflight_writes: Arc<crate::session::InflightWrites>,
+    /// Set while the proxy's etcd registration is lost (until it is back and the topology
+    /// reloaded): writes to keyspaces under a resharding workflow wait.
+    pub fenced: std::sync::atomic::AtomicBool,
 }
 
 impl Context {
@@ -68,6 +71,7 @@ impl Context {
             sequences: Default::default(),
             store,
             inflight_writes: Default::default(),
+            fenced: Default::default(),
         })
     }
 

@@ -55,6 +55,8 @@ pub enum ProxyError {
         workflow: String,
         what: String,
     },
+    #[error("shardgate: this proxy lost its etcd registration; writes to keyspace {0} wait for the topology while it is being resharded (retry)")]
+    Fenced(String),
     #[error("Access denied; {0}")]
     AccessDenied(String),
     #[error("Duplicate entry '{value}' for key '{key}'")]
@@ -93,6 +95,7 @@ impl ProxyError {
             ProxyError::Unsupported(_) => (1235, "42000"),
             ProxyError::WrongValue(_) => (1105, "HY000"),
             ProxyError::Resharding { .. } => (1105, "HY000"),
+            ProxyError::Fenced(_) => (1105, "HY000"),
             ProxyError::AccessDenied(_) => (1227, "42000"),
             ProxyError::DuplicateKey { .. } => (1062, "23000"),
             ProxyError::UnknownVariable(_) => (1193, "HY000"),

@@ -135,6 +135,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         http_addr: http_addr.clone(),
         version: env!("CARGO_PKG_VERSION").to_string(),
         started_ms: topo::now_ms(),
+        lease_ttl_s: ctx.config.topology.lease_ttl_s,
         ..ProxyDoc::default()
     };
     let follower = topo::Follower::new(ctx.clone(), store, cache, registration);

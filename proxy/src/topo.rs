@@ -276,9 +276,17 @@ impl Follower {
                 if self.lease_ok.swap(false, Ordering::SeqCst) {
                     tracing::warn!("lost the etcd registration lease");
                 }
+                // A controller may have stopped counting this proxy: fence writes to
+                // keyspaces under resharding until the topology is current again.
+                if lease != 0 {
+                    self.ctx.fenced.store(true, Ordering::SeqCst);
+                }
                 match self.store.grant_lease(ttl).await {
                     Ok(id) => {
                         self.lease.store(id, Ordering::SeqCst);
+                        if self.reload().await.is_ok() {
+                            self.ctx.fenced.store(false, Ordering::SeqCst);
+                        }
                         self.publish().await;
                         self.lease_ok.store(true, Ordering::SeqCst);
                         tracing::info!(lease = id, "registered in etcd");

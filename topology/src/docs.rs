@@ -187,6 +187,10 @@ pub struct ProxyDoc {
     pub routing_versions: BTreeMap<String, u64>,
     /// Unix time in milliseconds when the proxy started.
     pub started_ms: u64,
+    /// TTL of the registration's lease: a controller waits this long after a registration
+    /// disappears before it stops counting that proxy (it may not have noticed yet).
+    #[serde(default)]
+    pub lease_ttl_s: u64,
     /// The last topology error, if the newest etcd contents were rejected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub topology_error: Option<String>,

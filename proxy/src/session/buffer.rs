@@ -13,6 +13,10 @@
 //! Writes on keyspaces under a workflow register while they run ([`InflightWrites`]); a
 //! proxy acknowledges a write buffer only once every write planned against the older
 //! routing has finished, so none can reach a source after the controller's drain check.
+//!
+//! Fencing: while the proxy's etcd registration is lost, a controller may already have
+//! stopped counting it, so writes to keyspaces under a workflow wait until it is registered
+//! again with a freshly loaded topology, and fail with a clear error after 5 s.
 
 use super::Session;
 use crate::planner::{Plan, Primitive};
@@ -23,6 +27,9 @@ use std::time::{Duration, Instant};
 
 /// How often a held write looks for the new routing.
 const POLL: Duration = Duration::from_millis(2);
+
+/// Longest a write waits while the proxy is fenced (registration lost) before it fails.
+const FENCE_WAIT_MS: u64 = 5000;
 
 /// Write statements running now, by the snapshot revision they were planned against.
 #[derive(Default)]
@@ -134,10 +141,14 @@ impl Session {
         let mut keyspaces = Vec::new();
         plan_keyspaces(p, &mut keyspaces);
         let mut wait = None;
+        let fenced = self.ctx.fenced.load(std::sync::atomic::Ordering::SeqCst);
         for name in keyspaces {
             let Some(ks) = snapshot.keyspace(&name) else {
                 continue;
             };
+            if fenced && ks.routing.workflow.is_some() {
+                wait = Some(wait.unwrap_or(0).max(FENCE_WAIT_MS));
+            }
             let Some(buf) = &ks.routing.write_buffer else {
                 continue;
             };
@@ -210,6 +221,16 @@ impl Session {
                 (Some(t), Some(ms)) => t.elapsed() >= Duration::from_millis(ms),
                 _ => false,
             };
+            if expired && self.ctx.fenced.load(std::sync::atomic::Ordering::SeqCst) {
+                let ks = {
+                    let mut k = Vec::new();
+                    if let Plan::Query(q) = replanned.as_ref().map(|(p, _)| &**p).unwrap_or(plan) {
+                        plan_keyspaces(q, &mut k);
+                    }
+                    k.join(", ")
+                };
+                return Some(Err(crate::error::ProxyError::Fenced(ks)));
+            }
             if wait.is_none() || expired {
                 self.write_ticket = Some(ticket);
                 if let Some(t) = held_since {
@@ -237,7 +258,22 @@ impl Session {
 
 #[cfg(test)]
 mod tests {
-    use super::is_write;
+    use super::{is_write, InflightWrites};
+    use std::sync::Arc;
+
+    #[test]
+    fn inflight_writes_count_by_revision() {
+        let w = Arc::new(InflightWrites::default());
+        let a = w.enter(5);
+        let b = w.enter(7);
+        assert!(w.any_before(6));
+        assert!(!w.any_before(5));
+        drop(a);
+        assert!(!w.any_before(7));
+        assert!(w.any_before(8));
+        drop(b);
+        assert!(!w.any_before(i64::MAX));
+    }
 
     #[test]
     fn writes_are_recognised_after_comments() {

@@ -86,8 +86,14 @@ impl ClusterInfo {
         serde_json::from_str(&text).with_context(|| format!("cannot read {}", p.display()))
     }
 
+    /// Writes cluster.json atomically (readers never see a half-written file).
     pub fn save(&self) -> Result<()> {
-        std::fs::write(Self::path(&self.dir), serde_json::to_string_pretty(self)?)?;
+        let path = Self::path(&self.dir);
+        let tmp = self
+            .dir
+            .join(format!(".cluster.json.{}", std::process::id()));
+        std::fs::write(&tmp, serde_json::to_string_pretty(self)?)?;
+        std::fs::rename(&tmp, &path)?;
         Ok(())
     }
 

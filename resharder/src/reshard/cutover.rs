@@ -1,7 +1,9 @@
 //! Cutover and rollback: moving the serving role between the two sides of a workflow
 //! with writes held for a moment and nothing lost.
 //!
-//! 1. Apply the capture backlog while writes still flow, until it is small.
+//! 1. Wait until every registered proxy runs the current routing (a dead proxy's lease is
+//!    waited out here, before any write is held), and apply the capture backlog while
+//!    writes still flow, until it is small.
 //! 2. Turn on the proxies' write buffer for the old side's shards; every live proxy must
 //!    acknowledge it (a dead proxy drops out when its lease expires).
 //! 3. Wait until no transaction is open on the old side (in-flight writes finish).
@@ -95,7 +97,16 @@ async fn attempt(c: &mut Controller, forward: bool) -> Result<Duration> {
         (c.wf.doc.to.clone(), c.wf.doc.from.clone())
     };
     let max_wait = c.wf.doc.options.buffer_max_ms.max(200);
-    // 1. Small backlog first, while writes flow.
+    // 1. Every proxy on the current routing (a dead one's lease waited out) and a small
+    //    backlog, while writes flow.
+    let current = routing::current_version(&c.store, &ks).await?;
+    routing::wait_acks(
+        &c.store,
+        &ks,
+        current,
+        Instant::now() + Duration::from_secs(60),
+    )
+    .await?;
     c.catch_up(forward, 200).await?;
     // 2. Hold writes.
     let started = Instant::now();

@@ -407,3 +407,43 @@ pub async fn delete_keys(c: &mut ShardConn, meta: &TableMeta, keys: &[Vec<Value>
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(pk: &[&str]) -> TableMeta {
+        let col = |n: &str| Column {
+            name: n.to_string(),
+            definition: "int".into(),
+        };
+        TableMeta {
+            name: "t".into(),
+            columns: vec![col("a"), col("b"), col("c")],
+            primary_key: pk.iter().map(|n| col(n)).collect(),
+        }
+    }
+
+    #[test]
+    fn key_ranges_expand_composite_keys() {
+        let m = meta(&["a", "b"]);
+        assert_eq!(m.after_key(""), "((`a` > ?) OR (`a` = ? AND `b` > ?))");
+        assert_eq!(m.up_to_key(), "((`a` < ?) OR (`a` = ? AND `b` <= ?))");
+        let p = m.after_key_params(&[Value::Int(1), Value::Int(2)]);
+        assert_eq!(p, vec![Value::Int(1), Value::Int(1), Value::Int(2)]);
+        assert_eq!(m.key_equals("t."), "t.`a` = ? AND t.`b` = ?");
+        assert_eq!(m.pk_indexes(), vec![0, 1]);
+        assert_eq!(meta(&["a"]).after_key(""), "((`a` > ?))");
+    }
+
+    #[test]
+    fn checkpoint_values_round_trip() {
+        for v in [
+            Value::Int(-5),
+            Value::UInt(u64::MAX),
+            Value::Bytes(b"k\x00\xff".to_vec()),
+        ] {
+            assert_eq!(param(&key_value(&v)), v);
+        }
+    }
+}

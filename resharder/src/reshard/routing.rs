@@ -40,6 +40,18 @@ pub async fn update(
     bail!("the routing of {keyspace} keeps changing under the controller; retry")
 }
 
+/// The keyspace's routing version now.
+pub async fn current_version(store: &Store, keyspace: &str) -> Result<u64> {
+    let key = format!("keyspaces/{keyspace}/routing");
+    let e = store
+        .get(&key)
+        .await
+        .map_err(|e| anyhow!("{e}"))?
+        .ok_or_else(|| anyhow!("{key} is missing"))?;
+    let doc: RoutingDoc = serde_json::from_slice(&e.value)?;
+    Ok(doc.version)
+}
+
 /// Waits until every registered proxy reports routing `version` (or newer) for the
 /// keyspace. Proxies whose registration disappears (lease expired) no longer count.
 /// Fails at `deadline` naming the proxies that did not answer.
@@ -49,9 +61,14 @@ pub async fn wait_acks(
     version: u64,
     deadline: Instant,
 ) -> Result<()> {
+    // Proxies seen so far, and when each was last registered with its lease TTL: one that
+    // disappears is counted until its TTL has passed (it may not have noticed it lost the
+    // lease and fenced itself yet).
+    let mut seen: std::collections::BTreeMap<String, (Instant, u64)> = Default::default();
     loop {
         let loaded = store.load().await.map_err(|e| anyhow!("{e}"))?;
         let mut behind = Vec::new();
+        let mut present = std::collections::BTreeSet::new();
         for e in loaded
             .entries
             .iter()
@@ -61,9 +78,16 @@ pub async fn wait_acks(
             else {
                 continue;
             };
+            present.insert(p.id.clone());
+            seen.insert(p.id.clone(), (Instant::now(), p.lease_ttl_s));
             let v = p.routing_versions.get(keyspace).copied().unwrap_or(0);
             if v < version {
                 behind.push(format!("{} (at version {v})", p.id));
+            }
+        }
+        for (id, (last, ttl)) in &seen {
+            if !present.contains(id) && last.elapsed() < Duration::from_secs(*ttl) {
+                behind.push(format!("{id} (registration lost; waiting out its lease)"));
             }
         }
         if behind.is_empty() {
