@@ -201,23 +201,47 @@ impl Controller {
         }
     }
 
-    /// Runs the workflow's remaining steps up to `goal`.
+    /// Runs the workflow's remaining steps up to `goal`. While etcd is unreachable the
+    /// workflow pauses (the step is retried from its last checkpoint once etcd answers).
     pub async fn drive(&mut self, goal: Phase) -> Result<()> {
+        let mut paused: Option<Instant> = None;
         loop {
             let phase = self.wf.doc.phase;
             if phase >= goal || phase.finished() {
                 return Ok(());
             }
-            match phase {
-                Phase::Created => setup::prepare(self).await?,
-                Phase::Copying => backfill::run(self).await?,
-                Phase::Backfilled => verify::run(self).await?,
-                Phase::Verified => cutover::run(self, 3).await?,
-                Phase::CutOver => finish::complete(self).await?,
+            let r = match phase {
+                Phase::Created => setup::prepare(self).await,
+                Phase::Copying => backfill::run(self).await,
+                Phase::Backfilled => verify::run(self).await,
+                Phase::Verified => cutover::run(self, 3).await,
+                Phase::CutOver => finish::complete(self).await,
                 Phase::Complete | Phase::Aborted => return Ok(()),
+            };
+            match r {
+                Ok(()) => paused = None,
+                Err(e) if etcd_unreachable(&e) => {
+                    let since = *paused.get_or_insert_with(Instant::now);
+                    if since.elapsed() > Duration::from_secs(600) {
+                        return Err(e.context("etcd unreachable for 10 minutes"));
+                    }
+                    eprintln!("etcd unreachable; workflow paused, retrying: {e:#}");
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    // Pick up where the document says (the step's last checkpoint).
+                    if let Ok(w) = workflow::load(&self.store, &self.wf.doc.name).await {
+                        self.wf = w;
+                    }
+                }
+                Err(e) => return Err(e),
             }
         }
     }
+}
+
+/// Whether an error comes from etcd being unreachable (the workflow can wait for it).
+fn etcd_unreachable(e: &anyhow::Error) -> bool {
+    e.chain()
+        .any(|c| c.to_string().contains("etcd is unavailable"))
 }
 
 /// Refuses a step that the workflow's phase does not allow.
