@@ -316,8 +316,8 @@ async fn resharding_under_load_split_kill_resume_merge_rollback() {
     assert_eq!(w["phase"], "complete", "{out}\n{w}");
     let split_pause = w["cutover"]["pause_ms"].as_u64().unwrap();
     eprintln!(
-        "split: {out}\nverify: {}\ncutover pause {split_pause} ms",
-        w["verify"]
+        "split: {out}\nverify: {}\ncutover: {}",
+        w["verify"], w["cutover"]
     );
     assert_eq!(w["verify"]["failed"], 0);
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -348,12 +348,13 @@ async fn resharding_under_load_split_kill_resume_merge_rollback() {
     let w = workflow_doc(&c).await;
     assert_eq!(w["phase"], "backfilled", "{w}");
     let rollback_pause = w["cutover"]["pause_ms"].as_u64().unwrap();
+    eprintln!("rollback: {}", w["cutover"]);
     tokio::time::sleep(Duration::from_millis(500)).await;
     check(&c, &ledger).await;
     shardctl_ok(&c, &["reshard", "cutover", "--keyspace", "customer"]);
-    let merge_pause = workflow_doc(&c).await["cutover"]["pause_ms"]
-        .as_u64()
-        .unwrap();
+    let merged = workflow_doc(&c).await;
+    eprintln!("merge: {}", merged["cutover"]);
+    let merge_pause = merged["cutover"]["pause_ms"].as_u64().unwrap();
     shardctl_ok(&c, &["reshard", "complete", "--keyspace", "customer"]);
     let status = shardctl_ok(&c, &["reshard", "status", "--keyspace", "customer"]);
     assert!(status.contains("Complete"), "{status}");

@@ -7,8 +7,8 @@
 //! routing and runs; after `max_wait_ms` it proceeds against whatever routing is current.
 //! The client sees latency, never an error.
 //!
-//! A transaction that already holds one of the buffered shards goes on: holding it would
-//! only keep the drain from finishing.
+//! A transaction already open on one of the buffered shards goes on (to any of them):
+//! holding it would only keep the drain from finishing.
 //!
 //! Writes on keyspaces under a workflow register while they run ([`InflightWrites`]); a
 //! proxy acknowledges a write buffer only once every write planned against the older
@@ -152,13 +152,15 @@ impl Session {
             let Some(buf) = &ks.routing.write_buffer else {
                 continue;
             };
-            let holds_all = buf.shards.iter().all(|s| {
+            // A transaction already open on any buffered shard must finish (the drain
+            // waits for it), so its writes go on, to whichever of those shards they reach.
+            let in_open_txn = buf.shards.iter().any(|s| {
                 self.conns
                     .held()
                     .iter()
                     .any(|h| h.in_txn && h.label == format!("{name}/{s}"))
             });
-            if !holds_all {
+            if !in_open_txn {
                 wait = Some(wait.unwrap_or(0).max(buf.max_wait_ms));
             }
         }

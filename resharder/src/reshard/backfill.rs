@@ -5,7 +5,9 @@
 //!
 //! Why chunks are read with `LOCK IN SHARE MODE`: a change to a copied row commits only
 //! after its chunk has reached the target, so the change's capture entry is applied after
-//! the copy and the newer value wins.
+//! the copy and the newer value wins. The read uses `NOWAIT` and is retried when a row is
+//! locked, so the copy never waits while holding locks and cannot deadlock with the
+//! application.
 
 use super::db::{self, param};
 use super::workflow::Phase;
@@ -25,7 +27,7 @@ pub async fn run(c: &mut Controller) -> Result<()> {
         let meta = c.tables[t].clone();
         let chunk = c.wf.doc.options.chunk_rows.max(1);
         let select = format!(
-            "SELECT {} FROM {} {{where}} ORDER BY {} LIMIT {chunk} LOCK IN SHARE MODE",
+            "SELECT {} FROM {} {{where}} ORDER BY {} LIMIT {chunk} LOCK IN SHARE MODE NOWAIT",
             meta.column_list(),
             db::ident(&meta.name),
             meta.pk_list()
@@ -49,14 +51,7 @@ pub async fn run(c: &mut Controller) -> Result<()> {
                     None => (select.replace("{where}", ""), vec![]),
                 };
                 let t0 = Instant::now();
-                c.sources[s].run("BEGIN").await?;
-                let rows = match c.sources[s].exec(&sql, params).await {
-                    Ok(r) => r,
-                    Err(e) => {
-                        let _ = c.sources[s].run("ROLLBACK").await;
-                        return Err(e);
-                    }
-                };
+                let rows = db::locked_read(&mut c.sources[s], &sql, params).await?;
                 let read = t0.elapsed();
                 let rows: Vec<Vec<Value>> = rows.into_iter().map(db::values).collect();
                 let n = rows.len() as u64;

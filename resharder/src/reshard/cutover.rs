@@ -50,12 +50,14 @@ pub async fn rollback(c: &mut Controller) -> Result<()> {
 async fn switch(c: &mut Controller, forward: bool, attempts: u32) -> Result<()> {
     let what = if forward { "cutover" } else { "rollback" };
     let mut failures = 0;
+    let mut last_failure = None;
     loop {
         match attempt(c, forward).await {
             Ok(pause) => {
                 c.wf.doc.cutover = Some(CutoverReport {
                     pause_ms: pause.as_millis() as u64,
                     failed_attempts: failures,
+                    last_failure,
                     finished_ms: now_ms(),
                 });
                 c.wf.doc.phase = if forward {
@@ -76,6 +78,7 @@ async fn switch(c: &mut Controller, forward: bool, attempts: u32) -> Result<()> 
             }
             Err(e) => {
                 failures += 1;
+                last_failure = Some(format!("{e:#}"));
                 let msg = format!("{what} attempt {failures} gave up, routing restored: {e:#}");
                 eprintln!("{msg}");
                 c.note(msg).await?;

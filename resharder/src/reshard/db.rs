@@ -113,6 +113,41 @@ fn short(sql: &str) -> String {
     }
 }
 
+/// Whether an error is a lock conflict (`NOWAIT` refused, lock wait timeout, deadlock):
+/// the statement can simply be tried again.
+pub fn lock_busy(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<mysql_async::Error>(),
+            Some(mysql_async::Error::Server(s)) if s.code == 1205 || s.code == 1213
+        )
+    })
+}
+
+/// Runs a locking read in a new transaction on `c`, retrying while rows are locked by
+/// others. Reads use `NOWAIT`: the copy never waits for a lock while holding its own, so
+/// it can never deadlock with the application (which, at worst, waits for one chunk).
+/// Leaves the transaction open on success.
+pub async fn locked_read(c: &mut ShardConn, sql: &str, params: Vec<Value>) -> Result<Vec<Row>> {
+    let mut backoff = std::time::Duration::from_millis(1);
+    let mut tries = 0u32;
+    loop {
+        c.run("BEGIN").await?;
+        match c.exec(sql, params.clone()).await {
+            Ok(rows) => return Ok(rows),
+            Err(e) => {
+                let _ = c.run("ROLLBACK").await;
+                tries += 1;
+                if !lock_busy(&e) || tries > 10_000 {
+                    return Err(e);
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(std::time::Duration::from_millis(50));
+            }
+        }
+    }
+}
+
 /// Quotes an identifier.
 pub fn ident(s: &str) -> String {
     format!("`{}`", s.replace('`', "``"))

@@ -90,19 +90,34 @@ async fn recopy(
     let meta = c.tables[t].clone();
     let (cond, params) = range(&meta, lo, hi);
     let select = format!(
-        "SELECT {} FROM {} WHERE {cond} LOCK IN SHARE MODE",
+        "SELECT {} FROM {} WHERE {cond} LOCK IN SHARE MODE NOWAIT",
         meta.column_list(),
         ident(&meta.name)
     );
+    // Lock the range on every source without ever waiting while holding locks: on a
+    // conflict, let go of everything and try again.
     let mut rows = Vec::new();
-    for s in c.sources.iter_mut() {
-        s.run("BEGIN").await?;
-        rows.extend(
-            s.exec(&select, params.clone())
-                .await?
-                .into_iter()
-                .map(db::values),
-        );
+    let mut backoff = std::time::Duration::from_millis(1);
+    'attempt: for tries in 0.. {
+        rows.clear();
+        for i in 0..c.sources.len() {
+            c.sources[i].run("BEGIN").await?;
+            match c.sources[i].exec(&select, params.clone()).await {
+                Ok(r) => rows.extend(r.into_iter().map(db::values)),
+                Err(e) => {
+                    for s in c.sources.iter_mut().take(i + 1) {
+                        let _ = s.run("ROLLBACK").await;
+                    }
+                    if !db::lock_busy(&e) || tries > 10_000 {
+                        return Err(e);
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(std::time::Duration::from_millis(50));
+                    continue 'attempt;
+                }
+            }
+        }
+        break;
     }
     let mut per: Vec<Vec<Vec<Value>>> = vec![Vec::new(); c.targets.len()];
     for r in &rows {

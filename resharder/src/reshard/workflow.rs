@@ -107,6 +107,9 @@ pub struct CutoverReport {
     pub pause_ms: u64,
     /// Attempts that gave up and restored the routing.
     pub failed_attempts: u64,
+    /// Why the last failed attempt gave up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<String>,
     pub finished_ms: u64,
 }
 
