@@ -61,13 +61,16 @@ pub async fn run(c: &mut Controller) -> Result<()> {
                         per[i].push(r.clone());
                     }
                 }
-                let mut result = Ok(());
-                for (i, tc) in c.targets.iter_mut().enumerate() {
-                    result = db::replace_rows(tc, &meta, &per[i]).await;
-                    if result.is_err() {
-                        break;
-                    }
-                }
+                // Every target at once (they are separate servers).
+                let writes = c
+                    .targets
+                    .iter_mut()
+                    .zip(&per)
+                    .map(|(tc, rows)| db::replace_rows(tc, &meta, rows));
+                let result: Result<Vec<()>> = futures::future::join_all(writes)
+                    .await
+                    .into_iter()
+                    .collect();
                 if let Err(e) = result {
                     let _ = c.sources[s].run("ROLLBACK").await;
                     return Err(e);

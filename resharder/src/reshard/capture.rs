@@ -200,9 +200,12 @@ pub async fn apply_batch(
         }
     }
     let gone: Vec<Vec<Value>> = gone.into_values().collect();
-    for (i, c) in to.iter_mut().enumerate() {
-        super::db::replace_rows(c, meta, &per_shard[i]).await?;
-        super::db::delete_keys(c, meta, &gone).await?;
+    let writes = to.iter_mut().zip(&per_shard).map(|(c, rows)| async {
+        super::db::replace_rows(c, meta, rows).await?;
+        super::db::delete_keys(c, meta, &gone).await
+    });
+    for r in futures::future::join_all(writes).await {
+        r?;
     }
     let n = seqs.len();
     for part in seqs.chunks(10_000) {
