@@ -115,10 +115,17 @@ impl Context {
                 shard,
             },
         )?);
-        self.plans.put(&key, p.clone());
+        // Huge statements (bulk INSERTs) are rarely repeated and would make the cache hold
+        // megabytes of text and plans: plan them each time.
+        if sql.len() <= MAX_CACHED_SQL {
+            self.plans.put(&key, p.clone());
+        }
         Ok(p)
     }
 }
+
+/// Statements longer than this are planned every time instead of cached.
+const MAX_CACHED_SQL: usize = 16 * 1024;
 
 /// Cache key of a plan: the text, what the session targets, and the topology revision.
 /// Borrowed, so a lookup allocates nothing.

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 /// Routes rows of one table among a set of shards.
 pub struct Router {
+    table: String,
     /// Column position of the primary vindex column, `None` for reference tables.
     column: Option<usize>,
     vindex: Option<Arc<shardgate_topology::vindex::Vindex>>,
@@ -26,6 +27,7 @@ impl Router {
         })?;
         match table.kind {
             TableKind::Reference => Ok(Router {
+                table: meta.name.clone(),
                 column: None,
                 vindex: None,
                 shards: shards.to_vec(),
@@ -46,6 +48,7 @@ impl Router {
                     anyhow!("table {}: sharding column {col} not found", meta.name)
                 })?;
                 Ok(Router {
+                    table: meta.name.clone(),
                     column: Some(column),
                     vindex: Some(cv.vindex.clone()),
                     shards: shards.to_vec(),
@@ -64,10 +67,12 @@ impl Router {
             return Ok((0..self.shards.len()).collect());
         };
         let v = sql_value(&row[col]);
-        let id = vindex
-            .map(&v)
-            .map_err(|e| anyhow!(e))?
-            .ok_or_else(|| anyhow!("a row's sharding value {v:?} maps to no keyspace id"))?;
+        let id = vindex.map(&v).map_err(|e| anyhow!(e))?.ok_or_else(|| {
+            anyhow!(
+                "table {}: a row's sharding value {v:?} maps to no keyspace id",
+                self.table
+            )
+        })?;
         match self
             .shards
             .iter()
@@ -75,7 +80,8 @@ impl Router {
         {
             Some(i) => Ok(vec![i]),
             None => bail!(
-                "a row (keyspace id {}) is outside every target shard's range",
+                "table {}: the row with sharding value {v:?} (keyspace id {}) belongs to none of the shards it is copied to; it sits on a shard that does not own it (loaded behind the proxy?)",
+                self.table,
                 id.hex()
             ),
         }
