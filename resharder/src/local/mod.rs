@@ -232,7 +232,8 @@ pub async fn up(opts: &UpOptions) -> Result<ClusterInfo> {
         .dir
         .canonicalize()
         .with_context(|| format!("cannot resolve {}", opts.dir.display()))?;
-    if let Ok(old) = ClusterInfo::load(&dir) {
+    let previous = ClusterInfo::load(&dir).ok();
+    if let Some(old) = &previous {
         if old.any_alive() {
             bail!(
                 "a cluster is already running in {} (shardctl down --dir {} stops it)",
@@ -302,9 +303,28 @@ pub async fn up(opts: &UpOptions) -> Result<ClusterInfo> {
             instance: name.clone(),
         });
     }
+    // Servers added later (resharding targets) come back too, on new ports.
+    if let Some(old) = previous.filter(|_| !fresh) {
+        for s in old.shards {
+            if info.shards.iter().any(|x| x.instance == s.instance) {
+                continue;
+            }
+            let m = match info.add_instance(&s.instance).await {
+                Ok(m) => m,
+                Err(e) => {
+                    info.stop_all();
+                    return Err(e);
+                }
+            };
+            info.shards.push(ShardInfo {
+                addr: m.addr(),
+                ..s
+            });
+        }
+    }
     info.save()?;
     let setup = async {
-        create_schema(&info, &ranges, opts.sample_data).await?;
+        create_schema(&info, &ranges, opts.sample_data && fresh).await?;
         if fresh {
             write_topology(&info).await?;
         } else {
