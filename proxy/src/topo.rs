@@ -256,43 +256,82 @@ impl Follower {
         doc.topology_error = self.ctx.topology_error.lock().unwrap().clone();
         let key = format!("proxies/{}", doc.id);
         let value = serde_json::to_vec(&doc).unwrap_or_default();
-        if let Err(e) = self.store.put_leased(&key, value, lease).await {
-            tracing::warn!(error = %e, "cannot publish the proxy registration");
+        match tokio::time::timeout(
+            Duration::from_secs(3),
+            self.store.put_leased(&key, value, lease),
+        )
+        .await
+        {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot publish the proxy registration"),
+            Err(_) => tracing::warn!("etcd did not answer the registration write in time"),
         }
     }
 
     /// Keeps the registration lease alive, re-registering after it is lost.
+    ///
+    /// Fencing: when etcd says the lease expired, or no keep-alive has succeeded for half
+    /// the TTL (etcd unreachable or partitioned: a controller may stop counting this proxy
+    /// soon), writes to keyspaces under a resharding workflow are held until the proxy is
+    /// registered again with a freshly loaded topology. Every etcd call here is bounded by
+    /// a timeout, so a hung connection counts as a failure.
     pub async fn keep_registered(self: Arc<Self>) {
         let ttl = self.ctx.config.topology.lease_ttl_s as i64;
         let beat = Duration::from_millis((ttl as u64 * 1000) / 3);
+        let half_ttl = Duration::from_millis(ttl as u64 * 500);
+        let mut last_ok = std::time::Instant::now();
         loop {
             let lease = self.lease.load(Ordering::SeqCst);
-            let alive = if lease == 0 {
-                false
+            let answer = if lease == 0 {
+                None
             } else {
-                matches!(self.store.keep_alive_once(lease).await, Ok(t) if t > 0)
+                tokio::time::timeout(beat, self.store.keep_alive_once(lease))
+                    .await
+                    .ok()
+                    .and_then(|r| r.ok())
             };
-            if !alive {
+            let alive = matches!(answer, Some(t) if t > 0);
+            if alive {
+                last_ok = std::time::Instant::now();
+                if self.ctx.fenced.load(Ordering::SeqCst) {
+                    if let Ok(Ok(())) = tokio::time::timeout(beat * 2, self.reload()).await {
+                        self.ctx.fenced.store(false, Ordering::SeqCst);
+                        tracing::info!("topology reloaded; writes unfenced");
+                        self.publish().await;
+                    }
+                }
+            } else {
                 if self.lease_ok.swap(false, Ordering::SeqCst) {
                     tracing::warn!("lost the etcd registration lease");
                 }
-                // A controller may have stopped counting this proxy: fence writes to
-                // keyspaces under resharding until the topology is current again.
-                if lease != 0 {
-                    self.ctx.fenced.store(true, Ordering::SeqCst);
+                let expired = answer == Some(0);
+                if lease != 0 && (expired || last_ok.elapsed() >= half_ttl) {
+                    if !self.ctx.fenced.swap(true, Ordering::SeqCst) {
+                        tracing::warn!(
+                            "fencing writes to keyspaces under resharding until registered again"
+                        );
+                    }
                 }
-                match self.store.grant_lease(ttl).await {
-                    Ok(id) => {
+                match tokio::time::timeout(beat, self.store.grant_lease(ttl)).await {
+                    Ok(Ok(id)) => {
                         self.lease.store(id, Ordering::SeqCst);
-                        if self.reload().await.is_ok() {
-                            self.ctx.fenced.store(false, Ordering::SeqCst);
+                        last_ok = std::time::Instant::now();
+                        if let Ok(Ok(())) = tokio::time::timeout(beat * 2, self.reload()).await {
+                            if self.ctx.fenced.swap(false, Ordering::SeqCst) {
+                                tracing::info!(
+                                    "registered again with a fresh topology; writes unfenced"
+                                );
+                            }
                         }
                         self.publish().await;
                         self.lease_ok.store(true, Ordering::SeqCst);
                         tracing::info!(lease = id, "registered in etcd");
                     }
-                    Err(e) => {
+                    Ok(Err(e)) => {
                         tracing::debug!(error = %e, "cannot register in etcd yet");
+                    }
+                    Err(_) => {
+                        tracing::debug!("etcd did not answer the lease request in time");
                     }
                 }
             }

@@ -385,3 +385,92 @@ async fn resharding_under_load_split_kill_resume_merge_rollback() {
         "the workload ran"
     );
 }
+
+/// Resumes a stopped process when dropped (so a failing test never leaves etcd frozen).
+struct Resume(u32);
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        unsafe { libc::kill(self.0 as i32, libc::SIGCONT) };
+    }
+}
+
+/// A proxy that cannot reach etcd holds writes to a keyspace under a workflow and then
+/// fails them with a clear error; reads and other keyspaces go on; once etcd answers
+/// again, the proxy registers anew and writes work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_cut_off_from_etcd_fences_writes_under_resharding() {
+    let c = TestCluster::start(2).await;
+    let store = c.info.store().await.unwrap();
+    let base = store.load().await.unwrap();
+    let entry = base.get("keyspaces/customer/routing").unwrap().clone();
+    let mut routing: serde_json::Value = serde_json::from_slice(&entry.value).unwrap();
+    routing["workflow"] = serde_json::json!("fence-test");
+    routing["version"] = serde_json::json!(routing["version"].as_u64().unwrap() + 1);
+    let rev = store
+        .commit_validated(
+            &base,
+            &[shardgate_topology::store::Write::Put {
+                key: "keyspaces/customer/routing".into(),
+                value: serde_json::to_vec(&routing).unwrap(),
+                expect: shardgate_topology::store::Expect::Revision(entry.mod_revision),
+            }],
+        )
+        .await
+        .unwrap();
+    c.wait_applied(rev, Instant::now()).await;
+    let mut conn = c.conn("customer").await;
+    conn.query_drop(
+        "INSERT INTO customer (customer_id, email, name) VALUES (777001, 'a', 'before')",
+    )
+    .await
+    .unwrap();
+
+    // Freeze etcd: keep-alives time out, the registration lease lapses.
+    unsafe { libc::kill(c.info.etcd.pid as i32, libc::SIGSTOP) };
+    let resume = Resume(c.info.etcd.pid);
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    let t0 = Instant::now();
+    let e = conn
+        .query_drop("UPDATE customer SET name = 'fenced' WHERE customer_id = 777001")
+        .await
+        .unwrap_err();
+    assert_eq!(integration_tests::errno(&e), Some(1105), "{e}");
+    assert!(e.to_string().contains("lost its etcd registration"), "{e}");
+    assert!(
+        t0.elapsed() >= Duration::from_secs(4),
+        "the write waited before failing"
+    );
+    let name: Option<String> = conn
+        .query_first("SELECT name FROM customer WHERE customer_id = 777001")
+        .await
+        .unwrap();
+    assert_eq!(
+        name.as_deref(),
+        Some("before"),
+        "reads go on; the write did not happen"
+    );
+    let mut commerce = c.conn("commerce").await;
+    commerce
+        .query_drop("UPDATE product SET price = price WHERE sku = 'none'")
+        .await
+        .expect("keyspaces not under resharding keep taking writes");
+
+    // etcd back: the proxy registers again, reloads, and writes go through.
+    drop(resume);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match conn
+            .query_drop("UPDATE customer SET name = 'after' WHERE customer_id = 777001")
+            .await
+        {
+            Ok(()) => break,
+            Err(e) => assert!(Instant::now() < deadline, "writes still fenced: {e}"),
+        }
+    }
+    let name: Option<String> = conn
+        .query_first("SELECT name FROM customer WHERE customer_id = 777001")
+        .await
+        .unwrap();
+    assert_eq!(name.as_deref(), Some("after"));
+}
