@@ -305,12 +305,13 @@ impl Follower {
                     tracing::warn!("lost the etcd registration lease");
                 }
                 let expired = answer == Some(0);
-                if lease != 0 && (expired || last_ok.elapsed() >= half_ttl) {
-                    if !self.ctx.fenced.swap(true, Ordering::SeqCst) {
-                        tracing::warn!(
-                            "fencing writes to keyspaces under resharding until registered again"
-                        );
-                    }
+                if lease != 0
+                    && (expired || last_ok.elapsed() >= half_ttl)
+                    && !self.ctx.fenced.swap(true, Ordering::SeqCst)
+                {
+                    tracing::warn!(
+                        "fencing writes to keyspaces under resharding until registered again"
+                    );
                 }
                 match tokio::time::timeout(beat, self.store.grant_lease(ttl)).await {
                     Ok(Ok(id)) => {
