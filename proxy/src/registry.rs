@@ -47,7 +47,12 @@ impl SessionEntry {
     }
 
     /// Marks the start of a command (`info` is the statement text; shared, not copied).
+    /// A KILL QUERY sent while no command ran is forgotten (as in MySQL); one sent from now
+    /// on, even before the statement reaches a backend, stops it.
     pub fn begin(&self, command: &'static str, info: Option<&Arc<str>>) {
+        if *self.query_kill.borrow() {
+            self.query_kill.send_replace(false);
+        }
         let mut s = self.state.lock().unwrap();
         s.command = command;
         s.info = info.cloned();

@@ -25,11 +25,16 @@ pub(super) fn hinted_timeout(sql: &str) -> Option<u64> {
     rest[..rest.find(')')?].trim().parse().ok()
 }
 
-/// Waits until a KILL QUERY arrives after the statement started (the caller marks
-/// earlier requests seen first: a KILL QUERY of an idle session does not affect its next
-/// statement, as in MySQL). Forever if the registry goes away.
+/// Waits until a KILL QUERY for the running command arrives (or returns at once if it
+/// already has: the registry clears stale requests when a command begins, so a KILL QUERY
+/// of an idle session does not affect its next statement, as in MySQL). Forever if the
+/// registry goes away.
 pub(super) async fn killed(rx: &mut tokio::sync::watch::Receiver<bool>) {
     loop {
+        // A kill already requested (after the command began) counts.
+        if *rx.borrow_and_update() {
+            return;
+        }
         if rx.changed().await.is_err() {
             std::future::pending::<()>().await;
         }

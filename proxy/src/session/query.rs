@@ -182,7 +182,6 @@ impl Session {
             found_rows: self.found_rows,
         };
         let kill = &mut self.query_kill;
-        kill.borrow_and_update();
         let outcome = tokio::select! {
             biased;
             r = exec.run(p, out) => Ok(r),
