@@ -155,10 +155,13 @@ impl Session {
             // A transaction already open on any buffered shard must finish (the drain
             // waits for it), so its writes go on, to whichever of those shards they reach.
             let in_open_txn = buf.shards.iter().any(|s| {
-                self.conns
-                    .held()
-                    .iter()
-                    .any(|h| h.in_txn && h.label == format!("{name}/{s}"))
+                self.conns.held().iter().any(|h| {
+                    h.in_txn
+                        && h.label
+                            .strip_prefix(name.as_str())
+                            .and_then(|r| r.strip_prefix('/'))
+                            == Some(s.as_str())
+                })
             });
             if !in_open_txn {
                 wait = Some(wait.unwrap_or(0).max(buf.max_wait_ms));

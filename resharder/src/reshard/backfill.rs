@@ -51,7 +51,8 @@ pub async fn run(c: &mut Controller) -> Result<()> {
                     None => (select.replace("{where}", ""), vec![]),
                 };
                 let t0 = Instant::now();
-                let rows = db::locked_read(&mut c.sources[s], &sql, params).await?;
+                let rows =
+                    db::locked_read(std::slice::from_mut(&mut c.sources[s]), &sql, params).await?;
                 let read = t0.elapsed();
                 let rows: Vec<Vec<Value>> = rows.into_iter().map(db::values).collect();
                 let n = rows.len() as u64;

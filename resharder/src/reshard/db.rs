@@ -124,27 +124,38 @@ pub fn lock_busy(e: &anyhow::Error) -> bool {
     })
 }
 
-/// Runs a locking read in a new transaction on `c`, retrying while rows are locked by
-/// others. Reads use `NOWAIT`: the copy never waits for a lock while holding its own, so
-/// it can never deadlock with the application (which, at worst, waits for one chunk).
-/// Leaves the transaction open on success.
-pub async fn locked_read(c: &mut ShardConn, sql: &str, params: Vec<Value>) -> Result<Vec<Row>> {
+/// Runs a locking read (a `NOWAIT` statement) in a new transaction on each of `conns`,
+/// leaving the transactions open, and returns all rows. It never waits for a lock while
+/// holding its own: on a conflict it lets go of everything and tries again, so the copy
+/// can never deadlock with the application (which, at worst, waits for one chunk).
+pub async fn locked_read(
+    conns: &mut [ShardConn],
+    sql: &str,
+    params: Vec<Value>,
+) -> Result<Vec<Row>> {
     let mut backoff = std::time::Duration::from_millis(1);
     let mut tries = 0u32;
-    loop {
-        c.run("BEGIN").await?;
-        match c.exec(sql, params.clone()).await {
-            Ok(rows) => return Ok(rows),
-            Err(e) => {
-                let _ = c.run("ROLLBACK").await;
-                tries += 1;
-                if !lock_busy(&e) || tries > 10_000 {
-                    return Err(e);
+    'attempt: loop {
+        let mut rows = Vec::new();
+        for i in 0..conns.len() {
+            conns[i].run("BEGIN").await?;
+            match conns[i].exec(sql, params.clone()).await {
+                Ok(r) => rows.extend(r),
+                Err(e) => {
+                    for c in conns.iter_mut().take(i + 1) {
+                        let _ = c.run("ROLLBACK").await;
+                    }
+                    tries += 1;
+                    if !lock_busy(&e) || tries > 10_000 {
+                        return Err(e);
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(std::time::Duration::from_millis(50));
+                    continue 'attempt;
                 }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(std::time::Duration::from_millis(50));
             }
         }
+        return Ok(rows);
     }
 }
 

@@ -87,11 +87,14 @@ pub async fn create(store: &Store, req: &Request, creds: &Credentials) -> Result
     })?;
 
     // The tables, as the first source has them.
-    let mut src = ShardConn::open(&from[0], creds, false).await?;
+    let mut sources = Vec::with_capacity(from.len());
+    for s in &from {
+        sources.push(ShardConn::open(s, creds, false).await?);
+    }
     let mut tables = BTreeMap::new();
     let mut problems = Vec::new();
-    for t in db::tables(&mut src).await? {
-        let meta = db::table_meta(&mut src, &t).await?;
+    for t in db::tables(&mut sources[0]).await? {
+        let meta = db::table_meta(&mut sources[0], &t).await?;
         let kind = match ks.table(&t).map(|x| &x.kind) {
             Some(TableKind::Sharded) => "sharded",
             Some(TableKind::Reference) => "reference",
@@ -105,9 +108,8 @@ pub async fn create(store: &Store, req: &Request, creds: &Credentials) -> Result
             continue;
         }
         let mut estimate = 0;
-        for s in &from {
-            let mut c = ShardConn::open(s, creds, false).await?;
-            estimate += db::row_estimate(&mut c, &t).await?;
+        for c in sources.iter_mut() {
+            estimate += db::row_estimate(c, &t).await?;
         }
         tables.insert(
             t.clone(),

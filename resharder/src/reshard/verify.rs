@@ -94,31 +94,11 @@ async fn recopy(
         meta.column_list(),
         ident(&meta.name)
     );
-    // Lock the range on every source without ever waiting while holding locks: on a
-    // conflict, let go of everything and try again.
-    let mut rows = Vec::new();
-    let mut backoff = std::time::Duration::from_millis(1);
-    'attempt: for tries in 0.. {
-        rows.clear();
-        for i in 0..c.sources.len() {
-            c.sources[i].run("BEGIN").await?;
-            match c.sources[i].exec(&select, params.clone()).await {
-                Ok(r) => rows.extend(r.into_iter().map(db::values)),
-                Err(e) => {
-                    for s in c.sources.iter_mut().take(i + 1) {
-                        let _ = s.run("ROLLBACK").await;
-                    }
-                    if !db::lock_busy(&e) || tries > 10_000 {
-                        return Err(e);
-                    }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(std::time::Duration::from_millis(50));
-                    continue 'attempt;
-                }
-            }
-        }
-        break;
-    }
+    let rows: Vec<Vec<Value>> = db::locked_read(&mut c.sources, &select, params.clone())
+        .await?
+        .into_iter()
+        .map(db::values)
+        .collect();
     let mut per: Vec<Vec<Vec<Value>>> = vec![Vec::new(); c.targets.len()];
     for r in &rows {
         for i in c.to_targets[t].route(r)? {
