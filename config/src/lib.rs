@@ -75,6 +75,9 @@ pub struct ProxyConfig {
     pub shutdown_timeout_ms: u64,
     /// How long a client may take to finish the handshake.
     pub handshake_timeout_ms: u64,
+    /// How long writing to a client may block (it stopped reading its results) before the
+    /// connection is cut, like MySQL's `net_write_timeout`. 0 means never.
+    pub write_timeout_ms: u64,
     /// Threads serving clients; 0 means one per CPU core.
     pub worker_threads: u32,
 }
@@ -132,6 +135,9 @@ pub struct SessionConfig {
     /// Seconds between passes that resolve in-doubt two-phase commits left by crashed
     /// proxies (one pass also runs at start).
     pub twopc_recovery_interval_s: u64,
+    /// Most prepared statements one session may hold open (error 1461 beyond), like
+    /// MySQL's `max_prepared_stmt_count` but per session.
+    pub max_prepared_statements: u64,
 }
 
 /// Logging.
@@ -172,6 +178,7 @@ impl Default for ProxyConfig {
             max_connections: 10_000,
             shutdown_timeout_ms: 10_000,
             handshake_timeout_ms: 10_000,
+            write_timeout_ms: 60_000,
             worker_threads: 0,
         }
     }
@@ -215,6 +222,7 @@ impl Default for SessionConfig {
             max_merge_rows: 1_000_000,
             plan_cache_size: 10_000,
             twopc_recovery_interval_s: 30,
+            max_prepared_statements: 1024,
         }
     }
 }

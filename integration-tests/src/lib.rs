@@ -195,6 +195,101 @@ impl TestCluster {
     }
 }
 
+/// A raw-protocol client (the proxy's own backend connector) logged in as root with the
+/// handshake collation `collation`: the bytes of a query go out exactly as given and the
+/// answer comes back undecoded.
+pub async fn raw_conn(
+    addr: &str,
+    db: &str,
+    collation: u8,
+) -> shardgate_proxy::backend::conn::BackendConn {
+    shardgate_proxy::backend::conn::BackendConn::connect(
+        &shardgate_proxy::backend::conn::ConnectOptions {
+            addr: addr.to_string(),
+            user: "root".into(),
+            password: String::new(),
+            database: db.into(),
+            charset: collation,
+            extra_capabilities: 0,
+            connect_timeout: std::time::Duration::from_secs(5),
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("raw login to {addr}/{db}: {e}"))
+}
+
+/// Sends `sql` byte for byte on a raw connection and reads every result. A server error
+/// comes back as its packet; a lost connection panics (tests call this where the proxy
+/// must answer).
+pub async fn raw_query(
+    conn: &mut shardgate_proxy::backend::conn::BackendConn,
+    sql: &[u8],
+) -> std::result::Result<
+    Vec<shardgate_proxy::backend::conn::QueryResult>,
+    shardgate_proxy::wire::ErrPacket,
+> {
+    use shardgate_proxy::backend::conn::BackendError;
+    conn.send_command(shardgate_proxy::wire::consts::COM_QUERY, sql)
+        .await
+        .unwrap_or_else(|e| panic!("sending {:?}: {e}", short_text(sql)));
+    match conn.collect().await {
+        Ok(r) => Ok(r),
+        Err(BackendError::Server(p)) => Err(p),
+        Err(e) => panic!("no answer to {:?}: {e}", short_text(sql)),
+    }
+}
+
+fn short_text(sql: &[u8]) -> String {
+    let s = String::from_utf8_lossy(sql);
+    s.chars().take(120).collect()
+}
+
+/// Runs the `mariadb` command-line client against `addr` (database `db`) with `input` on
+/// its standard input; returns (success, stdout, stderr).
+pub fn mariadb_cli(addr: &str, db: &str, input: &[u8], args: &[&str]) -> (bool, Vec<u8>, String) {
+    use std::io::Write;
+    let (host, port) = addr.rsplit_once(':').expect("host:port");
+    let mut child = std::process::Command::new("mariadb")
+        .args(["-h", host, "-P", port, "-u", "root", "--protocol=tcp"])
+        .args(args)
+        .arg(db)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("mariadb client installed");
+    let mut stdin = child.stdin.take().unwrap();
+    let data = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&data);
+    });
+    let out = child.wait_with_output().expect("mariadb client ran");
+    let _ = writer.join();
+    (
+        out.status.success(),
+        out.stdout,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs `mariadb-dump` against `addr` for `db` (and `tables`); returns the dump.
+pub fn mariadb_dump(addr: &str, db: &str, tables: &[&str], args: &[&str]) -> Vec<u8> {
+    let (host, port) = addr.rsplit_once(':').expect("host:port");
+    let out = std::process::Command::new("mariadb-dump")
+        .args(["-h", host, "-P", port, "-u", "root", "--protocol=tcp"])
+        .args(args)
+        .arg(db)
+        .args(tables)
+        .output()
+        .expect("mariadb-dump installed");
+    assert!(
+        out.status.success(),
+        "mariadb-dump failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 /// A mysql_async URL (never switching to a Unix socket).
 pub fn url_for(addr: &str, db: &str) -> String {
     format!("mysql://root@{addr}/{db}?prefer_socket=false")

@@ -28,6 +28,8 @@ pub struct Context {
     pub started_unix_ms: u64,
     /// Version string sent to clients.
     pub server_version: Mutex<String>,
+    /// The backends' version as a number (10.11.6 is 101106), for executable comments.
+    backend_version: std::sync::atomic::AtomicU32,
     /// The last topology problem seen (shown on the status page), if any.
     pub topology_error: Mutex<Option<String>>,
     /// Sequence blocks this proxy holds.
@@ -67,6 +69,9 @@ impl Context {
                 .map(|d| d.as_millis() as u64)
                 .unwrap_or(0),
             server_version: Mutex::new(version),
+            backend_version: std::sync::atomic::AtomicU32::new(
+                crate::planner::lexer::DEFAULT_SERVER_VERSION,
+            ),
             topology_error: Mutex::new(None),
             sequences: Default::default(),
             store,
@@ -80,8 +85,18 @@ impl Context {
         self.topology.load_full()
     }
 
+    /// The backends' version as MySQL compares it in `/*!NNNNN ... */` comments.
+    pub fn backend_version(&self) -> u32 {
+        self.backend_version.load(Ordering::Relaxed)
+    }
+
     /// Learns the backends' version from a connection, for the greeting.
     pub fn learn_backend_version(&self, v: &str) {
+        if let Some(n) = crate::planner::lexer::version_number(v) {
+            if self.backend_version.load(Ordering::Relaxed) != n {
+                self.backend_version.store(n, Ordering::Relaxed);
+            }
+        }
         if self.config.proxy.server_version.is_empty() && self.backends.server_version().is_none() {
             self.backends.set_server_version(v);
             *self.server_version.lock().unwrap() = format!("{v}-shardgate");

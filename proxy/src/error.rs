@@ -69,6 +69,24 @@ pub enum ProxyError {
     UnknownThread(u64),
     #[error("XA_RBROLLBACK: Transaction branch was rolled back: {shard} failed mid-transaction, so the whole transaction was rolled back")]
     TransactionLost { shard: String },
+    #[error("{}", reserved_message(.0))]
+    Reserved(crate::planner::lexer::Reserved),
+    #[error("Can't create more than max_prepared_stmt_count statements (current value: {0}) (shardgate: session.max_prepared_statements)")]
+    TooManyPreparedStatements(u64),
+    #[error("Parameter of prepared statement which is set through mysql_send_long_data() is longer than 'max_allowed_packet' bytes ({0})")]
+    LongDataTooLarge(u64),
+    #[error("shardgate internal error: the proxy hit a bug while running this session's command; the session is closed (other sessions are not affected)")]
+    Panicked,
+}
+
+fn reserved_message(r: &crate::planner::lexer::Reserved) -> String {
+    use crate::planner::lexer::Reserved;
+    match r {
+        Reserved::UserVariable(v) => format!(
+            "Access denied; user variable @{v} is reserved by shardgate (names starting with sg_ belong to its change capture)"
+        ),
+        Reserved::Database => "Access denied for user to database '_shardgate' (reserved by shardgate for change capture)".into(),
+    }
 }
 
 impl ProxyError {
@@ -102,6 +120,13 @@ impl ProxyError {
             ProxyError::WrongVariableValue { .. } => (1231, "42000"),
             ProxyError::UnknownThread(_) => (1094, "HY000"),
             ProxyError::TransactionLost { .. } => (1402, "XA100"),
+            ProxyError::Reserved(crate::planner::lexer::Reserved::UserVariable(_)) => {
+                (1227, "42000")
+            }
+            ProxyError::Reserved(crate::planner::lexer::Reserved::Database) => (1044, "42000"),
+            ProxyError::TooManyPreparedStatements(_) => (1461, "42000"),
+            ProxyError::LongDataTooLarge(_) => (1153, "HY000"),
+            ProxyError::Panicked => (1105, "HY000"),
         }
     }
 

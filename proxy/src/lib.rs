@@ -10,6 +10,7 @@ pub mod backend;
 pub mod context;
 pub mod engine;
 pub mod error;
+pub mod failpoint;
 pub mod http;
 pub mod metrics;
 pub mod planner;

@@ -26,6 +26,8 @@ pub struct Metrics {
     pub writes_buffered_total: IntCounter,
     /// The longest a write was held by a cutover, in milliseconds.
     pub write_buffer_max_ms: IntGauge,
+    /// Commands that panicked (each closed its connection, nothing else).
+    pub session_panics_total: IntCounter,
 }
 
 impl Metrics {
@@ -96,6 +98,10 @@ impl Metrics {
             write_buffer_max_ms: gauge(
                 "write_buffer_max_ms",
                 "The longest a write was held by a resharding cutover, in milliseconds.",
+            ),
+            session_panics_total: counter(
+                "session_panics_total",
+                "Commands that hit a bug in the proxy; each closed only its own connection.",
             ),
             registry,
         }

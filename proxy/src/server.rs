@@ -32,6 +32,15 @@ impl Service for ProxyService {
         Duration::from_millis(self.ctx.config.proxy.handshake_timeout_ms)
     }
 
+    fn write_timeout(&self) -> Option<Duration> {
+        let ms = self.ctx.config.proxy.write_timeout_ms;
+        (ms > 0).then(|| Duration::from_millis(ms))
+    }
+
+    fn count_panic(&self) {
+        self.ctx.metrics.session_panics_total.inc();
+    }
+
     fn account(&self, user: &str) -> Option<Account> {
         self.ctx
             .config
@@ -49,12 +58,39 @@ impl Service for ProxyService {
     }
 }
 
+/// One accepted client connection, counted until its task ends however it ends.
+struct LiveConnection {
+    live: Arc<std::sync::atomic::AtomicUsize>,
+    ctx: Arc<Context>,
+}
+
+impl LiveConnection {
+    fn new(live: &Arc<std::sync::atomic::AtomicUsize>, ctx: &Arc<Context>) -> LiveConnection {
+        live.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        ctx.metrics.connections_current.inc();
+        LiveConnection {
+            live: live.clone(),
+            ctx: ctx.clone(),
+        }
+    }
+}
+
+impl Drop for LiveConnection {
+    fn drop(&mut self) {
+        self.live.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        self.ctx.metrics.connections_current.dec();
+    }
+}
+
 /// Serves clients on `listener` until `shutdown` completes, then drains.
 pub async fn run(listener: TcpListener, ctx: Arc<Context>, shutdown: impl Future<Output = ()>) {
     let service = Arc::new(ProxyService { ctx: ctx.clone() });
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
     let max = ctx.config.proxy.max_connections as usize;
+    // Every accepted connection counts, from accept to close, the handshake included (a
+    // crowd of clients that never log in must not exhaust memory or file descriptors).
+    let live = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     tokio::pin!(shutdown);
     loop {
         while tasks.try_join_next().is_some() {}
@@ -70,7 +106,7 @@ pub async fn run(listener: TcpListener, ctx: Arc<Context>, shutdown: impl Future
                 continue;
             }
         };
-        if ctx.registry.len() >= max {
+        if live.load(std::sync::atomic::Ordering::SeqCst) >= max {
             ctx.metrics.connections_refused.inc();
             tracing::warn!(%peer, max, "refusing connection: proxy.max_connections reached");
             tasks.spawn(async move {
@@ -87,12 +123,11 @@ pub async fn run(listener: TcpListener, ctx: Arc<Context>, shutdown: impl Future
         let id = ctx.registry.next_id();
         let service = service.clone();
         let rx = stop_rx.clone();
-        let metrics_ctx = ctx.clone();
-        metrics_ctx.metrics.connections_total.inc();
-        metrics_ctx.metrics.connections_current.inc();
+        ctx.metrics.connections_total.inc();
+        let guard = LiveConnection::new(&live, &ctx);
         tasks.spawn(async move {
+            let _guard = guard;
             wire::serve(&*service, stream, id, rx).await;
-            metrics_ctx.metrics.connections_current.dec();
         });
     }
     drop(listener);

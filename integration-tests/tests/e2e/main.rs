@@ -3,6 +3,7 @@
 
 mod clients;
 mod foundation;
+mod hostile;
 mod resharding;
 mod routing;
 mod sessions;

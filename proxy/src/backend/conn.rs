@@ -306,10 +306,17 @@ impl BackendConn {
         self.last_used = Instant::now();
     }
 
+    /// Sends COM_QUERY with the exact bytes of a text view (see `wire::charset`): the
+    /// client's own bytes where they came from the client, UTF-8 for what the proxy wrote.
+    pub async fn send_query(&mut self, view: &str) -> Result<(), BackendError> {
+        let bytes = crate::wire::charset::encode(view);
+        self.send_command(COM_QUERY, &bytes).await
+    }
+
     /// Runs a statement and collects its whole answer. For the proxy's own small queries
     /// (session setup, metadata, sequences); client results are relayed instead.
     pub async fn query(&mut self, sql: &str) -> Result<QueryResult, BackendError> {
-        self.send_command(COM_QUERY, sql.as_bytes()).await?;
+        self.send_query(sql).await?;
         let mut results = self.collect().await?;
         // Multi-statement setup queries: the last result is the interesting one.
         Ok(results.pop().unwrap_or_default())

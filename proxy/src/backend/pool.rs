@@ -314,7 +314,11 @@ impl std::ops::DerefMut for PooledConn {
 
 impl Drop for PooledConn {
     fn drop(&mut self) {
-        if let Some(conn) = self.conn.take() {
+        if let Some(mut conn) = self.conn.take() {
+            // Dropped while a panic unwinds: whatever the connection was doing is unknown.
+            if std::thread::panicking() {
+                conn.mark_broken();
+            }
             self.pool.put_back(conn);
         }
     }

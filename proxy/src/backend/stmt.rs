@@ -44,7 +44,8 @@ impl BackendConn {
                 self.finish(self.status());
             }
         }
-        self.send_command(COM_STMT_PREPARE, sql.as_bytes()).await?;
+        self.send_command(COM_STMT_PREPARE, &crate::wire::charset::encode(sql))
+            .await?;
         let first = self.read().await?;
         match first.first() {
             Some(0x00) if first.len() >= 12 => {

@@ -22,6 +22,10 @@ fn quote_ident(s: &str) -> String {
     format!("`{}`", s.replace('`', "``"))
 }
 
+/// A row an UPDATE or DELETE touches, as lookup maintenance needs it: the sharding value
+/// (as its column stores it) and each lookup column's value as a literal.
+pub(super) type LookupRow = (Option<SqlValue>, Vec<Option<String>>);
+
 impl Exec<'_> {
     /// The lookup vindex `name` of `ks`, and the keyspace holding its table.
     fn lookup_spec(
@@ -69,7 +73,7 @@ impl Exec<'_> {
             ValueExpr::Param(i) => {
                 let mut s = String::new();
                 match self.params.and_then(|p| p.params.get(*i)) {
-                    Some(p) => p.write_literal(&mut s, self.no_backslash_escapes),
+                    Some(p) => p.write_literal(&mut s, self.charset, self.no_backslash_escapes),
                     None => s.push_str("NULL"),
                 }
                 s
@@ -206,12 +210,13 @@ impl Exec<'_> {
         Ok(())
     }
 
-    /// Reads the rows a write will touch: (sharding value, lookup values as literals).
+    /// Reads the rows a write will touch: (sharding value as its column stores it, lookup
+    /// values as literals).
     pub(super) async fn rows_for_lookups(
         &mut self,
         ks: &Keyspace,
         m: &LookupMaintenance,
-    ) -> Result<Vec<(Option<String>, Vec<Option<String>>)>, ProxyError> {
+    ) -> Result<Vec<LookupRow>, ProxyError> {
         let targets = self.targets(&m.select, ks).await?;
         let mut out = Vec::new();
         for t in targets {
@@ -224,15 +229,26 @@ impl Exec<'_> {
                 .await
                 .map_err(|e| ProxyError::from_backend(&label, e))?;
             for row in r.rows {
-                let mut cells = row.into_iter().map(|c| {
+                let mut cells = row.into_iter();
+                // Results come in the session's character set; the vindex hashes what
+                // the column stores.
+                let key = cells
+                    .next()
+                    .flatten()
+                    .map(|b| SqlValue::Bytes(self.charset.to_utf8(&b).into_owned()));
+                let literals = cells.map(|c| {
                     c.map(|b| {
                         let mut s = String::new();
-                        crate::wire::params::quote_bytes(&mut s, &b, self.no_backslash_escapes);
+                        crate::wire::params::quote_bytes(
+                            &mut s,
+                            &b,
+                            self.charset,
+                            self.no_backslash_escapes,
+                        );
                         s
                     })
                 });
-                let key = cells.next().flatten();
-                out.push((key, cells.collect()));
+                out.push((key, literals.collect()));
             }
         }
         Ok(out)
@@ -244,7 +260,7 @@ impl Exec<'_> {
         ks: &Keyspace,
         owner: &str,
         m: &LookupMaintenance,
-        rows: &[(Option<String>, Vec<Option<String>>)],
+        rows: &[LookupRow],
     ) -> Result<(), ProxyError> {
         if m.delete {
             return Ok(());
@@ -260,9 +276,8 @@ impl Exec<'_> {
             };
             let mut mappings = Vec::new();
             for (key, _) in rows {
-                let Some(key) = key else { continue };
-                let v = SqlValue::Bytes(key.trim_matches('\'').as_bytes().to_vec());
-                if let Some(id) = primary.map(&v).map_err(ProxyError::Internal)? {
+                let Some(v) = key else { continue };
+                if let Some(id) = primary.map(v).map_err(ProxyError::Internal)? {
                     mappings.push((new.clone(), id));
                 }
             }
@@ -281,7 +296,7 @@ impl Exec<'_> {
         &mut self,
         ks: &Keyspace,
         m: &LookupMaintenance,
-        rows: &[(Option<String>, Vec<Option<String>>)],
+        rows: &[LookupRow],
     ) -> Result<(), ProxyError> {
         for (i, vindex) in m.vindexes.iter().enumerate() {
             let changed = m.delete || matches!(m.new_values.get(i), Some(Some(_)));

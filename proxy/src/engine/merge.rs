@@ -270,7 +270,7 @@ impl Exec<'_> {
             let sql = self.render(&r.query.template, t.shard, t.values.as_deref(), limit);
             match self.conns.take(self.ctx, &r.keyspace, t.shard).await {
                 Ok(mut h) => {
-                    if let Err(e) = h.conn.send_command(COM_QUERY, sql.as_bytes()).await {
+                    if let Err(e) = h.conn.send_query(&sql).await {
                         failure.get_or_insert(ProxyError::from_backend(&h.label, e));
                     }
                     helds.push(h);

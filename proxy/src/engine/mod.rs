@@ -56,6 +56,9 @@ pub struct Exec<'a> {
     pub more_results: bool,
     /// The session runs with NO_BACKSLASH_ESCAPES (affects literal quoting).
     pub no_backslash_escapes: bool,
+    /// The client's character set: parameters are text in it, and string routing values
+    /// are converted from it to what the columns store.
+    pub charset: crate::wire::charset::Charset,
     /// The session's status flags, for results the proxy builds.
     pub status: u16,
     /// LAST_INSERT_ID set by this statement (sequences).
@@ -90,11 +93,10 @@ impl Exec<'_> {
         }
     }
 
-    /// Bound parameters as vindex values.
-    fn param_values(&self) -> Vec<SqlValue> {
-        self.params
-            .map(|e| e.params.iter().map(|p| p.to_sql_value()).collect())
-            .unwrap_or_default()
+    /// The value a vindex maps for `v` (see [`ValueExpr::routing_value`]).
+    pub fn routing_value(&self, v: &ValueExpr) -> Result<SqlValue, ProxyError> {
+        v.routing_value(self.params, self.charset)
+            .ok_or(ProxyError::WrongArguments("mysqld_stmt_execute"))
     }
 
     fn keyspace(&self, name: &str) -> Result<&std::sync::Arc<Keyspace>, ProxyError> {
@@ -167,9 +169,7 @@ impl Exec<'_> {
                 one(ks.shard_for(id.as_bytes()).ok_or_else(none)?)
             }
             Target::Equal { vindex, value } => {
-                let v = value
-                    .resolve_with(self.params)
-                    .ok_or(ProxyError::WrongArguments("mysqld_stmt_execute"))?;
+                let v = self.routing_value(value)?;
                 match vindex_of(vindex)?.map(&v).map_err(ProxyError::Internal)? {
                     Some(id) => one(ks.shard_for(id.as_bytes()).ok_or_else(none)?),
                     // A value the vindex cannot map (MySQL may still convert it): ask all.
@@ -184,9 +184,7 @@ impl Exec<'_> {
                 let vx = vindex_of(vindex)?;
                 let mut groups: Vec<ShardTarget<'s>> = Vec::new();
                 for ve in values {
-                    let v = ve
-                        .resolve_with(self.params)
-                        .ok_or(ProxyError::WrongArguments("mysqld_stmt_execute"))?;
+                    let v = self.routing_value(ve)?;
                     let Some(id) = vx.map(&v).map_err(ProxyError::Internal)? else {
                         return Ok(all_with(ks, values));
                     };
@@ -219,9 +217,10 @@ impl Exec<'_> {
         limit: Option<u64>,
     ) -> String {
         let nbe = self.no_backslash_escapes;
+        let cs = self.charset;
         let params = self.params;
         let param = |i: usize, out: &mut String| match params.and_then(|p| p.params.get(i)) {
-            Some(p) => p.write_literal(out, nbe),
+            Some(p) => p.write_literal(out, cs, nbe),
             None => out.push('?'),
         };
         q.render(
@@ -269,7 +268,7 @@ impl Exec<'_> {
 
     /// Value of a LIMIT/OFFSET expression.
     fn number(&self, v: &ValueExpr) -> Result<u64, ProxyError> {
-        match v.resolve(&self.param_values()) {
+        match v.routing_value(self.params, self.charset) {
             Some(SqlValue::Int(i)) if i >= 0 => Ok(i as u64),
             Some(SqlValue::UInt(u)) => Ok(u),
             Some(SqlValue::Bytes(b)) => std::str::from_utf8(&b)

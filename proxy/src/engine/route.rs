@@ -34,7 +34,7 @@ impl Exec<'_> {
                     Ok(id) => held.conn.send_execute(id, params).await,
                     Err(e) => Err(e),
                 },
-                (_, Some(sql)) => held.conn.send_command(COM_QUERY, sql.as_bytes()).await,
+                (_, Some(sql)) => held.conn.send_query(&sql).await,
                 (None, None) => unreachable!("text is rendered without parameters"),
             };
             if let Err(e) = sent {
@@ -68,7 +68,7 @@ impl Exec<'_> {
                         _ => {
                             let sql =
                                 self.render(&r.query.template, t.shard, t.values.as_deref(), None);
-                            h.conn.send_command(COM_QUERY, sql.as_bytes()).await
+                            h.conn.send_query(&sql).await
                         }
                     };
                     if let Err(e) = sent {

@@ -74,7 +74,6 @@ impl Exec<'_> {
             ),
             _ => None,
         };
-        let params = self.param_values();
         let mut next_id = first_id.unwrap_or(0);
         // Group rows per shard, keeping their order.
         let mut per_shard: Vec<(&shardgate_topology::Shard, Vec<String>)> = Vec::new();
@@ -88,9 +87,7 @@ impl Exec<'_> {
                 None
             };
             let value = match &row.key {
-                RowKey::Value(v) => v
-                    .resolve(&params)
-                    .ok_or(ProxyError::WrongArguments("mysqld_stmt_execute"))?,
+                RowKey::Value(v) => self.routing_value(v)?,
                 RowKey::Sequence => SqlValue::UInt(id.unwrap_or(0)),
             };
             let ksid = vindex
@@ -182,7 +179,7 @@ impl Exec<'_> {
         for (t, sql) in &statements {
             match self.conns.take(self.ctx, keyspace, t.shard).await {
                 Ok(mut h) => {
-                    if let Err(e) = h.conn.send_command(COM_QUERY, sql.as_bytes()).await {
+                    if let Err(e) = h.conn.send_query(sql).await {
                         failure.get_or_insert(ProxyError::from_backend(&h.label, e));
                     }
                     helds.push(h);

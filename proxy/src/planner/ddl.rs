@@ -75,6 +75,61 @@ pub fn plan_ddl(
     }))
 }
 
+/// DDL the parser cannot read but whose meaning is clear, sent to every shard as written
+/// (no VSchema change).
+pub fn plan_ddl_text(sql: &str, ks: &Keyspace) -> Result<Primitive, ProxyError> {
+    if let Some(w) = &ks.routing.workflow {
+        return Err(ProxyError::Resharding {
+            keyspace: ks.name.clone(),
+            workflow: w.clone(),
+            what: "DDL".into(),
+        });
+    }
+    Ok(Primitive::Write(WritePlan {
+        route: Route {
+            keyspace: ks.name.clone(),
+            target: Target::Scatter,
+            query: Query::verbatim(sql),
+        },
+        combine: Combine::First,
+        vschema: None,
+        lookups: None,
+    }))
+}
+
+/// The table of `ALTER TABLE t DISABLE KEYS` / `ENABLE KEYS` (unqualified, as dumps
+/// write it), which sqlparser does not read.
+pub fn keys_toggle(sql: &str) -> Option<String> {
+    let code = super::sqltext::strip_comments(sql);
+    let words: Vec<&str> = code
+        .trim()
+        .trim_end_matches(';')
+        .split_whitespace()
+        .collect();
+    match words.as_slice() {
+        [alter, table, name, toggle, keys]
+            if alter.eq_ignore_ascii_case("ALTER")
+                && table.eq_ignore_ascii_case("TABLE")
+                && (toggle.eq_ignore_ascii_case("DISABLE")
+                    || toggle.eq_ignore_ascii_case("ENABLE"))
+                && keys.eq_ignore_ascii_case("KEYS") =>
+        {
+            let bare = name.strip_prefix('`').and_then(|n| n.strip_suffix('`'));
+            match bare {
+                Some(b) if !b.contains('`') => Some(b.to_string()),
+                None if name
+                    .chars()
+                    .all(|c| c.is_alphanumeric() || c == '_' || c == '$') =>
+                {
+                    Some(name.to_string())
+                }
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
 fn register(
     ct: &CreateTable,
     ks: &Keyspace,

@@ -9,7 +9,9 @@ pub mod analysis;
 pub mod clauses;
 pub mod ddl;
 pub mod edit;
+pub mod facts;
 pub mod insert;
+pub mod lexer;
 pub mod merge;
 pub mod plan;
 pub mod prepared_sql;
@@ -22,7 +24,9 @@ pub mod values;
 
 use crate::error::ProxyError;
 use edit::{Edits, TextIndex};
-pub use plan::{Plan, Primitive, Query, Route, SavepointAction, SessionOp, Target};
+pub use plan::{
+    Facts, Plan, Primitive, Query, QueryPlan, Route, SavepointAction, SessionOp, Target,
+};
 use shardgate_topology::{Keyspace, Snapshot};
 use sqlparser::ast::{visit_expressions, Expr, Spanned, Statement};
 use sqlparser::dialect::MySqlDialect;
@@ -41,8 +45,12 @@ pub struct PlanContext<'a> {
     pub shard: Option<&'a str>,
 }
 
-/// Plans one statement (multi-statement text is split before planning).
+/// Plans one statement (multi-statement text is split before planning). The text is the
+/// normalized view (`lexer::normalize`) of what the client sent.
 pub fn plan(sql: &str, ctx: &PlanContext) -> Result<Plan, ProxyError> {
+    if let Some(name) = lexer::reserved_name(sql) {
+        return Err(ProxyError::Reserved(name));
+    }
     let words = leading_words(sql, 4);
     let w = |i: usize| words.get(i).map(String::as_str).unwrap_or("");
     match w(0) {
@@ -91,6 +99,9 @@ pub fn plan(sql: &str, ctx: &PlanContext) -> Result<Plan, ProxyError> {
             Ok(Plan::Session(SessionOp::Kill { id, query_only }))
         }
         "PREPARE" => prepared_sql::plan_prepare(sql),
+        "EXECUTE" if w(1) == "IMMEDIATE" => Err(ProxyError::NotSupported(
+            "EXECUTE IMMEDIATE (its text is only known when it runs, so the proxy can neither route nor check it); use PREPARE ... FROM and EXECUTE".into(),
+        )),
         "EXECUTE" => prepared_sql::plan_execute(sql),
         "DEALLOCATE" | "DROP" if w(1) == "PREPARE" => Ok(Plan::Session(SessionOp::SqlDeallocate {
             name: w(2).to_ascii_lowercase(),
@@ -98,7 +109,14 @@ pub fn plan(sql: &str, ctx: &PlanContext) -> Result<Plan, ProxyError> {
         "EXPLAIN" if w(1) == "FORMAT" && w(2) == "SHARDGATE" => {
             let upper = sql.to_ascii_uppercase();
             let at = upper.find("SHARDGATE").unwrap_or(0) + "SHARDGATE".len();
-            let inner = sql[at..].trim();
+            let inner = sql.get(at..).unwrap_or("").trim();
+            // One level only: the inner statement is planned, never explained again (a
+            // tower of EXPLAINs would otherwise recurse as deep as the client likes).
+            if leading_words(inner, 1).first().map(String::as_str) == Some("EXPLAIN") {
+                return Err(ProxyError::Syntax(
+                    "EXPLAIN FORMAT=shardgate explains one statement, not another EXPLAIN".into(),
+                ));
+            }
             Ok(Plan::Session(SessionOp::Explain(Box::new(plan(
                 inner, ctx,
             )?))))
@@ -160,17 +178,41 @@ pub fn use_target(arg: &str, snapshot: &Snapshot) -> Result<(String, Option<Stri
 
 /// Parses and routes a data or DDL statement.
 fn plan_statement(sql: &str, ctx: &PlanContext) -> Result<Plan, ProxyError> {
+    if lexer::nesting_depth(sql) > lexer::MAX_NESTING {
+        // Walking (and even dropping) a tree this deep would exhaust the stack.
+        return plan_unparsed(
+            sql,
+            ctx,
+            &format!(
+                "it nests more than {} levels of operators or parentheses",
+                lexer::MAX_NESTING
+            ),
+        );
+    }
     let parsed = Parser::parse_sql(&MySqlDialect {}, sql);
     let stmt = match parsed {
         Ok(mut v) if v.len() == 1 => v.pop().expect("one statement"),
         Ok(_) => return Err(ProxyError::Syntax("expected exactly one statement".into())),
         Err(e) => return plan_unparsed(sql, ctx, &e.to_string()),
     };
+    let root = route_statement(sql, &stmt, ctx)?;
+    Ok(Plan::Query(QueryPlan::new(
+        root,
+        facts::of(sql, Some(&stmt)),
+    )))
+}
+
+/// The primitive of a parsed statement.
+fn route_statement(
+    sql: &str,
+    stmt: &Statement,
+    ctx: &PlanContext,
+) -> Result<Primitive, ProxyError> {
     if let Some(shard) = ctx.shard {
         let ks = ctx.keyspace.unwrap_or_default();
-        return Ok(route(ks, Target::Shard(shard.to_string()), sql, &stmt, ctx));
+        return Ok(route(ks, Target::Shard(shard.to_string()), sql, stmt, ctx));
     }
-    let refs = tables::tables(&stmt);
+    let refs = tables::tables(stmt);
     let mut keyspaces: Vec<&str> = Vec::new();
     for t in &refs {
         if let Some(ks) = t.keyspace(ctx.keyspace)? {
@@ -204,25 +246,28 @@ fn plan_statement(sql: &str, ctx: &PlanContext) -> Result<Plan, ProxyError> {
         }
     };
     if !keyspace.sharded {
-        return Ok(route(&keyspace.name, Target::Unsharded, sql, &stmt, ctx));
+        return Ok(route(&keyspace.name, Target::Unsharded, sql, stmt, ctx));
     }
     if keyspaces.is_empty() {
-        return Ok(route(&keyspace.name, Target::AnyShard, sql, &stmt, ctx));
+        return Ok(route(&keyspace.name, Target::AnyShard, sql, stmt, ctx));
     }
-    if session_rewrites(sql, &stmt, &keyspace.name, ctx).is_some() {
+    if session_rewrites(sql, stmt, &keyspace.name, ctx).is_some() {
         return Err(ProxyError::NotSupported(
             "DATABASE(), @@socket or keyspace-qualified names in a statement on a sharded keyspace whose shards use other database names".into(),
         ));
     }
-    sharded::plan(sql, &stmt, keyspace, ctx.snapshot).map(Plan::Query)
+    sharded::plan(sql, stmt, keyspace, ctx.snapshot)
 }
 
 /// A statement sqlparser cannot read: passed through where no routing decision depends on
-/// it (unsharded keyspace, a targeted shard), refused elsewhere.
+/// it (unsharded keyspace, a targeted shard), refused elsewhere. Since the proxy cannot
+/// tell what it changes, its connection stays with the session (no state can leak to
+/// another session) and it counts as a write.
 fn plan_unparsed(sql: &str, ctx: &PlanContext, err: &str) -> Result<Plan, ProxyError> {
     let query = Query::verbatim(sql);
+    let unknown = |root: Primitive| Plan::Query(QueryPlan::new(root, facts::of(sql, None)));
     if let Some(shard) = ctx.shard {
-        return Ok(Plan::Query(Primitive::Route(Route {
+        return Ok(unknown(Primitive::Route(Route {
             keyspace: ctx.keyspace.unwrap_or_default().to_string(),
             target: Target::Shard(shard.to_string()),
             query,
@@ -230,11 +275,22 @@ fn plan_unparsed(sql: &str, ctx: &PlanContext, err: &str) -> Result<Plan, ProxyE
     }
     let ks = default_keyspace(ctx)?;
     if !ks.sharded {
-        return Ok(Plan::Query(Primitive::Route(Route {
+        return Ok(unknown(Primitive::Route(Route {
             keyspace: ks.name.clone(),
             target: Target::Unsharded,
             query,
         })));
+    }
+    if let Some(table) = ddl::keys_toggle(sql) {
+        // `/*!40000 ALTER TABLE t DISABLE KEYS */` in every dump: harmless on each shard.
+        if ks.table(&table).is_none() {
+            return Err(ProxyError::UnknownTable {
+                keyspace: ks.name.clone(),
+                table,
+            });
+        }
+        let root = ddl::plan_ddl_text(sql, ks)?;
+        return Ok(Plan::Query(QueryPlan::new(root, facts::of(sql, None))));
     }
     Err(ProxyError::NotSupported(format!(
         "a statement shardgate cannot parse on sharded keyspace {} ({err})",
@@ -264,16 +320,22 @@ fn default_keyspace<'a>(ctx: &PlanContext<'a>) -> Result<&'a Arc<Keyspace>, Prox
         .ok_or_else(|| ProxyError::NoServingShards("(no keyspace has serving shards)".into()))
 }
 
-fn route(keyspace: &str, target: Target, sql: &str, stmt: &Statement, ctx: &PlanContext) -> Plan {
+fn route(
+    keyspace: &str,
+    target: Target,
+    sql: &str,
+    stmt: &Statement,
+    ctx: &PlanContext,
+) -> Primitive {
     let query = match session_rewrites(sql, stmt, keyspace, ctx) {
         Some(text) => Query::rewritten(&text),
         None => Query::verbatim(sql),
     };
-    Plan::Query(Primitive::Route(Route {
+    Primitive::Route(Route {
         keyspace: keyspace.to_string(),
         target,
         query,
-    }))
+    })
 }
 
 /// The render marker for a function whose value the session keeps.

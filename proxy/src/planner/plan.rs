@@ -16,7 +16,52 @@ pub enum Plan {
     /// Answered by the session itself, perhaps with help from backends.
     Session(SessionOp),
     /// Runs against shards.
-    Query(Primitive),
+    Query(QueryPlan),
+}
+
+/// A plan that runs against shards, with what the session must know about it.
+#[derive(Debug, Clone, Serialize)]
+pub struct QueryPlan {
+    #[serde(flatten)]
+    pub root: Primitive,
+    #[serde(skip_serializing_if = "Facts::is_plain")]
+    pub facts: Facts,
+}
+
+impl QueryPlan {
+    pub fn new(root: Primitive, facts: Facts) -> QueryPlan {
+        QueryPlan { root, facts }
+    }
+}
+
+/// What running a statement means for the session, found once when it is planned (the
+/// session never reads the SQL text again).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Facts {
+    /// The connections it runs on carry state the proxy cannot move to another
+    /// connection (temporary tables, named locks, LOCK TABLES, user variables assigned
+    /// inside a query, or a statement the proxy cannot follow): keep them for the session.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub pin: bool,
+    /// UNLOCK TABLES: the locks are gone; pinned connections may go back.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub unpin: bool,
+    /// It may change rows (a resharding cutover holds it).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub write: bool,
+    /// `/*+ MAX_EXECUTION_TIME(ms) */`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// `SELECT SQL_CALC_FOUND_ROWS`: FOUND_ROWS() is summed over the shards afterwards.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub calc_found_rows: bool,
+}
+
+impl Facts {
+    /// Nothing the session must do beyond running it (omitted from EXPLAIN output).
+    pub fn is_plain(&self) -> bool {
+        *self == Facts::default()
+    }
 }
 
 /// Statements about the session rather than the data.

@@ -2,89 +2,11 @@
 //! multi-statement query, finding the leading keyword, and turning statement text into a
 //! [`SqlTemplate`] whose `?` placeholders and shardgate markers can be filled in cheaply.
 //!
-//! The scanner understands quoted strings ('..', "..", with backslash and doubled-quote
-//! escapes), backquoted identifiers, and comments (`-- `, `#`, `/* */`), so a `;` or `?`
-//! inside any of them is never mistaken for syntax.
+//! Everything here reads the text through the one lexer (`lexer.rs`), so a `;` or `?`
+//! inside quotes or comments is never mistaken for syntax.
 
+use super::lexer::{scan, Region};
 use std::fmt::Write as _;
-
-/// One lexical region of SQL text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Region {
-    Code,
-    Quoted,
-    Comment,
-}
-
-/// Calls `f(byte_index, region)` for every byte of `sql`.
-fn scan(sql: &[u8], mut f: impl FnMut(usize, Region)) {
-    let mut i = 0;
-    let n = sql.len();
-    while i < n {
-        let c = sql[i];
-        match c {
-            b'\'' | b'"' | b'`' => {
-                let q = c;
-                f(i, Region::Quoted);
-                i += 1;
-                while i < n {
-                    let d = sql[i];
-                    f(i, Region::Quoted);
-                    if d == b'\\' && q != b'`' && i + 1 < n {
-                        f(i + 1, Region::Quoted);
-                        i += 2;
-                        continue;
-                    }
-                    i += 1;
-                    if d == q {
-                        if i < n && sql[i] == q {
-                            f(i, Region::Quoted);
-                            i += 1;
-                            continue;
-                        }
-                        break;
-                    }
-                }
-            }
-            b'#' => {
-                while i < n && sql[i] != b'\n' {
-                    f(i, Region::Comment);
-                    i += 1;
-                }
-            }
-            b'-' if i + 2 <= n
-                && sql.get(i + 1) == Some(&b'-')
-                && sql
-                    .get(i + 2)
-                    .map(|b| b.is_ascii_whitespace())
-                    .unwrap_or(true) =>
-            {
-                while i < n && sql[i] != b'\n' {
-                    f(i, Region::Comment);
-                    i += 1;
-                }
-            }
-            b'/' if sql.get(i + 1) == Some(&b'*') && sql.get(i + 2) != Some(&b'!') => {
-                f(i, Region::Comment);
-                f(i + 1, Region::Comment);
-                i += 2;
-                while i < n {
-                    f(i, Region::Comment);
-                    if sql[i] == b'*' && sql.get(i + 1) == Some(&b'/') {
-                        f(i + 1, Region::Comment);
-                        i += 2;
-                        break;
-                    }
-                    i += 1;
-                }
-            }
-            _ => {
-                f(i, Region::Code);
-                i += 1;
-            }
-        }
-    }
-}
 
 /// Splits a multi-statement query at top-level semicolons. Returns the trimmed, non-empty
 /// statements. A stored-program definition (CREATE PROCEDURE/FUNCTION/TRIGGER/EVENT) keeps
@@ -122,6 +44,10 @@ pub fn split_statements(sql: &str) -> Vec<&str> {
 
 fn is_stored_program(stmt: &str) -> bool {
     let words = leading_words(stmt, 4);
+    // MariaDB's anonymous compound statement.
+    if words.len() >= 3 && words[0] == "BEGIN" && words[1] == "NOT" && words[2] == "ATOMIC" {
+        return true;
+    }
     if words.first().map(String::as_str) != Some("CREATE") {
         return false;
     }
@@ -222,9 +148,11 @@ impl SqlTemplate {
                 text_start = i;
                 continue;
             }
-            if code[i] && sql[i..].starts_with(MARKER_PREFIX) {
-                let end = sql[i + 1..]
-                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            // Byte comparisons only: `i` may be inside a multi-byte character.
+            if code[i] && bytes[i..].starts_with(MARKER_PREFIX.as_bytes()) {
+                let end = bytes[i + 1..]
+                    .iter()
+                    .position(|c| !(c.is_ascii_alphanumeric() || *c == b'_'))
                     .map(|p| i + 1 + p)
                     .unwrap_or(sql.len());
                 if text_start < i {
@@ -308,6 +236,8 @@ mod tests {
 
     #[test]
     fn stored_programs_are_not_split() {
+        let sql = "BEGIN NOT ATOMIC SET @a = 1; SELECT @a; END";
+        assert_eq!(split_statements(sql), vec![sql]);
         let sql = "CREATE PROCEDURE p() BEGIN SELECT 1; SELECT 2; END";
         assert_eq!(split_statements(sql), vec![sql]);
         let s = split_statements(
@@ -345,5 +275,20 @@ mod tests {
             leading_words("  SET @@session.x=1", 2),
             vec!["SET", "@@SESSION"]
         );
+    }
+
+    #[test]
+    fn non_ascii_text_never_splits_a_character() {
+        for sql in [
+            "SELECT 1 AS café",
+            "SELECT ‘x’ ?",
+            "é:sg_db ü",
+            "\u{10FF41}?:sg_x€",
+        ] {
+            let t = SqlTemplate::new(sql);
+            assert_eq!(t.with_placeholders(), sql);
+            let _ = split_statements(sql);
+            let _ = leading_words(sql, 3);
+        }
     }
 }

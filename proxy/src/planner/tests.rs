@@ -20,7 +20,10 @@ fn snapshot(commerce_db: &str) -> Snapshot {
 
 fn route_of(p: Plan) -> Route {
     match p {
-        Plan::Query(Primitive::Route(r)) => r,
+        Plan::Query(QueryPlan {
+            root: Primitive::Route(r),
+            ..
+        }) => r,
         other => panic!("not a route: {other:?}"),
     }
 }

@@ -75,44 +75,6 @@ impl Drop for WriteTicket {
     }
 }
 
-/// Whether `sql` changes rows (the statements a cutover must hold).
-pub fn is_write(sql: &str) -> bool {
-    let b = sql.trim_start().as_bytes();
-    let b = skip_comments(b);
-    let word: Vec<u8> = b
-        .iter()
-        .take_while(|c| c.is_ascii_alphabetic())
-        .map(|c| c.to_ascii_uppercase())
-        .collect();
-    matches!(
-        word.as_slice(),
-        b"INSERT" | b"UPDATE" | b"DELETE" | b"REPLACE"
-    )
-}
-
-fn skip_comments(mut b: &[u8]) -> &[u8] {
-    loop {
-        let t = b
-            .iter()
-            .position(|c| !c.is_ascii_whitespace())
-            .unwrap_or(b.len());
-        b = &b[t..];
-        if b.starts_with(b"/*") {
-            match b.windows(2).position(|w| w == b"*/") {
-                Some(end) => b = &b[end + 2..],
-                None => return &[],
-            }
-        } else if b.starts_with(b"-- ") || b.starts_with(b"#") {
-            match b.iter().position(|c| *c == b'\n') {
-                Some(end) => b = &b[end + 1..],
-                None => return &[],
-            }
-        } else {
-            return b;
-        }
-    }
-}
-
 /// The keyspaces a plan's routes go to.
 pub fn plan_keyspaces(p: &Primitive, out: &mut Vec<String>) {
     let mut add = |k: &str| {
@@ -180,15 +142,15 @@ impl Session {
         sql: &str,
         snapshot: &Snapshot,
     ) -> Option<Result<(Arc<Plan>, Arc<Snapshot>), crate::error::ProxyError>> {
-        let Plan::Query(_) = plan else {
+        let Plan::Query(q) = plan else {
             return None;
         };
         // The common case costs one pass over the keyspaces, no allocation.
-        if !snapshot
-            .keyspaces
-            .values()
-            .any(|k| k.routing.workflow.is_some())
-            || !is_write(sql)
+        if !q.facts.write
+            || !snapshot
+                .keyspaces
+                .values()
+                .any(|k| k.routing.workflow.is_some())
         {
             return None;
         }
@@ -218,7 +180,7 @@ impl Session {
                     None => (plan, snapshot),
                 };
                 match p {
-                    Plan::Query(q) => self.buffer_wait(q, s),
+                    Plan::Query(q) => self.buffer_wait(&q.root, s),
                     Plan::Session(_) => None,
                 }
             };
@@ -230,7 +192,7 @@ impl Session {
                 let ks = {
                     let mut k = Vec::new();
                     if let Plan::Query(q) = replanned.as_ref().map(|(p, _)| &**p).unwrap_or(plan) {
-                        plan_keyspaces(q, &mut k);
+                        plan_keyspaces(&q.root, &mut k);
                     }
                     k.join(", ")
                 };
@@ -263,7 +225,7 @@ impl Session {
 
 #[cfg(test)]
 mod tests {
-    use super::{is_write, InflightWrites};
+    use super::InflightWrites;
     use std::sync::Arc;
 
     #[test]
@@ -278,16 +240,5 @@ mod tests {
         assert!(w.any_before(8));
         drop(b);
         assert!(!w.any_before(i64::MAX));
-    }
-
-    #[test]
-    fn writes_are_recognised_after_comments() {
-        assert!(is_write("insert into t values (1)"));
-        assert!(is_write("  /* hint */ UPDATE t SET a = 1"));
-        assert!(is_write("-- note\nDELETE FROM t"));
-        assert!(is_write("REPLACE INTO t VALUES (1)"));
-        assert!(!is_write("SELECT * FROM t"));
-        assert!(!is_write("/* INSERT */ SELECT 1"));
-        assert!(!is_write("/* unterminated INSERT"));
     }
 }

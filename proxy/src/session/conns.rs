@@ -38,6 +38,17 @@ pub struct Held {
     pub used: u64,
 }
 
+impl Drop for Held {
+    /// A connection carrying session state or an open transaction never goes back to the
+    /// pool unless it was reset (which clears `pinned`) or finished (`in_txn`); nor does
+    /// any connection dropped while a panic unwinds.
+    fn drop(&mut self) {
+        if self.pinned || self.in_txn || std::thread::panicking() {
+            self.conn.mark_broken();
+        }
+    }
+}
+
 /// How a transaction spanning shards behaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TxMode {
@@ -82,51 +93,13 @@ pub struct Transaction {
     pub savepoints: Vec<String>,
 }
 
-/// What a statement does to the connections it ran on.
+/// What a statement does to the connections it ran on (from its plan's facts).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PinEffect {
     /// Keep them for the rest of the session.
     pub pin: bool,
     /// UNLOCK TABLES: locks are gone, the connections may go back.
     pub unpin: bool,
-}
-
-impl PinEffect {
-    /// What a statement's text says about pinning (a few case-insensitive byte searches,
-    /// no allocation).
-    pub fn of(sql: &str) -> PinEffect {
-        let b = sql.as_bytes();
-        let first = first_word(b);
-        PinEffect {
-            pin: contains_ci(b, b"TEMPORARY")
-                || contains_ci(b, b"GET_LOCK")
-                || (first.eq_ignore_ascii_case(b"LOCK") && contains_ci(b, b"TABLE"))
-                || contains_ci(b, b":=")
-                || contains_ci(b, b"INTO @"),
-            unpin: first.eq_ignore_ascii_case(b"UNLOCK"),
-        }
-    }
-}
-
-fn first_word(b: &[u8]) -> &[u8] {
-    let start = b
-        .iter()
-        .position(|c| !c.is_ascii_whitespace())
-        .unwrap_or(b.len());
-    let rest = &b[start..];
-    let end = rest
-        .iter()
-        .position(|c| !c.is_ascii_alphabetic())
-        .unwrap_or(rest.len());
-    &rest[..end]
-}
-
-/// Whether `hay` contains `needle` ignoring ASCII case.
-pub fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
-    needle.is_empty()
-        || hay
-            .windows(needle.len())
-            .any(|w| w.eq_ignore_ascii_case(needle))
 }
 
 /// The session's backend side.
@@ -379,8 +352,8 @@ impl Connections {
         for mut h in std::mem::take(&mut self.held) {
             if live(&h.key) || h.in_txn || h.conn.in_transaction() {
                 kept.push(h);
-            } else if h.conn.is_clean() && h.conn.reset().await.is_err() {
-                h.conn.mark_broken();
+            } else if h.conn.is_clean() && h.conn.reset().await.is_ok() {
+                h.pinned = false;
             }
         }
         self.held = kept;
@@ -552,10 +525,21 @@ impl Connections {
     pub async fn release_all(&mut self, ctx: &Context) {
         let _ = self.finish(ctx, false).await;
         for mut h in self.held.drain(..) {
-            if h.pinned && h.conn.is_clean() && h.conn.reset().await.is_err() {
-                h.conn.mark_broken();
+            if h.pinned && h.conn.is_clean() && h.conn.reset().await.is_ok() {
+                h.pinned = false;
             }
         }
+    }
+
+    /// Drops every connection without reuse: they are closed, not returned to a pool
+    /// (after a panic the session's idea of their state cannot be trusted).
+    pub fn abandon(&mut self) {
+        for h in &mut self.held {
+            h.conn.mark_broken();
+        }
+        self.held.clear();
+        self.taken.clear();
+        self.txn = None;
     }
 
     /// Held connections (for KILL and the status page).

@@ -13,18 +13,6 @@ use crate::engine::route::drain_response;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// A `/*+ MAX_EXECUTION_TIME(n) */` hint in the statement, in milliseconds.
-pub(super) fn hinted_timeout(sql: &str) -> Option<u64> {
-    let upper = sql.to_ascii_uppercase();
-    let at = upper.find("MAX_EXECUTION_TIME(")?;
-    let hint_start = upper[..at].rfind("/*+")?;
-    if upper[hint_start..at].contains("*/") {
-        return None;
-    }
-    let rest = &upper[at + "MAX_EXECUTION_TIME(".len()..];
-    rest[..rest.find(')')?].trim().parse().ok()
-}
-
 /// Waits until a KILL QUERY for the running command arrives (or returns at once if it
 /// already has: the registry clears stale requests when a command begins, so a KILL QUERY
 /// of an idle session does not affect its next statement, as in MySQL). Forever if the

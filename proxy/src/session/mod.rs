@@ -36,6 +36,8 @@ pub struct Session {
     next_statement_id: u32,
     autocommit: bool,
     no_backslash_escapes: bool,
+    /// The client's character set (`character_set_client`): how its bytes are read.
+    charset: crate::wire::charset::Charset,
     multi_statements: bool,
     /// LAST_INSERT_ID() as the client should see it.
     last_insert_id: u64,
@@ -79,6 +81,7 @@ impl Session {
             info.database.clone(),
         );
         let conns = Connections::new(info.charset, info.capabilities);
+        let charset = crate::wire::charset::Charset::from_collation(info.charset);
         let multi_statements = info.capabilities & CLIENT_MULTI_STATEMENTS != 0;
         let tx_mode = TxMode::parse(&ctx.config.session.transaction_mode).unwrap_or(TxMode::Multi);
         let timeout_ms = ctx.config.session.query_timeout_ms;
@@ -94,6 +97,7 @@ impl Session {
             next_statement_id: 1,
             autocommit: true,
             no_backslash_escapes: false,
+            charset,
             multi_statements,
             last_insert_id: 0,
             row_count: -1,
@@ -147,6 +151,14 @@ impl Session {
         out.error(&p);
     }
 
+    /// How the backend reads this session's text (for `lexer::normalize`).
+    fn read_options(&self) -> crate::planner::lexer::ReadOptions {
+        crate::planner::lexer::ReadOptions {
+            no_backslash_escapes: self.no_backslash_escapes,
+            server_version: self.ctx.backend_version(),
+        }
+    }
+
     /// Learns session flags a backend reported in its final status.
     fn observe_status(&mut self, status: u16) {
         self.no_backslash_escapes = status & SERVER_STATUS_NO_BACKSLASH_ESCAPES != 0;
@@ -198,8 +210,9 @@ impl Handler for Session {
     }
 
     fn send_long_data(&mut self, statement_id: u32, param: u16, data: &[u8]) {
+        let max = self.ctx.config.proxy.max_allowed_packet as usize;
         if let Some(s) = self.statements.get_mut(&statement_id) {
-            s.append_long_data(param, data);
+            s.append_long_data(param, data, max);
         }
     }
 
@@ -239,6 +252,7 @@ impl Handler for Session {
         self.timeout_ms = self.ctx.config.session.query_timeout_ms;
         self.autocommit = true;
         self.no_backslash_escapes = false;
+        self.charset = crate::wire::charset::Charset::from_collation(self.info.charset);
         self.last_insert_id = 0;
         self.ok(out, false);
         Ok(())
@@ -279,6 +293,20 @@ impl Handler for Session {
 
     async fn close(&mut self) {
         self.conns.release_all(&self.ctx).await;
+        self.ctx.registry.unregister(self.info.connection_id);
+    }
+
+    fn abort(&mut self) {
+        self.conns.abandon();
+        self.statements.clear();
+        self.ctx.registry.unregister(self.info.connection_id);
+    }
+}
+
+impl Drop for Session {
+    /// However the session ends (even a task cancelled at shutdown), its slot in the
+    /// registry goes.
+    fn drop(&mut self) {
         self.ctx.registry.unregister(self.info.connection_id);
     }
 }

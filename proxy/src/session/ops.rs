@@ -208,7 +208,7 @@ impl Session {
     ) -> Result<(), ProxyError> {
         if let Some(h) = self.conns.warnings_conn() {
             h.conn
-                .send_command(COM_QUERY, sql.as_bytes())
+                .send_query(sql)
                 .await
                 .map_err(|e| ProxyError::from_backend(&h.label, e))?;
             let opts = RelayOptions { more_results: more };

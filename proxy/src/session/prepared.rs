@@ -26,11 +26,22 @@ pub struct PreparedStatement {
     pub types: Vec<(u8, bool)>,
     /// Values sent with COM_STMT_SEND_LONG_DATA, by parameter.
     pub long_data: Vec<Option<BytesMut>>,
+    /// A long-data value outgrew `max_allowed_packet`: the next execute fails (as in
+    /// MySQL, the error waits for the execute, since SEND_LONG_DATA has no answer).
+    pub long_data_overflow: Option<u64>,
 }
 
 impl PreparedStatement {
-    pub fn append_long_data(&mut self, param: u16, data: &[u8]) {
+    /// Appends to a parameter's long data, keeping it within `max` bytes.
+    pub fn append_long_data(&mut self, param: u16, data: &[u8], max: usize) {
         if let Some(slot) = self.long_data.get_mut(param as usize) {
+            let have = slot.as_ref().map_or(0, |d| d.len());
+            if self.long_data_overflow.is_some() || have + data.len() > max {
+                // Drop what came so far: the memory is not held for a doomed execute.
+                *slot = None;
+                self.long_data_overflow = Some(max as u64);
+                return;
+            }
             slot.get_or_insert_with(BytesMut::new)
                 .extend_from_slice(data);
         }
@@ -40,6 +51,7 @@ impl PreparedStatement {
         for d in &mut self.long_data {
             *d = None;
         }
+        self.long_data_overflow = None;
     }
 }
 
@@ -66,9 +78,11 @@ impl Session {
         sql: Bytes,
         out: &mut Responder<'_>,
     ) -> HandlerResult {
-        let text: Arc<str> = String::from_utf8_lossy(&sql).into();
+        let view = crate::wire::charset::decode(&sql, self.charset);
+        let text: Arc<str> = Arc::from(&*view);
         self.entry.begin("Prepare", Some(&text));
-        let r = self.prepare_inner(&text, out).await;
+        let normalized = crate::planner::lexer::normalize(&text, self.read_options());
+        let r = self.prepare_inner(&normalized, out).await;
         self.entry.end();
         if let Err(e) = r {
             self.error(out, &e);
@@ -87,6 +101,10 @@ impl Session {
                 "a prepared statement must be exactly one statement".into(),
             ));
         };
+        let max = self.ctx.config.session.max_prepared_statements;
+        if self.statements.len() as u64 >= max {
+            return Err(ProxyError::TooManyPreparedStatements(max));
+        }
         let snapshot = self.ctx.snapshot();
         let plan = self.ctx.plan(
             one,
@@ -101,7 +119,8 @@ impl Session {
                 Vec::new(),
                 vec![ColumnDef::text("?"); param_count as usize],
             ),
-            Plan::Query(p) => {
+            Plan::Query(q) => {
+                let p = &q.root;
                 // Prepare the client's text on one shard of the plan's keyspace to learn
                 // its parameters and columns; executes route by the bound values.
                 let (keyspace, target) = plan_keyspace(p);
@@ -150,6 +169,7 @@ impl Session {
                 params,
                 types: Vec::new(),
                 long_data: vec![None; params as usize],
+                long_data_overflow: None,
             },
         );
         Ok(())
@@ -177,6 +197,11 @@ impl Session {
             );
             return Ok(());
         };
+        if let Some(max) = stmt.long_data_overflow {
+            stmt.reset();
+            self.error(out, &ProxyError::LongDataTooLarge(max));
+            return Ok(());
+        }
         let exec = match Execute::parse(
             &payload,
             stmt.params as usize,

@@ -1,7 +1,7 @@
 //! COM_QUERY: split a multi-statement text, plan each statement (from the cache), and run
 //! it, one result per statement; the first error ends the batch, as in MySQL.
 
-use super::conns::{contains_ci, PinEffect};
+use super::conns::PinEffect;
 use super::{interrupt, Session};
 use crate::backend::relay::relay_field_list;
 use crate::engine::{Exec, ExecError};
@@ -12,6 +12,14 @@ use crate::wire::consts::COM_FIELD_LIST;
 use crate::wire::params::Execute;
 use crate::wire::{HandlerResult, PacketError, Responder};
 use bytes::Bytes;
+
+/// What a statement's facts mean for its connections.
+fn pin_effect(f: &crate::planner::Facts) -> PinEffect {
+    PinEffect {
+        pin: f.pin,
+        unpin: f.unpin,
+    }
+}
 
 /// MySQL's "Deadlock found when trying to get lock; try restarting transaction".
 const ER_LOCK_DEADLOCK: u16 = 1213;
@@ -28,45 +36,78 @@ impl Session {
         sql: Bytes,
         out: &mut Responder<'_>,
     ) -> HandlerResult {
-        let text: std::sync::Arc<str> = String::from_utf8_lossy(&sql).into();
+        let view = crate::wire::charset::decode(&sql, self.charset);
+        let text: std::sync::Arc<str> = std::sync::Arc::from(&*view);
         self.entry.begin("Query", Some(&text));
-        let statements = split_statements(&text);
-        let result = if statements.is_empty() {
-            out.error(&crate::wire::ErrPacket::new(
-                1065,
-                "42000",
-                "Query was empty",
-            ));
-            Ok(())
-        } else if statements.len() > 1 && !self.multi_statements {
-            self.error(
-                out,
-                &ProxyError::Syntax(
-                    "several statements in one query need CLIENT_MULTI_STATEMENTS".into(),
-                ),
-            );
-            Ok(())
-        } else {
-            let n = statements.len();
-            let mut r = Ok(());
-            for (i, stmt) in statements.iter().enumerate() {
-                match self.run_statement(stmt, out, i + 1 < n, None).await {
-                    Ok(Flow::Continue) => {}
-                    Ok(Flow::Stop) => break,
-                    Err(e) => {
-                        r = Err(e);
-                        break;
-                    }
-                }
-                if out.flush_if_full().await.is_err() {
-                    r = Err(PacketError::Closed);
-                    break;
-                }
-            }
-            r
-        };
+        let result = self.run_batch(&sql, out).await;
         self.entry.end();
         result
+    }
+
+    /// Runs the statements of one COM_QUERY in order; the first error ends the batch.
+    ///
+    /// The client's bytes are read as a lossless view in its character set, then as the
+    /// backend reads them (executable comments, NO_BACKSLASH_ESCAPES). When a statement
+    /// changes the character set or sql_mode, the rest of the batch is read again with the
+    /// new ones, as MySQL reads each statement after running the one before.
+    async fn run_batch(&mut self, raw: &[u8], out: &mut Responder<'_>) -> HandlerResult {
+        let mut raw_from = 0usize;
+        let mut first = true;
+        'read: loop {
+            let (cs, opts) = (self.charset, self.read_options());
+            let view = crate::wire::charset::decode(&raw[raw_from..], cs);
+            let normalized = crate::planner::lexer::normalize(&view, opts);
+            let statements = split_statements(&normalized);
+            if first {
+                first = false;
+                if statements.is_empty() {
+                    // Only comments: MariaDB answers OK; nothing at all is an error.
+                    if normalized
+                        .trim_matches(|c: char| c.is_whitespace() || c == ';')
+                        .is_empty()
+                    {
+                        out.error(&crate::wire::ErrPacket::new(
+                            1065,
+                            "42000",
+                            "Query was empty",
+                        ));
+                    } else {
+                        self.ok(out, false);
+                    }
+                    return Ok(());
+                }
+                if statements.len() > 1 && !self.multi_statements {
+                    self.error(
+                        out,
+                        &ProxyError::Syntax(
+                            "several statements in one query need CLIENT_MULTI_STATEMENTS".into(),
+                        ),
+                    );
+                    return Ok(());
+                }
+            }
+            let n = statements.len();
+            for (i, stmt) in statements.iter().enumerate() {
+                match self.run_statement(stmt, out, i + 1 < n, None).await? {
+                    Flow::Continue => {}
+                    Flow::Stop => return Ok(()),
+                }
+                if out.flush_if_full().await.is_err() {
+                    return Err(PacketError::Closed);
+                }
+                let changed = self.charset != cs || self.read_options() != opts;
+                // Offsets of the view and its normalized form agree unless backslashes
+                // were replaced; only then can the rest be found again in the raw bytes.
+                if i + 1 < n && changed && normalized.len() == view.len() {
+                    let end = stmt.as_ptr() as usize - normalized.as_ptr() as usize + stmt.len();
+                    if let Some(done) = view.get(..end) {
+                        raw_from += crate::wire::charset::encode(done).len();
+                        continue 'read;
+                    }
+                }
+            }
+            return Ok(());
+        }
     }
 
     /// Plans and runs one statement. `params` are a prepared statement's bound values.
@@ -77,6 +118,7 @@ impl Session {
         more: bool,
         params: Option<&Execute>,
     ) -> Result<Flow, PacketError> {
+        crate::failpoint::panic_on(sql);
         let snapshot = self.ctx.snapshot();
         let plan = match self.ctx.plan(
             sql,
@@ -158,6 +200,8 @@ impl Session {
             }
             Plan::Query(p) => p,
         };
+        let facts = p.facts;
+        let p = &p.root;
         self.conns.begin_statement(false);
         if !self.autocommit && self.conns.txn.is_none() {
             // autocommit=0: every statement runs in a transaction until COMMIT/ROLLBACK,
@@ -166,7 +210,7 @@ impl Session {
         }
         self.ctx.metrics.queries_route.inc();
         *self.last_error.lock().unwrap() = None;
-        let timeout = interrupt::hinted_timeout(sql).unwrap_or(self.timeout_ms);
+        let timeout = facts.timeout_ms.unwrap_or(self.timeout_ms);
         let status_flags = self.status_flags();
         let mut exec = Exec {
             ctx: &self.ctx,
@@ -175,6 +219,7 @@ impl Session {
             params,
             more_results: more,
             no_backslash_escapes: self.no_backslash_escapes,
+            charset: self.charset,
             status: status_flags,
             insert_id: None,
             last_insert_id: self.last_insert_id,
@@ -214,7 +259,7 @@ impl Session {
                         .with_label_values(&["backend"])
                         .inc();
                     self.row_count = -1;
-                    self.conns.end_statement(PinEffect::of(sql), warnings);
+                    self.conns.end_statement(pin_effect(&facts), warnings);
                     return Ok(Flow::Stop);
                 }
                 match &summary.ok {
@@ -224,11 +269,11 @@ impl Session {
                         self.found_rows = summary.rows;
                     }
                 }
-                if contains_ci(sql.as_bytes(), b"SQL_CALC_FOUND_ROWS") {
+                if facts.calc_found_rows {
                     self.found_rows = self.calc_found_rows().await.unwrap_or(summary.rows);
                 }
                 self.observe_status(summary.status);
-                self.conns.end_statement(PinEffect::of(sql), warnings);
+                self.conns.end_statement(pin_effect(&facts), warnings);
                 Flow::Continue
             }
             Err(ExecError::Proxy(e)) => {

@@ -14,6 +14,7 @@ use super::conns::TxMode;
 use super::Session;
 use crate::error::ProxyError;
 use crate::planner::set::Assignment;
+use crate::wire::charset::Charset;
 use crate::wire::consts::*;
 use crate::wire::Responder;
 
@@ -58,6 +59,15 @@ impl Session {
                 } else {
                     self.evaluate_variable(name, value).await?
                 };
+                if name == "character_set_client" {
+                    self.charset = Charset::from_name(unquote(&literal))
+                        .ok_or_else(|| bad_value(name, value))?;
+                }
+                if name == "sql_mode" {
+                    self.no_backslash_escapes = unquote(&literal)
+                        .to_ascii_uppercase()
+                        .contains("NO_BACKSLASH_ESCAPES");
+                }
                 if name == "autocommit" {
                     let v = unquote(&literal).to_ascii_lowercase();
                     let on = match v.as_str() {
@@ -81,7 +91,13 @@ impl Session {
                     None => format!("SET NAMES {charset}"),
                 };
                 self.check_on_backend(&sql).await?;
-                self.conns.apply_setting("names", &sql).await
+                self.conns.apply_setting("names", &sql).await?;
+                self.charset = if charset.eq_ignore_ascii_case("default") {
+                    Charset::from_collation(self.info.charset)
+                } else {
+                    Charset::from_name(charset).unwrap_or(self.charset)
+                };
+                Ok(())
             }
             Assignment::User { name, value } => {
                 let literal = if is_user_literal(value) {
@@ -241,7 +257,6 @@ fn literal_of(r: &crate::backend::conn::QueryResult) -> String {
     let Some(bytes) = cell else {
         return "NULL".into();
     };
-    let text = String::from_utf8_lossy(&bytes);
     let numeric = matches!(
         r.columns.first().map(|c| c.column_type),
         Some(
@@ -256,23 +271,35 @@ fn literal_of(r: &crate::backend::conn::QueryResult) -> String {
                 | MYSQL_TYPE_NEWDECIMAL
         )
     );
-    if numeric {
-        text.into_owned()
+    let charset = r.columns.first().map_or(0, |c| c.charset);
+    if numeric && bytes.iter().all(|b| b.is_ascii_graphic()) {
+        String::from_utf8_lossy(&bytes).into_owned()
     } else {
-        quote(&text)
+        quote(&bytes, charset)
     }
 }
 
-/// `s` as a single-quoted SQL string (valid with and without NO_BACKSLASH_ESCAPES).
-fn quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('\'');
-    for c in s.chars() {
-        if c == '\'' {
-            out.push_str("''");
-        } else {
-            out.push(c);
-        }
+/// A value as a literal that reads back byte for byte whatever the session's sql_mode
+/// (backslashes or not) and character set: plain `'...'` for printable ASCII without
+/// quotes or backslashes, else a hex string with the column's character set as its
+/// introducer, so it keeps its collation as text.
+fn quote(bytes: &[u8], collation: u16) -> String {
+    let plain = bytes
+        .iter()
+        .all(|&b| (b.is_ascii_graphic() || b == b' ') && b != b'\'' && b != b'\\');
+    if plain {
+        return format!("'{}'", String::from_utf8_lossy(bytes));
+    }
+    let mut out = String::with_capacity(bytes.len() * 2 + 16);
+    if collation != crate::wire::consts::CHARSET_BINARY {
+        let cs = u8::try_from(collation).map_or(Charset::UTF8MB4, Charset::from_collation);
+        out.push('_');
+        out.push_str(cs.name);
+        out.push(' ');
+    }
+    out.push_str("X'");
+    for b in bytes {
+        out.push_str(&format!("{b:02X}"));
     }
     out.push('\'');
     out
@@ -293,6 +320,13 @@ mod tests {
         assert!(is_literal("ON"));
         assert!(is_literal("READ-COMMITTED"));
         assert!(!is_literal("(SELECT CONCAT(@@sql_mode, ',X'))"));
-        assert_eq!(quote("it's"), "'it''s'");
+        assert_eq!(quote(b"plain text", 45), "'plain text'");
+        // Quotes and backslashes never reach the statement as such.
+        assert_eq!(
+            quote(b"x\\' OR 1=1 -- ", 45),
+            "_utf8mb4 X'785C27204F5220313D31202D2D20'"
+        );
+        assert_eq!(quote(b"\xe9", 8), "_latin1 X'E9'");
+        assert_eq!(quote(b"\xff\x00", 63), "X'FF00'");
     }
 }

@@ -22,11 +22,7 @@ use std::collections::BTreeMap;
 /// Crash tests: `SG_FAILPOINT=twopc-after-prepare` (or `twopc-after-decision`)
 /// makes the proxy abort at that step of a commit, as a crash would.
 fn failpoint(name: &str) {
-    static ARMED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    if ARMED.get_or_init(|| std::env::var("SG_FAILPOINT").unwrap_or_default()) == name {
-        tracing::error!(failpoint = name, "failpoint reached: aborting");
-        std::process::abort();
-    }
+    crate::failpoint::crash(name);
 }
 
 /// The etcd key of a commit decision.

@@ -13,9 +13,11 @@ use super::packet::{PacketError, PacketIo};
 use super::packets::{ErrPacket, OkPacket};
 use super::responder::Responder;
 use bytes::{Bytes, BytesMut};
+use futures::FutureExt;
 use shardgate_config::PasswordHash;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -61,6 +63,12 @@ pub trait Service: Send + Sync + 'static {
     /// Largest packet accepted from clients.
     fn max_allowed_packet(&self) -> usize;
     fn handshake_timeout(&self) -> Duration;
+    /// Longest a write to the client may block before the connection is cut.
+    fn write_timeout(&self) -> Option<Duration> {
+        None
+    }
+    /// Counts a handler that panicked (the connection was closed).
+    fn count_panic(&self) {}
     /// Looks up an account by user name.
     fn account(&self, user: &str) -> Option<Account>;
     /// Creates the session after authentication; an error (unknown database, ...) is sent
@@ -134,6 +142,9 @@ pub trait Handler: Send + 'static {
     fn status(&self) -> u16;
     /// The connection is over (COM_QUIT, disconnect, shutdown): release everything.
     fn close(&mut self) -> impl Future<Output = ()> + Send;
+    /// A command panicked: the handler's state cannot be trusted. Release what it holds
+    /// without reusing any of it (backend connections closed, not pooled).
+    fn abort(&mut self);
     /// Turns true when the connection must close between commands (KILL CONNECTION).
     fn close_signal(&self) -> Option<watch::Receiver<bool>> {
         None
@@ -155,12 +166,17 @@ pub async fn serve<S: Service>(
     let mut io = PacketIo::new(stream);
     let handshake = tokio::time::timeout(
         service.handshake_timeout(),
-        handshake(service, &mut io, connection_id, peer),
+        AssertUnwindSafe(handshake(service, &mut io, connection_id, peer)).catch_unwind(),
     )
     .await;
     let (mut handler, mut capabilities) = match handshake {
-        Ok(Some((h, caps))) => (h, Caps(caps)),
-        Ok(None) => {
+        Ok(Ok(Some((h, caps)))) => (h, Caps(caps)),
+        Ok(Err(_)) => {
+            tracing::error!(%peer, "the handshake panicked; closing the connection");
+            service.count_panic();
+            return;
+        }
+        Ok(Ok(None)) => {
             io.shutdown().await;
             return;
         }
@@ -170,6 +186,8 @@ pub async fn serve<S: Service>(
         }
     };
     let max = service.max_allowed_packet();
+    io.set_write_timeout(service.write_timeout());
+    let mut panicked = false;
     // One future for the whole connection: re-arming a watch per command costs more than
     // the command itself on the fast path.
     let killed = handler.close_signal();
@@ -217,15 +235,41 @@ pub async fn serve<S: Service>(
             }
             Err(_) => break,
         };
-        match dispatch(&mut handler, &mut io, &mut capabilities, packet).await {
-            Ok(true) => {}
-            Ok(false) | Err(_) => break,
+        // A bug in one command must not take the proxy (or other sessions) down: the
+        // panic is caught here, this connection is closed and its state dropped unused.
+        let outcome = AssertUnwindSafe(dispatch(&mut handler, &mut io, &mut capabilities, packet))
+            .catch_unwind()
+            .await;
+        match outcome {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) | Ok(Err(_)) => break,
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!(%peer, connection_id, panic = %what, "a command panicked; closing the connection");
+                service.count_panic();
+                panicked = true;
+                let mut out = Responder::new(&mut io, capabilities.0);
+                out.error(&ErrPacket::new(
+                    1105,
+                    "HY000",
+                    "shardgate internal error: the proxy hit a bug while running this command; the connection is closed (other sessions are not affected)",
+                ));
+                break;
+            }
         }
         if io.flush().await.is_err() {
             break;
         }
     }
-    handler.close().await;
+    if panicked {
+        handler.abort();
+    } else {
+        handler.close().await;
+    }
     io.shutdown().await;
 }
 

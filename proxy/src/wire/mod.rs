@@ -3,6 +3,7 @@
 //! commands and calls a [`Handler`], which answers through a [`Responder`].
 
 pub mod auth;
+pub mod charset;
 pub mod codec;
 pub mod conn;
 pub mod consts;

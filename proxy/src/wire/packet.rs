@@ -24,6 +24,8 @@ pub enum PacketError {
     OutOfOrder { expected: u8, got: u8 },
     #[error("packet of {size} bytes exceeds max_allowed_packet ({max})")]
     TooLarge { size: usize, max: usize },
+    #[error("the peer did not read for {0:?} (write timeout)")]
+    WriteTimeout(std::time::Duration),
 }
 
 /// Flush the write buffer once it holds this much, so large results stream.
@@ -40,6 +42,8 @@ pub struct PacketIo<S> {
     rbuf: BytesMut,
     wbuf: BytesMut,
     seq: u8,
+    /// Longest a flush may wait for the peer to read (None: forever).
+    write_timeout: Option<std::time::Duration>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> PacketIo<S> {
@@ -49,7 +53,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketIo<S> {
             rbuf: BytesMut::with_capacity(INITIAL_READ_BUF),
             wbuf: BytesMut::new(),
             seq: 0,
+            write_timeout: None,
         }
+    }
+
+    /// Makes flushes fail with [`PacketError::WriteTimeout`] when the peer stops reading.
+    pub fn set_write_timeout(&mut self, t: Option<std::time::Duration>) {
+        self.write_timeout = t;
     }
 
     /// The sequence id the next packet (read or written) carries.
@@ -216,7 +226,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketIo<S> {
     /// Sends everything buffered.
     pub async fn flush(&mut self) -> Result<(), PacketError> {
         if !self.wbuf.is_empty() {
-            self.stream.write_all(&self.wbuf).await?;
+            let write = self.stream.write_all(&self.wbuf);
+            tokio::pin!(write);
+            // Most flushes complete at once (the socket has room): no timer for those.
+            match futures::poll!(&mut write) {
+                std::task::Poll::Ready(r) => r?,
+                std::task::Poll::Pending => match self.write_timeout {
+                    Some(t) => tokio::time::timeout(t, write)
+                        .await
+                        .map_err(|_| PacketError::WriteTimeout(t))??,
+                    None => write.await?,
+                },
+            }
             self.wbuf.clear();
             if self.wbuf.capacity() > KEEP_READ_BUF {
                 self.wbuf = BytesMut::new();

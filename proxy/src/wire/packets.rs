@@ -1,6 +1,10 @@
 //! The generic response packets (OK, ERR, EOF) and column definitions: encoding for
 //! what the proxy answers itself, decoding for what backends send.
+//!
+//! Text fields hold the lossless view of their bytes (`charset.rs`): a column name or an
+//! error message in the client's character set comes back out byte for byte.
 
+use super::charset::{decode_utf8, encode};
 use super::codec::{put_lenenc_bytes, put_lenenc_int, Malformed, Reader};
 use super::consts::*;
 use bytes::{BufMut, BytesMut};
@@ -26,7 +30,7 @@ impl OkPacket {
         // The protocol documentation says string<EOF>, but servers (and clients) use a
         // length-encoded string here.
         if !self.info.is_empty() {
-            put_lenenc_bytes(buf, self.info.as_bytes());
+            put_lenenc_bytes(buf, &encode(&self.info));
         }
     }
 
@@ -44,8 +48,8 @@ impl OkPacket {
         let warnings = r.u16()?;
         let rest = r.rest();
         let info = match Reader::new(rest).lenenc_bytes() {
-            Ok(s) if !rest.is_empty() && rest[0] > 0 => String::from_utf8_lossy(s).into_owned(),
-            _ => String::from_utf8_lossy(rest).into_owned(),
+            Ok(s) if !rest.is_empty() && rest[0] > 0 => decode_utf8(s).into_owned(),
+            _ => decode_utf8(rest).into_owned(),
         };
         Ok(OkPacket {
             affected_rows,
@@ -107,7 +111,7 @@ impl ErrPacket {
         buf.put_u16_le(self.code);
         buf.put_u8(b'#');
         buf.put_slice(&self.state);
-        buf.put_slice(self.message.as_bytes());
+        buf.put_slice(&encode(&self.message));
     }
 
     /// Parses an ERR payload (header byte included).
@@ -125,7 +129,7 @@ impl ErrPacket {
         Ok(ErrPacket {
             code,
             state,
-            message: String::from_utf8_lossy(r.rest()).into_owned(),
+            message: decode_utf8(r.rest()).into_owned(),
         })
     }
 }
@@ -182,11 +186,11 @@ impl ColumnDef {
 
     pub fn encode(&self, buf: &mut BytesMut) {
         put_lenenc_bytes(buf, b"def");
-        put_lenenc_bytes(buf, self.schema.as_bytes());
-        put_lenenc_bytes(buf, self.table.as_bytes());
-        put_lenenc_bytes(buf, self.org_table.as_bytes());
-        put_lenenc_bytes(buf, self.name.as_bytes());
-        put_lenenc_bytes(buf, self.org_name.as_bytes());
+        put_lenenc_bytes(buf, &encode(&self.schema));
+        put_lenenc_bytes(buf, &encode(&self.table));
+        put_lenenc_bytes(buf, &encode(&self.org_table));
+        put_lenenc_bytes(buf, &encode(&self.name));
+        put_lenenc_bytes(buf, &encode(&self.org_name));
         buf.put_u8(0x0c);
         buf.put_u16_le(self.charset);
         buf.put_u32_le(self.length);
@@ -199,7 +203,7 @@ impl ColumnDef {
     pub fn decode(payload: &[u8]) -> Result<ColumnDef, Malformed> {
         let mut r = Reader::new(payload);
         let text = |r: &mut Reader| -> Result<String, Malformed> {
-            Ok(String::from_utf8_lossy(r.lenenc_bytes()?).into_owned())
+            Ok(decode_utf8(r.lenenc_bytes()?).into_owned())
         };
         let _catalog = r.lenenc_bytes()?;
         let schema = text(&mut r)?;
@@ -276,5 +280,16 @@ mod tests {
         c.encode(&mut b);
         assert_eq!(ColumnDef::decode(&b).unwrap(), c);
         assert!(ColumnDef::decode(&b[..b.len() - 5]).is_err());
+        // A latin1 alias (not UTF-8) comes back byte for byte.
+        let mut raw = BytesMut::new();
+        put_lenenc_bytes(&mut raw, b"def");
+        for f in [&b"db"[..], b"t", b"t", b"caf\xe9", b"c"] {
+            put_lenenc_bytes(&mut raw, f);
+        }
+        raw.extend_from_slice(&[0x0c, 8, 0, 10, 0, 0, 0, 253, 0, 0, 0, 0, 0]);
+        let d = ColumnDef::decode(&raw).unwrap();
+        let mut again = BytesMut::new();
+        d.encode(&mut again);
+        assert_eq!(again, raw);
     }
 }

@@ -6,6 +6,7 @@
 //! an execute comes without them. Every execute the proxy sends to a backend carries the
 //! types, because the backend connection may never have seen the client's first execute.
 
+use super::charset::{self, Charset};
 use super::codec::{put_lenenc_bytes, Malformed, Reader};
 use super::consts::*;
 use bytes::{BufMut, Bytes, BytesMut};
@@ -231,9 +232,30 @@ impl Param {
         }
     }
 
-    /// The value as an SQL literal, for statements sent as text. `no_backslash_escapes`
-    /// follows the session's sql_mode so quoting is read back exactly.
-    pub fn write_literal(&self, out: &mut String, no_backslash_escapes: bool) {
+    /// A BLOB-typed parameter: MySQL takes its value as a binary string (other string
+    /// types are text in the client's character set).
+    pub fn is_binary(&self) -> bool {
+        matches!(
+            self.column_type,
+            MYSQL_TYPE_TINY_BLOB | MYSQL_TYPE_MEDIUM_BLOB | MYSQL_TYPE_LONG_BLOB | MYSQL_TYPE_BLOB
+        )
+    }
+
+    /// The value as an SQL literal, for statements sent as text, in the lossless view of
+    /// the client's character set `cs`. `no_backslash_escapes` follows the session's
+    /// sql_mode so quoting is read back exactly. BLOB parameters become hex strings
+    /// (binary, as MySQL takes them); a DECIMAL that is not a number is sent as a string.
+    pub fn write_literal(&self, out: &mut String, cs: Charset, no_backslash_escapes: bool) {
+        if self.is_binary() {
+            if let Some(v) = &self.value {
+                out.push_str("X'");
+                for x in v.iter() {
+                    let _ = write!(out, "{x:02X}");
+                }
+                out.push('\'');
+                return;
+            }
+        }
         match self.to_sql_value() {
             SqlValue::Null => out.push_str("NULL"),
             SqlValue::Int(i) => {
@@ -249,8 +271,9 @@ impl Param {
                     out.push_str("NULL");
                 }
             }
-            SqlValue::Decimal(d) => out.push_str(&d),
-            SqlValue::Bytes(b) => quote_bytes(out, &b, no_backslash_escapes),
+            SqlValue::Decimal(d) if is_decimal_text(&d) => out.push_str(&d),
+            SqlValue::Decimal(d) => quote_bytes(out, d.as_bytes(), cs, no_backslash_escapes),
+            SqlValue::Bytes(b) => quote_bytes(out, &b, cs, no_backslash_escapes),
         }
     }
 }
@@ -310,30 +333,50 @@ pub fn temporal_text(t: u8, v: &[u8]) -> String {
     out
 }
 
-/// Writes `b` as a quoted string literal that reads back byte for byte.
-pub fn quote_bytes(out: &mut String, b: &[u8], no_backslash_escapes: bool) {
-    match std::str::from_utf8(b) {
-        Ok(s) => {
-            out.push('\'');
-            for c in s.chars() {
-                match c {
-                    '\'' => out.push_str("''"),
-                    '\\' if !no_backslash_escapes => out.push_str("\\\\"),
-                    '\0' if !no_backslash_escapes => out.push_str("\\0"),
-                    c => out.push(c),
-                }
-            }
-            out.push('\'');
+/// A number as MySQL writes a DECIMAL: sign, digits, point, exponent; nothing else.
+fn is_decimal_text(d: &str) -> bool {
+    let b = d.as_bytes();
+    let mut i = usize::from(matches!(b.first(), Some(b'+' | b'-')));
+    let int = b[i..].iter().take_while(|c| c.is_ascii_digit()).count();
+    i += int;
+    let mut frac = 0;
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        frac = b[i..].iter().take_while(|c| c.is_ascii_digit()).count();
+        i += frac;
+    }
+    if int + frac == 0 {
+        return false;
+    }
+    if matches!(b.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        i += usize::from(matches!(b.get(i), Some(b'+' | b'-')));
+        let exp = b[i..].iter().take_while(|c| c.is_ascii_digit()).count();
+        if exp == 0 {
+            return false;
         }
-        Err(_) => {
-            // Not valid UTF-8: a hex literal keeps every byte exact.
-            out.push_str("X'");
-            for x in b {
-                let _ = write!(out, "{x:02X}");
-            }
-            out.push('\'');
+        i += exp;
+    }
+    i == b.len()
+}
+
+/// Writes `b` (text in the client's character set `cs`) as a quoted string literal that
+/// reads back byte for byte: the bytes go out as they came (through the lossless view),
+/// with quotes, and under backslash escapes backslashes and NULs, escaped wherever they
+/// are characters of their own (never inside a multi-byte character).
+pub fn quote_bytes(out: &mut String, b: &[u8], cs: Charset, no_backslash_escapes: bool) {
+    let view = charset::decode(b, cs);
+    out.reserve(view.len() + 2);
+    out.push('\'');
+    for c in view.chars() {
+        match c {
+            '\'' => out.push_str("''"),
+            '\\' if !no_backslash_escapes => out.push_str("\\\\"),
+            '\0' if !no_backslash_escapes => out.push_str("\\0"),
+            c => out.push(c),
         }
     }
+    out.push('\'');
 }
 
 #[cfg(test)]
@@ -403,22 +446,53 @@ mod tests {
 
     #[test]
     fn literals_quote_safely() {
+        let utf8 = Charset::UTF8MB4;
         let mut s = String::new();
-        quote_bytes(&mut s, b"it's a \\ test", false);
+        quote_bytes(&mut s, b"it's a \\ test", utf8, false);
         assert_eq!(s, "'it''s a \\\\ test'");
         let mut s = String::new();
-        quote_bytes(&mut s, b"a\\b", true);
+        quote_bytes(&mut s, b"a\\b", utf8, true);
         assert_eq!(s, "'a\\b'");
+        // Bytes that are not UTF-8 go out as they came.
         let mut s = String::new();
-        quote_bytes(&mut s, &[0xff, 0x00], false);
-        assert_eq!(s, "X'FF00'");
+        quote_bytes(&mut s, &[0xff, 0x00], utf8, false);
+        assert_eq!(&*charset::encode(&s), b"'\xff\\0'");
+        // A GBK character whose second byte is 0x5C is one character, not a backslash.
+        let gbk = Charset::from_name("gbk").unwrap();
+        let mut s = String::new();
+        quote_bytes(&mut s, b"\x81\x5c'", gbk, false);
+        assert_eq!(&*charset::encode(&s), b"'\x81\x5c'''");
+        // DECIMAL parameters are numbers or strings, never SQL.
+        for (text, lit) in [
+            ("1.50", "1.50"),
+            ("-2e3", "-2e3"),
+            ("1;DROP", "'1;DROP'"),
+            ("", "''"),
+        ] {
+            let p = Param {
+                column_type: MYSQL_TYPE_NEWDECIMAL,
+                unsigned: false,
+                value: Some(Bytes::copy_from_slice(text.as_bytes())),
+            };
+            let mut s = String::new();
+            p.write_literal(&mut s, utf8, false);
+            assert_eq!(s, lit);
+        }
+        let p = Param {
+            column_type: MYSQL_TYPE_BLOB,
+            unsigned: false,
+            value: Some(Bytes::from_static(b"\x00'")),
+        };
+        let mut s = String::new();
+        p.write_literal(&mut s, utf8, false);
+        assert_eq!(s, "X'0027'");
         let p = Param {
             column_type: MYSQL_TYPE_DATETIME,
             unsigned: false,
             value: Some(Bytes::from_static(&[7, 0xe8, 0x07, 3, 9, 10, 11, 12])),
         };
         let mut s = String::new();
-        p.write_literal(&mut s, false);
+        p.write_literal(&mut s, Charset::UTF8MB4, false);
         assert_eq!(s, "'2024-03-09 10:11:12'");
     }
 }

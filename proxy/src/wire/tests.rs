@@ -121,6 +121,7 @@ impl Handler for Fake {
         SERVER_STATUS_AUTOCOMMIT
     }
     async fn close(&mut self) {}
+    fn abort(&mut self) {}
 }
 
 async fn fake_server() -> String {
