@@ -491,7 +491,7 @@ pub fn plan_merge(
             }
         }
         if let Some(h) = &select.having {
-            having = Some(scalar(h, &mut b, &mut plan_aggs)?);
+            having = Some(scalar(h, &mut b, &mut plan_aggs, 0)?);
         }
         for ((e, desc), range) in order_terms.iter().zip(&order_ranges) {
             let p = resolve_after_aggregation(e, &mut b, &mut plan_aggs, Some(*range))?;
@@ -723,23 +723,34 @@ enum ScalarPending {
     Arith(ArithOp, Box<ScalarPending>, Box<ScalarPending>),
 }
 
+/// How deep a HAVING expression the proxy evaluates (it is walked recursively at every
+/// row, on an ordinary stack).
+const MAX_SCALAR_DEPTH: usize = 64;
+
 fn scalar(
     e: &Expr,
     b: &mut Builder<'_>,
     aggs: &mut Vec<AggPending>,
+    depth: usize,
 ) -> Result<ScalarPending, ProxyError> {
+    if depth > MAX_SCALAR_DEPTH {
+        return Err(unsupported(format!(
+            "a HAVING expression nested deeper than {MAX_SCALAR_DEPTH} levels across shards"
+        )));
+    }
+    let d = depth + 1;
     let bx = |s| Box::new(s);
     Ok(match e {
-        Expr::Nested(inner) => scalar(inner, b, aggs)?,
+        Expr::Nested(inner) => scalar(inner, b, aggs, d)?,
         Expr::UnaryOp {
             op: UnaryOperator::Not,
             expr,
-        } => ScalarPending::Not(bx(scalar(expr, b, aggs)?)),
-        Expr::IsNull(x) => ScalarPending::IsNull(bx(scalar(x, b, aggs)?), true),
-        Expr::IsNotNull(x) => ScalarPending::IsNull(bx(scalar(x, b, aggs)?), false),
+        } => ScalarPending::Not(bx(scalar(expr, b, aggs, d)?)),
+        Expr::IsNull(x) => ScalarPending::IsNull(bx(scalar(x, b, aggs, d)?), true),
+        Expr::IsNotNull(x) => ScalarPending::IsNull(bx(scalar(x, b, aggs, d)?), false),
         Expr::BinaryOp { left, op, right } => {
-            let l = bx(scalar(left, b, aggs)?);
-            let r = bx(scalar(right, b, aggs)?);
+            let l = bx(scalar(left, b, aggs, d)?);
+            let r = bx(scalar(right, b, aggs, d)?);
             match op {
                 BinaryOperator::And => ScalarPending::And(l, r),
                 BinaryOperator::Or => ScalarPending::Or(l, r),

@@ -178,7 +178,8 @@ pub fn use_target(arg: &str, snapshot: &Snapshot) -> Result<(String, Option<Stri
 
 /// Parses and routes a data or DDL statement.
 fn plan_statement(sql: &str, ctx: &PlanContext) -> Result<Plan, ProxyError> {
-    if lexer::nesting_depth(sql) > lexer::MAX_NESTING {
+    let depth = lexer::nesting_depth(sql);
+    if depth > lexer::MAX_NESTING {
         // Walking (and even dropping) a tree this deep would exhaust the stack.
         return plan_unparsed(
             sql,
@@ -189,6 +190,20 @@ fn plan_statement(sql: &str, ctx: &PlanContext) -> Result<Plan, ProxyError> {
             ),
         );
     }
+    if depth > SHALLOW {
+        // Parsing, walking and dropping a deep tree recurse once per level: do it on a
+        // stack sized for the deepest statement the guard lets through.
+        return stacker::grow(DEEP_STACK, || plan_parsed(sql, ctx));
+    }
+    plan_parsed(sql, ctx)
+}
+
+/// Statements nested less deeply than this plan on the caller's stack.
+const SHALLOW: usize = 100;
+/// The stack planning gets for deeper statements (up to `lexer::MAX_NESTING`).
+const DEEP_STACK: usize = 128 << 20;
+
+fn plan_parsed(sql: &str, ctx: &PlanContext) -> Result<Plan, ProxyError> {
     let parsed = Parser::parse_sql(&MySqlDialect {}, sql);
     let stmt = match parsed {
         Ok(mut v) if v.len() == 1 => v.pop().expect("one statement"),

@@ -169,3 +169,39 @@ fn keyspace_qualifiers_map_to_backend_databases() {
         "select 'commerce' AS `database()`"
     );
 }
+
+/// Planning never needs more stack than a Tokio worker has (2 MiB), for any statement the
+/// nesting guard lets through: long OR chains, deep parentheses, nested subqueries.
+#[test]
+fn deep_statements_plan_within_a_worker_stack() {
+    let handle = std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(|| {
+            let s = snapshot("commerce");
+            let c = ctx(&s, Some("customer"));
+            let ors: Vec<String> = (0..1900).map(|i| format!("id = {i}")).collect();
+            let chain = format!("SELECT * FROM customer WHERE {}", ors.join(" OR "));
+            assert!(lexer::nesting_depth(&chain) <= lexer::MAX_NESTING);
+            let _ = plan(&chain, &c);
+            let parens = format!("SELECT {}1{} FROM customer", "(".repeat(45), ")".repeat(45));
+            let _ = plan(&parens, &c);
+            let mut sub = "SELECT id FROM customer".to_string();
+            for _ in 0..40 {
+                sub = format!("SELECT id FROM customer WHERE id IN ({sub})");
+            }
+            let _ = plan(&sub, &c);
+            let sum = format!("SELECT 1{} FROM customer", " + id".repeat(1900));
+            let _ = plan(&sum, &c);
+            // Just under the nesting guard.
+            let sum = format!(
+                "SELECT 1{} FROM customer",
+                " + id".repeat(lexer::MAX_NESTING - 50)
+            );
+            assert!(lexer::nesting_depth(&sum) <= lexer::MAX_NESTING);
+            let _ = plan(&sum, &c);
+            let c = ctx(&s, Some("commerce"));
+            let _ = plan(&chain.replace("customer", "product"), &c);
+        })
+        .unwrap();
+    handle.join().expect("planning overflowed a 2 MiB stack");
+}

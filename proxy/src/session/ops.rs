@@ -139,7 +139,16 @@ impl Session {
         if more {
             status |= SERVER_MORE_RESULTS_EXISTS;
         }
-        out.result_set(cols, rows, status);
+        // Cells are views (statement texts, names): the client gets its own bytes back.
+        let encoded: Vec<Vec<Option<std::borrow::Cow<'_, [u8]>>>> = rows
+            .iter()
+            .map(|r| {
+                r.iter()
+                    .map(|c| c.as_deref().map(crate::wire::charset::encode))
+                    .collect()
+            })
+            .collect();
+        out.result_set(cols, &encoded, status);
     }
 
     /// Takes a connection to the session's default shard if it holds none.

@@ -143,24 +143,35 @@ async fn boundaries(c: &mut Controller, t: usize, chunk: u64) -> Result<Vec<Vec<
             }
         }
     }
-    // Boundaries of several sources interleave; order them by the sources' own ORDER BY.
+    // Boundaries of several sources interleave; order them as the table's own key orders
+    // them (its types and collations): in a temporary table of the key's columns, filled
+    // with parameters, never with values spliced into SQL text.
     if c.sources.len() > 1 && !keys.is_empty() {
-        let sql = format!(
-            "SELECT * FROM ({}) k ORDER BY {}",
-            keys.iter()
-                .map(|k| format!(
-                    "SELECT {}",
-                    k.iter()
-                        .zip(&meta.primary_key)
-                        .map(|(v, col)| format!("{} AS {}", v.as_sql(true), ident(&col.name)))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ))
-                .collect::<Vec<_>>()
-                .join(" UNION ALL "),
-            pk
-        );
-        let r = c.sources[0].exec(&sql, vec![]).await?;
+        let cols: Vec<String> = meta
+            .primary_key
+            .iter()
+            .map(|k| format!("{} {}", ident(&k.name), k.definition))
+            .collect();
+        let s0 = &mut c.sources[0];
+        s0.run("DROP TEMPORARY TABLE IF EXISTS `_sg_bounds`")
+            .await?;
+        s0.run(&format!(
+            "CREATE TEMPORARY TABLE `_sg_bounds` ({})",
+            cols.join(", ")
+        ))
+        .await?;
+        let row = format!("({})", vec!["?"; meta.primary_key.len()].join(", "));
+        for part in keys.chunks(1000) {
+            let sql = format!(
+                "INSERT INTO `_sg_bounds` VALUES {}",
+                vec![row.as_str(); part.len()].join(", ")
+            );
+            s0.exec(&sql, part.concat()).await?;
+        }
+        let r = s0
+            .exec(&format!("SELECT * FROM `_sg_bounds` ORDER BY {pk}"), vec![])
+            .await?;
+        s0.run("DROP TEMPORARY TABLE `_sg_bounds`").await?;
         keys = r.into_iter().map(db::values).collect();
     }
     Ok(keys)
