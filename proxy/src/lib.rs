@@ -11,6 +11,7 @@ pub mod context;
 pub mod engine;
 pub mod error;
 pub mod failpoint;
+pub mod fuzz;
 pub mod http;
 pub mod metrics;
 pub mod planner;

@@ -197,6 +197,26 @@ impl BackendConn {
         })
     }
 
+    /// A connection over `stream` that is already past its handshake, waiting for the
+    /// response to a command just sent. For fuzzing and tests of the relay, which read
+    /// whatever the peer writes as a backend's answer.
+    #[doc(hidden)]
+    pub fn from_stream(stream: TcpStream) -> BackendConn {
+        BackendConn {
+            io: PacketIo::new(stream),
+            thread_id: 0,
+            server_version: String::new(),
+            status: 0,
+            pending: true,
+            broken: false,
+            last_used: Instant::now(),
+            options_key: 0,
+            signature: 0,
+            statements: Default::default(),
+            open_token: None,
+        }
+    }
+
     /// True when no response is outstanding, the connection works, and no transaction is open.
     pub fn is_clean(&self) -> bool {
         !self.pending && !self.broken && self.status & SERVER_STATUS_IN_TRANS == 0

@@ -67,6 +67,7 @@ impl Execute {
                 let (t, unsigned) = types[i];
                 let is_null = null_bitmap[i / 8] & (1 << (i % 8)) != 0;
                 let long = long_data.get_mut(i).and_then(|d| d.take());
+                let from_long_data = long.is_some();
                 let value = if let Some(data) = long {
                     Some(data.freeze())
                 } else if is_null || t == MYSQL_TYPE_NULL {
@@ -77,12 +78,18 @@ impl Execute {
                     let start = v.as_ptr() as usize - payload.as_ptr() as usize;
                     Some(payload.slice(start..start + v.len()))
                 };
+                let column_type = if value.is_some() && t == MYSQL_TYPE_NULL {
+                    MYSQL_TYPE_BLOB
+                } else if from_long_data && (is_fixed_width(t) || is_temporal(t)) {
+                    // Long data is a string whatever type the parameter was declared
+                    // with (MySQL converts it as one); re-encoding it as the declared
+                    // fixed-width type would misframe the packet.
+                    MYSQL_TYPE_VAR_STRING
+                } else {
+                    t
+                };
                 params.push(Param {
-                    column_type: if value.is_some() && t == MYSQL_TYPE_NULL {
-                        MYSQL_TYPE_BLOB
-                    } else {
-                        t
-                    },
+                    column_type,
                     unsigned,
                     value,
                 });
@@ -310,7 +317,8 @@ pub fn temporal_text(t: u8, v: &[u8]) -> String {
         }
         let neg = get(0) == 1;
         let days = get32(1);
-        let (h, m, s) = (get(5) + days * 24, get(6), get(7));
+        // Client values: days up to 2^32 must not overflow the hour count.
+        let (h, m, s) = (get(5) as u64 + days as u64 * 24, get(6), get(7));
         let mut out = format!("{}{:02}:{:02}:{:02}", if neg { "-" } else { "" }, h, m, s);
         if n >= 12 {
             let _ = write!(out, ".{:06}", get32(8));

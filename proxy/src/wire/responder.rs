@@ -21,7 +21,9 @@ pub struct Responder<'a> {
 }
 
 impl<'a> Responder<'a> {
-    pub(crate) fn new(io: &'a mut PacketIo<TcpStream>, capabilities: u32) -> Self {
+    /// A responder for one command on `io` (the connection loop makes one per command;
+    /// public for fuzzing and tests).
+    pub fn new(io: &'a mut PacketIo<TcpStream>, capabilities: u32) -> Self {
         Responder {
             io,
             capabilities,
