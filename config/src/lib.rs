@@ -138,6 +138,9 @@ pub struct SessionConfig {
     /// Most prepared statements one session may hold open (error 1461 beyond), like
     /// MySQL's `max_prepared_stmt_count` but per session.
     pub max_prepared_statements: u64,
+    /// Seconds between re-reads of every keyspace's schema (to notice DDL run directly on
+    /// a shard; DDL through any proxy is noticed at once).
+    pub schema_refresh_s: u64,
 }
 
 /// Logging.
@@ -223,6 +226,7 @@ impl Default for SessionConfig {
             plan_cache_size: 10_000,
             twopc_recovery_interval_s: 30,
             max_prepared_statements: 1024,
+            schema_refresh_s: 60,
         }
     }
 }

@@ -6,6 +6,7 @@ use crate::error::ProxyError;
 use crate::metrics::Metrics;
 use crate::planner::{self, Plan, PlanContext};
 use crate::registry::Registry;
+use crate::schema::Schemas;
 use arc_swap::ArcSwap;
 use shardgate_config::Config;
 use shardgate_topology::Snapshot;
@@ -42,6 +43,11 @@ pub struct Context {
     /// Set while the proxy's etcd registration is lost (until it is back and the topology
     /// reloaded): writes to keyspaces under a resharding workflow wait.
     pub fenced: std::sync::atomic::AtomicBool,
+    /// What the shards' tables look like (see `schema/`).
+    schema: ArcSwap<Schemas>,
+    /// Keyspaces whose schema should be read again soon (empty: all), and its wake-up.
+    schema_wanted: Mutex<Option<Vec<String>>>,
+    schema_wake: tokio::sync::Notify,
 }
 
 impl Context {
@@ -77,12 +83,54 @@ impl Context {
             store,
             inflight_writes: Default::default(),
             fenced: Default::default(),
+            schema: ArcSwap::from_pointee(Schemas::default()),
+            schema_wanted: Mutex::new(None),
+            schema_wake: tokio::sync::Notify::new(),
         })
     }
 
     /// The current topology snapshot.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.topology.load_full()
+    }
+
+    /// The current schema snapshot.
+    pub fn schema(&self) -> Arc<Schemas> {
+        self.schema.load_full()
+    }
+
+    /// Swaps a new schema snapshot in (the schema tracker's job).
+    pub fn set_schema(&self, s: Schemas) {
+        self.schema.store(Arc::new(s));
+    }
+
+    /// Asks the schema tracker to read `keyspaces` again soon (all of them when empty).
+    pub fn request_schema_refresh(&self, keyspaces: &[String]) {
+        let mut w = self.schema_wanted.lock().unwrap();
+        match (&mut *w, keyspaces.is_empty()) {
+            (_, true) => *w = Some(Vec::new()),
+            (Some(v), false) if !v.is_empty() => {
+                for k in keyspaces {
+                    if !v.contains(k) {
+                        v.push(k.clone());
+                    }
+                }
+            }
+            (Some(_), false) => {}
+            (None, false) => *w = Some(keyspaces.to_vec()),
+        }
+        drop(w);
+        self.schema_wake.notify_one();
+    }
+
+    /// Waits for a schema refresh request; returns the keyspaces wanted (empty: all).
+    pub async fn schema_requests(&self) -> Option<Vec<String>> {
+        loop {
+            if let Some(w) = self.schema_wanted.lock().unwrap().take() {
+                return Some(w);
+            }
+            self.schema_wake.notified().await;
+        }
     }
 
     /// The backends' version as MySQL compares it in `/*!NNNNN ... */` comments.
@@ -111,11 +159,13 @@ impl Context {
         keyspace: Option<&str>,
         shard: Option<&str>,
     ) -> Result<Arc<Plan>, ProxyError> {
+        let schema = self.schema();
         let key = PlanKey {
             sql,
             keyspace,
             shard,
             revision: snapshot.revision,
+            schema: schema.generation,
         };
         if let Some(p) = self.plans.get(&key) {
             self.metrics.plan_cache_hits.inc();
@@ -126,6 +176,7 @@ impl Context {
             sql,
             &PlanContext {
                 snapshot,
+                schema: &schema,
                 keyspace,
                 shard,
             },
@@ -150,6 +201,8 @@ pub struct PlanKey<'a> {
     pub keyspace: Option<&'a str>,
     pub shard: Option<&'a str>,
     pub revision: i64,
+    /// The schema generation the plan was made with.
+    pub schema: u64,
 }
 
 impl PlanKey<'_> {
@@ -167,6 +220,7 @@ struct StoredKey {
     keyspace: Option<Box<str>>,
     shard: Option<Box<str>>,
     revision: i64,
+    schema: u64,
 }
 
 impl StoredKey {
@@ -175,6 +229,7 @@ impl StoredKey {
             && self.keyspace.as_deref() == k.keyspace
             && self.shard.as_deref() == k.shard
             && self.revision == k.revision
+            && self.schema == k.schema
     }
 }
 
@@ -229,6 +284,7 @@ impl PlanCache {
             keyspace: key.keyspace.map(Into::into),
             shard: key.shard.map(Into::into),
             revision: key.revision,
+            schema: key.schema,
         };
         let bucket = m.entry(h).or_default();
         bucket.retain(|(k, _, _)| !k.matches(key));

@@ -77,6 +77,13 @@ pub enum ProxyError {
     LongDataTooLarge(u64),
     #[error("shardgate internal error: the proxy hit a bug while running this session's command; the session is closed (other sessions are not affected)")]
     Panicked,
+    #[error("Column count doesn't match value count at row {0}")]
+    ValueCount(usize),
+    /// Planning needs a table's columns and schema tracking has not read them: the session
+    /// reads the keyspace again and plans once more (the client never sees this error
+    /// unless the table still is not there).
+    #[error("Table '{keyspace}.{table}' doesn't exist (shardgate has not seen its columns)")]
+    SchemaUnknown { keyspace: String, table: String },
 }
 
 fn reserved_message(r: &crate::planner::lexer::Reserved) -> String {
@@ -127,6 +134,8 @@ impl ProxyError {
             ProxyError::TooManyPreparedStatements(_) => (1461, "42000"),
             ProxyError::LongDataTooLarge(_) => (1153, "HY000"),
             ProxyError::Panicked => (1105, "HY000"),
+            ProxyError::ValueCount(_) => (1136, "21S01"),
+            ProxyError::SchemaUnknown { .. } => (1146, "42S02"),
         }
     }
 

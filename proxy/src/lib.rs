@@ -16,6 +16,7 @@ pub mod http;
 pub mod metrics;
 pub mod planner;
 pub mod registry;
+pub mod schema;
 pub mod server;
 pub mod session;
 pub mod topo;

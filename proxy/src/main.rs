@@ -148,6 +148,17 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         ctx.clone(),
         std::time::Duration::from_secs(ctx.config.session.twopc_recovery_interval_s.max(1)),
     ));
+    // Know the tables before the first client asks (bounded: shards may be down; the
+    // tracker keeps trying).
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        shardgate_proxy::schema::tracker::refresh(&ctx, None),
+    )
+    .await;
+    tokio::spawn(shardgate_proxy::schema::tracker::run(
+        ctx.clone(),
+        std::time::Duration::from_secs(ctx.config.session.schema_refresh_s.max(1)),
+    ));
     let reaper = ctx.clone();
     tokio::spawn(async move {
         loop {

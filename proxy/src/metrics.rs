@@ -28,6 +28,9 @@ pub struct Metrics {
     pub write_buffer_max_ms: IntGauge,
     /// Commands that panicked (each closed its connection, nothing else).
     pub session_panics_total: IntCounter,
+    /// Schema snapshots swapped in, and failed schema reads.
+    pub schema_refreshes_total: IntCounter,
+    pub schema_errors_total: IntCounter,
 }
 
 impl Metrics {
@@ -102,6 +105,14 @@ impl Metrics {
             session_panics_total: counter(
                 "session_panics_total",
                 "Commands that hit a bug in the proxy; each closed only its own connection.",
+            ),
+            schema_refreshes_total: counter(
+                "schema_refreshes_total",
+                "Schema snapshots swapped in after a change was read.",
+            ),
+            schema_errors_total: counter(
+                "schema_errors_total",
+                "Keyspace schema reads that failed (the last known schema is kept).",
             ),
             registry,
         }

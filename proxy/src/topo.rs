@@ -190,15 +190,26 @@ impl Follower {
         match loaded.snapshot() {
             Ok(snapshot) => {
                 *self.ctx.topology_error.lock().unwrap() = None;
+                let announced = crate::schema::tracker::announced(
+                    &current.schema_versions,
+                    &snapshot.schema_versions,
+                );
                 if !same_keyspaces(&snapshot, &current) {
                     self.apply(snapshot, &loaded).await;
+                    // New keyspaces, shards or tables in the VSchema: read every schema.
+                    self.ctx.request_schema_refresh(&[]);
                 } else {
-                    // Only registrations or workflow progress changed: nothing routes
-                    // differently, so keep the revision (and every cached plan).
+                    // Only registrations, workflow progress or schema counters changed:
+                    // nothing routes differently, so keep the revision (and every cached
+                    // plan; a schema change invalidates plans through its generation).
                     let mut s = (*current).clone();
                     s.proxies = snapshot.proxies.clone();
                     s.workflows = snapshot.workflows.clone();
+                    s.schema_versions = snapshot.schema_versions.clone();
                     self.ctx.topology.store(Arc::new(s));
+                    if !announced.is_empty() {
+                        self.ctx.request_schema_refresh(&announced);
+                    }
                 }
             }
             Err(problems) => {

@@ -144,6 +144,9 @@ pub struct Snapshot {
     pub keyspaces: BTreeMap<String, Arc<Keyspace>>,
     pub proxies: BTreeMap<String, ProxyDoc>,
     pub workflows: BTreeMap<String, serde_json::Value>,
+    /// Schema change counters by keyspace (`schema/<ks>`): a proxy that ran DDL bumps its
+    /// keyspace's counter so every proxy re-reads that keyspace's schema.
+    pub schema_versions: BTreeMap<String, u64>,
 }
 
 /// Where a key points, parsed from its path under the cluster prefix.
@@ -158,6 +161,8 @@ pub enum KeyPath {
     WorkflowLock(String),
     /// A two-phase-commit decision (written by proxies; not part of the routing model).
     TwoPc(String),
+    /// A keyspace's schema change counter (written by proxies after DDL).
+    Schema(String),
 }
 
 /// A valid keyspace, table or workflow name: letters, digits, `_` and `-`.
@@ -188,7 +193,8 @@ impl KeyPath {
             ["workflows", w] => Ok(KeyPath::Workflow(name(w)?)),
             ["workflows", w, "lock"] => Ok(KeyPath::WorkflowLock(name(w)?)),
             ["twopc", g] => Ok(KeyPath::TwoPc(g.to_string())),
-            _ => Err("unknown key (expected keyspaces/<ks>, keyspaces/<ks>/shards/<shard>, keyspaces/<ks>/routing, proxies/<id> or workflows/<name>)".to_string()),
+            ["schema", ks] => Ok(KeyPath::Schema(name(ks)?)),
+            _ => Err("unknown key (expected keyspaces/<ks>, keyspaces/<ks>/shards/<shard>, keyspaces/<ks>/routing, proxies/<id>, workflows/<name> or schema/<ks>)".to_string()),
         }
     }
 
@@ -202,6 +208,7 @@ impl KeyPath {
             KeyPath::Workflow(w) => format!("workflows/{w}"),
             KeyPath::WorkflowLock(w) => format!("workflows/{w}/lock"),
             KeyPath::TwoPc(g) => format!("twopc/{g}"),
+            KeyPath::Schema(k) => format!("schema/{k}"),
         }
     }
 }
@@ -274,6 +281,14 @@ impl Snapshot {
                     if let Some(d) = parse_json(key, value, &mut problems) {
                         snapshot.workflows.insert(w, d);
                     }
+                }
+                KeyPath::Schema(ks) => {
+                    // Written by proxies; a bad one is not fatal.
+                    let version = serde_json::from_slice::<serde_json::Value>(value)
+                        .ok()
+                        .and_then(|v| v.get("version").and_then(|n| n.as_u64()))
+                        .unwrap_or(0);
+                    snapshot.schema_versions.insert(ks, version);
                 }
                 KeyPath::TwoPc(_) | KeyPath::WorkflowLock(_) => {}
             }

@@ -384,7 +384,7 @@ async fn sequences_ddl_metadata_and_refusals() {
         "SELECT * FROM customer c JOIN corder o ON c.name = o.sku",
         "SELECT GROUP_CONCAT(name) FROM customer",
         "UPDATE customer SET customer_id = 7 WHERE customer_id = 6",
-        "INSERT INTO customer VALUES (5000, 'a', 'b', NOW())",
+        "INSERT INTO customer SET customer_id = 5000, name = 'a'",
         "SELECT * FROM customer WHERE customer_id > (SELECT AVG(customer_id) FROM customer)",
         "SELECT name FROM customer UNION SELECT sku FROM corder",
     ] {

@@ -217,6 +217,19 @@ impl BackendConn {
         }
     }
 
+    /// Whether the server has closed this idle connection (or sent something unasked):
+    /// one non-blocking read, no round trip.
+    pub fn closed_by_peer(&self) -> bool {
+        if self.io.has_buffered_packet() {
+            return true;
+        }
+        let mut probe = [0u8; 1];
+        match self.io.get_ref().try_read(&mut probe) {
+            Ok(_) => true,
+            Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+        }
+    }
+
     /// True when no response is outstanding, the connection works, and no transaction is open.
     pub fn is_clean(&self) -> bool {
         !self.pending && !self.broken && self.status & SERVER_STATUS_IN_TRANS == 0

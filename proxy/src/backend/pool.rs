@@ -211,6 +211,13 @@ impl Pool {
                 spawn_quit(conn);
                 continue;
             }
+            // A connection the server closed while it sat idle (restart, wait_timeout,
+            // KILL) shows as readable. Tokio answers from the readiness its reactor already
+            // recorded, so for a live connection this costs no system call.
+            if conn.closed_by_peer() {
+                self.stats.discarded.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
             if idle_for > self.settings.health_check_idle && conn.ping().await.is_err() {
                 self.stats.discarded.fetch_add(1, Ordering::Relaxed);
                 continue;

@@ -176,6 +176,27 @@ impl Exec<'_> {
                     None => all(),
                 }
             }
+            Target::SameShard { pins } => {
+                let mut home: Option<&'s Shard> = None;
+                for (vindex, value) in pins {
+                    let v = self.routing_value(value)?;
+                    // A value no vindex can map matches no row: it constrains nothing.
+                    let Some(id) = vindex_of(vindex)?.map(&v).map_err(ProxyError::Internal)? else {
+                        continue;
+                    };
+                    let shard = ks.shard_for(id.as_bytes()).ok_or_else(none)?;
+                    match home {
+                        Some(h) if h.name != shard.name => {
+                            return Err(ProxyError::NotSupported(format!(
+                                "a statement whose tables' rows are on shards {} and {} (its pinned values differ); joins across shards",
+                                h.name, shard.name
+                            )))
+                        }
+                        _ => home = Some(shard),
+                    }
+                }
+                one(home.or_else(|| ks.serving.first()).ok_or_else(none)?)
+            }
             Target::In {
                 vindex,
                 values,

@@ -1,19 +1,13 @@
-//! What a statement on a sharded keyspace touches, and whether each shard can answer it
-//! alone.
-//!
-//! A statement can be pushed down to shards whole when every sharded table in it is tied
-//! to the others by equality on their primary vindex columns (directly, through ON / USING
-//! / WHERE equalities, or `col IN (SELECT col ...)`), all with the same vindex: rows that
-//! meet then always live on the same shard. Reference tables are on every shard and tie
-//! to anything. Anything else would need a cross-shard join and is refused with 1235.
+//! What a statement on a sharded keyspace touches: its table occurrences (with their
+//! VSchema entry and, from schema tracking, their columns), column resolution, and helpers
+//! over the AST. Whether the shards can answer it alone is `colocation.rs`.
 
-use super::edit::TextIndex;
-use super::values::{value_of, ValueExpr};
 use crate::error::ProxyError;
+use crate::schema::{KeyspaceSchema, TableSchema};
 use shardgate_topology::{Keyspace, Table, TableKind, Vindex};
 use sqlparser::ast::{
-    visit_expressions, visit_statements, BinaryOperator, Expr, InTarget, JoinConstraint,
-    JoinOperator, ObjectName, Query, SetExpr, Statement, TableFactor,
+    visit_expressions, visit_statements, BinaryOperator, Expr, JoinConstraint, JoinOperator,
+    ObjectName, Query, SetExpr, Statement, TableFactor,
 };
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -25,6 +19,11 @@ pub struct TableUse {
     pub qualifier: String,
     pub name: String,
     pub table: Arc<Table>,
+    /// Its columns, from schema tracking (None: not read yet).
+    pub schema: Option<Arc<TableSchema>>,
+    /// Identity of its table factor in the statement (0 for an INSERT target), to find
+    /// the query block it belongs to.
+    pub factor: usize,
 }
 
 impl TableUse {
@@ -48,15 +47,12 @@ impl TableUse {
 /// A column reference resolved to a table use.
 pub type ColumnRef = (usize, String);
 
-/// The tables of a statement and the equalities between their columns.
+/// The tables of a statement.
 pub struct Scope {
     pub tables: Vec<TableUse>,
-    /// Union-find over column references.
-    parent: Vec<usize>,
-    columns: Vec<ColumnRef>,
 }
 
-fn object_table(name: &ObjectName) -> Option<(Option<String>, String)> {
+pub(super) fn object_table(name: &ObjectName) -> Option<(Option<String>, String)> {
     let parts: Vec<String> = name
         .0
         .iter()
@@ -72,10 +68,16 @@ fn object_table(name: &ObjectName) -> Option<(Option<String>, String)> {
 impl Scope {
     /// Collects every table of `stmt` that belongs to `ks` (the caller has checked that
     /// all tables do). Tables not in the VSchema are an error naming them.
-    pub fn build(stmt: &Statement, ks: &Keyspace) -> Result<Scope, ProxyError> {
+    pub fn build(
+        stmt: &Statement,
+        ks: &Keyspace,
+        schema: Option<&KeyspaceSchema>,
+    ) -> Result<Scope, ProxyError> {
+        let columns_of =
+            |t: &str| schema.and_then(|s| s.tables.get(&t.to_ascii_lowercase()).cloned());
         let mut tables = Vec::new();
         let mut missing = None;
-        let mut add = |name: &ObjectName, alias: Option<&str>| {
+        let mut add = |name: &ObjectName, alias: Option<&str>, factor: usize| {
             let Some((schema, t)) = object_table(name) else {
                 return;
             };
@@ -90,6 +92,8 @@ impl Scope {
                     qualifier: alias.unwrap_or(&t).to_ascii_lowercase(),
                     name: t.clone(),
                     table: table.clone(),
+                    schema: columns_of(&t),
+                    factor,
                 }),
                 None if t.eq_ignore_ascii_case("dual") => {}
                 None => missing = Some(t),
@@ -97,7 +101,11 @@ impl Scope {
         };
         let _ = visit_table_factors(stmt, &mut |tf| {
             if let TableFactor::Table { name, alias, .. } = tf {
-                add(name, alias.as_ref().map(|a| a.name.value.as_str()));
+                add(
+                    name,
+                    alias.as_ref().map(|a| a.name.value.as_str()),
+                    factor_id(tf),
+                );
             }
         });
         // INSERT/UPDATE/DELETE targets are relations too.
@@ -109,6 +117,8 @@ impl Scope {
                             qualifier: t.to_ascii_lowercase(),
                             name: t.clone(),
                             table: table.clone(),
+                            schema: columns_of(&t),
+                            factor: 0,
                         });
                     } else if !t.eq_ignore_ascii_case("dual") && !is_cte(stmt, &t) {
                         missing = Some(t.clone());
@@ -125,11 +135,51 @@ impl Scope {
                 });
             }
         }
-        Ok(Scope {
-            tables,
-            parent: Vec::new(),
-            columns: Vec::new(),
-        })
+        Ok(Scope { tables })
+    }
+
+    /// Resolves a column of a query block whose FROM holds `block` (indexes of `tables`):
+    /// MySQL looks in the block's own tables first, then outward. A name the block's
+    /// tables do not have is resolved against the whole statement.
+    pub fn resolve_in(&self, e: &Expr, block: &[usize]) -> Option<ColumnRef> {
+        match e {
+            Expr::Nested(inner) => self.resolve_in(inner, block),
+            Expr::Identifier(id) => {
+                let name = id.value.to_ascii_lowercase();
+                let mut owner = None;
+                for &i in block {
+                    match &self.tables[i].schema {
+                        // Unknown columns: only a lone table can own the name for sure.
+                        None if block.len() == 1 && self.tables.len() == 1 => {
+                            return Some((i, name))
+                        }
+                        None => return None,
+                        Some(s) if s.has_column(&name) => {
+                            if owner.is_some() {
+                                return None;
+                            }
+                            owner = Some(i);
+                        }
+                        Some(_) => {}
+                    }
+                }
+                match owner {
+                    Some(i) => Some((i, name)),
+                    None => self.resolve(e),
+                }
+            }
+            Expr::CompoundIdentifier(parts) if parts.len() >= 2 => {
+                let q = parts[parts.len() - 2].value.to_ascii_lowercase();
+                let c = parts[parts.len() - 1].value.to_ascii_lowercase();
+                let mut found = block.iter().filter(|&&i| self.tables[i].qualifier == q);
+                match (found.next(), found.next()) {
+                    (Some(&i), None) => Some((i, c)),
+                    (Some(_), Some(_)) => None,
+                    (None, _) => self.resolve(e),
+                }
+            }
+            _ => None,
+        }
     }
 
     /// Resolves a column expression to (table use, column), if it names one unambiguously.
@@ -137,11 +187,27 @@ impl Scope {
         match e {
             Expr::Nested(inner) => self.resolve(inner),
             Expr::Identifier(id) => {
+                let name = id.value.to_ascii_lowercase();
                 if self.tables.len() == 1 {
-                    Some((0, id.value.to_ascii_lowercase()))
-                } else {
-                    None
+                    return Some((0, name));
                 }
+                // Several tables: the one table (of the whole statement) whose schema has
+                // the column. With any table's columns unknown, or two tables having it,
+                // the reference stays unresolved (no co-location is assumed from it).
+                let mut owner = None;
+                for (i, t) in self.tables.iter().enumerate() {
+                    match &t.schema {
+                        None => return None,
+                        Some(s) if s.has_column(&name) => {
+                            if owner.is_some() {
+                                return None;
+                            }
+                            owner = Some(i);
+                        }
+                        Some(_) => {}
+                    }
+                }
+                owner.map(|i| (i, name))
             }
             Expr::CompoundIdentifier(parts) if parts.len() >= 2 => {
                 let q = parts[parts.len() - 2].value.to_ascii_lowercase();
@@ -160,276 +226,9 @@ impl Scope {
             _ => None,
         }
     }
-
-    fn node(&mut self, c: ColumnRef) -> usize {
-        if let Some(i) = self.columns.iter().position(|x| *x == c) {
-            return i;
-        }
-        self.columns.push(c);
-        self.parent.push(self.parent.len());
-        self.parent.len() - 1
-    }
-
-    fn find(&mut self, i: usize) -> usize {
-        let mut i = i;
-        while self.parent[i] != i {
-            self.parent[i] = self.parent[self.parent[i]];
-            i = self.parent[i];
-        }
-        i
-    }
-
-    fn union(&mut self, a: ColumnRef, b: ColumnRef) {
-        let (x, y) = (self.node(a), self.node(b));
-        let (rx, ry) = (self.find(x), self.find(y));
-        self.parent[rx] = ry;
-    }
-
-    /// Whether two column references are known equal.
-    pub fn same(&mut self, a: &ColumnRef, b: &ColumnRef) -> bool {
-        if a == b {
-            return true;
-        }
-        let (Some(x), Some(y)) = (
-            self.columns.iter().position(|c| c == a),
-            self.columns.iter().position(|c| c == b),
-        ) else {
-            return false;
-        };
-        self.find(x) == self.find(y)
-    }
-
-    /// Records every equality that ties rows together: conjuncts of WHERE and ON clauses
-    /// at any level, USING columns, and `col IN (SELECT col ...)`.
-    pub fn learn_equalities(&mut self, stmt: &Statement) {
-        let mut pairs: Vec<(ColumnRef, ColumnRef)> = Vec::new();
-        let mut conjuncts: Vec<Expr> = Vec::new();
-        // UPDATE and DELETE have their WHERE outside any query.
-        match stmt {
-            Statement::Update(u) => {
-                if let Some(w) = &u.selection {
-                    split_and(w, &mut conjuncts);
-                }
-            }
-            Statement::Delete(d) => {
-                if let Some(w) = &d.selection {
-                    split_and(w, &mut conjuncts);
-                }
-            }
-            _ => {}
-        }
-        let _ = visit_selects(stmt, &mut |s: &sqlparser::ast::Select| {
-            if let Some(w) = &s.selection {
-                split_and(w, &mut conjuncts);
-            }
-            for twj in &s.from {
-                let mut left = table_qualifier(&twj.relation);
-                for j in &twj.joins {
-                    let right = table_qualifier(&j.relation);
-                    if let Some(c) = join_constraint(&j.join_operator) {
-                        match c {
-                            JoinConstraint::On(e) => split_and(e, &mut conjuncts),
-                            JoinConstraint::Using(cols) => {
-                                for col in cols {
-                                    if let (Some(l), Some(r), Some((None, name))) =
-                                        (&left, &right, object_table(col))
-                                    {
-                                        conjuncts.push(Expr::BinaryOp {
-                                            left: Box::new(Expr::CompoundIdentifier(vec![
-                                                l.as_str().into(),
-                                                name.as_str().into(),
-                                            ])),
-                                            op: BinaryOperator::Eq,
-                                            right: Box::new(Expr::CompoundIdentifier(vec![
-                                                r.as_str().into(),
-                                                name.as_str().into(),
-                                            ])),
-                                        });
-                                    }
-                                }
-                            }
-                            _ => {}
-                        }
-                    }
-                    left = right.or(left);
-                }
-            }
-        });
-        for c in &conjuncts {
-            match c {
-                Expr::BinaryOp {
-                    left,
-                    op: BinaryOperator::Eq,
-                    right,
-                } => {
-                    if let (Some(a), Some(b)) = (self.resolve(left), self.resolve(right)) {
-                        pairs.push((a, b));
-                    }
-                }
-                Expr::In {
-                    expr,
-                    target: InTarget::Subquery(subquery),
-                    negated: false,
-                    ..
-                } => {
-                    if let (Some(a), Some(inner)) = (self.resolve(expr), single_column(subquery)) {
-                        if let Some(b) = self.resolve(&inner) {
-                            pairs.push((a, b));
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
-        for (a, b) in pairs {
-            self.union(a, b);
-        }
-    }
-
-    /// Checks that every sharded table is tied to the first one through its vindex column
-    /// with the same vindex. Returns the index of the first sharded table (the anchor).
-    pub fn check_colocated(&mut self) -> Result<Option<usize>, ProxyError> {
-        let sharded: Vec<usize> = (0..self.tables.len())
-            .filter(|&i| self.tables[i].is_sharded())
-            .collect();
-        let Some(&anchor) = sharded.first() else {
-            return Ok(None);
-        };
-        let anchor_col = (
-            anchor,
-            self.tables[anchor].vindex_column().unwrap_or_default(),
-        );
-        let anchor_vindex = self.tables[anchor].vindex().cloned();
-        for &i in &sharded[1..] {
-            let t = self.tables[i].clone();
-            let col = (i, t.vindex_column().unwrap_or_default());
-            let same_vindex = match (t.vindex(), &anchor_vindex) {
-                (Some(a), Some(b)) => a.kind == b.kind,
-                _ => false,
-            };
-            if !same_vindex || !self.same(&anchor_col, &col) {
-                return Err(ProxyError::NotSupported(format!(
-                    "cross-shard join or subquery: table {} is not joined to {} on their sharding columns ({}.{} = {}.{})",
-                    t.name,
-                    self.tables[anchor].name,
-                    self.tables[anchor].qualifier,
-                    anchor_col.1,
-                    t.qualifier,
-                    col.1
-                )));
-            }
-        }
-        Ok(Some(anchor))
-    }
 }
 
-/// A routing predicate found in the WHERE clause.
-#[derive(Debug, Clone)]
-pub enum RoutePredicate {
-    Equal(ValueExpr),
-    In(Vec<ValueExpr>, sqlparser::tokenizer::Span),
-    /// Equality on a column with a lookup vindex (name) of a co-located table.
-    Lookup(String, ValueExpr),
-}
-
-/// The best routing predicate of the top-level WHERE conjuncts on any column equal to the
-/// anchor table's vindex column: an equality beats an IN list.
-pub fn route_predicate(
-    selection: Option<&Expr>,
-    scope: &mut Scope,
-    anchor: usize,
-    idx: &TextIndex<'_>,
-    placeholders: &[usize],
-) -> Option<RoutePredicate> {
-    let selection = selection?;
-    let mut conj = Vec::new();
-    split_and(selection, &mut conj);
-    let anchor_col = (anchor, scope.tables[anchor].vindex_column()?);
-    let mut best: Option<RoutePredicate> = None;
-    for c in &conj {
-        match c {
-            Expr::BinaryOp {
-                left,
-                op: BinaryOperator::Eq,
-                right,
-            } => {
-                for (col, val) in [(left, right), (right, left)] {
-                    if let Some(r) = scope.resolve(col) {
-                        if scope.same(&anchor_col, &r) {
-                            if let Some(v) = value_of(val, idx, placeholders) {
-                                return Some(RoutePredicate::Equal(v));
-                            }
-                        }
-                    }
-                }
-            }
-            Expr::In {
-                expr,
-                target: InTarget::List(list),
-                negated: false,
-                ..
-            } => {
-                if let Some(r) = scope.resolve(expr) {
-                    if scope.same(&anchor_col, &r) && best.is_none() {
-                        let values: Option<Vec<ValueExpr>> = list
-                            .iter()
-                            .map(|e| value_of(e, idx, placeholders))
-                            .collect();
-                        if let Some(values) = values {
-                            let span = list_span(list);
-                            best = Some(RoutePredicate::In(values, span));
-                        }
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    if best.is_none() {
-        best = lookup_predicate(&conj, scope, idx, placeholders);
-    }
-    best
-}
-
-/// An equality on a column with a lookup vindex (used when the sharding column has none).
-fn lookup_predicate(
-    conj: &[Expr],
-    scope: &Scope,
-    idx: &TextIndex<'_>,
-    placeholders: &[usize],
-) -> Option<RoutePredicate> {
-    for c in conj {
-        let Expr::BinaryOp {
-            left,
-            op: BinaryOperator::Eq,
-            right,
-        } = c
-        else {
-            continue;
-        };
-        for (col, val) in [(left, right), (right, left)] {
-            let Some((t, name)) = scope.resolve(col) else {
-                continue;
-            };
-            let table = &scope.tables[t];
-            if !table.is_sharded() {
-                continue;
-            }
-            for cv in table.table.column_vindexes.iter().skip(1) {
-                let on_col = cv.columns.len() == 1 && cv.columns[0].eq_ignore_ascii_case(&name);
-                let usable = cv.vindex.lookup().is_some_and(|l| !l.write_only);
-                if on_col && usable {
-                    if let Some(v) = value_of(val, idx, placeholders) {
-                        return Some(RoutePredicate::Lookup(cv.vindex.name.clone(), v));
-                    }
-                }
-            }
-        }
-    }
-    None
-}
-
-fn list_span(list: &[Expr]) -> sqlparser::tokenizer::Span {
+pub(super) fn list_span(list: &[Expr]) -> sqlparser::tokenizer::Span {
     use sqlparser::ast::Spanned;
     sqlparser::tokenizer::Span::union_iter(list.iter().map(|e| e.span()))
 }
@@ -450,7 +249,7 @@ pub fn split_and(e: &Expr, out: &mut Vec<Expr>) {
     }
 }
 
-fn table_qualifier(tf: &TableFactor) -> Option<String> {
+pub(super) fn table_qualifier(tf: &TableFactor) -> Option<String> {
     match tf {
         TableFactor::Table { name, alias, .. } => alias
             .as_ref()
@@ -461,7 +260,7 @@ fn table_qualifier(tf: &TableFactor) -> Option<String> {
     }
 }
 
-fn join_constraint(op: &JoinOperator) -> Option<&JoinConstraint> {
+pub(super) fn join_constraint(op: &JoinOperator) -> Option<&JoinConstraint> {
     match op {
         JoinOperator::Join(c)
         | JoinOperator::Inner(c)
@@ -476,7 +275,7 @@ fn join_constraint(op: &JoinOperator) -> Option<&JoinConstraint> {
 }
 
 /// The only projected expression of a subquery like `SELECT col FROM ...`.
-fn single_column(q: &Query) -> Option<Expr> {
+pub(super) fn single_column(q: &Query) -> Option<Expr> {
     let SetExpr::Select(s) = &*q.body else {
         return None;
     };
@@ -512,6 +311,12 @@ fn is_cte(stmt: &Statement, name: &str) -> bool {
         ControlFlow::<()>::Continue(())
     });
     found
+}
+
+/// The identity of a table factor: its address in the statement's tree (stable while the
+/// statement is borrowed; used only to compare, never dereferenced).
+pub fn factor_id(tf: &TableFactor) -> usize {
+    tf as *const TableFactor as usize
 }
 
 /// Calls `f` on every table factor of the statement, in subqueries too.

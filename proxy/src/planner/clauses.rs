@@ -248,7 +248,10 @@ pub fn call_arguments(sql: &str, (a, b): (usize, usize)) -> Option<(usize, usize
                     let (s, e) = trim(sql, open + 1, i);
                     let inner = &sql[s..e];
                     for kw in ["DISTINCT ", "ALL "] {
-                        if inner.len() > kw.len() && inner[..kw.len()].eq_ignore_ascii_case(kw) {
+                        let head = inner.get(..kw.len());
+                        if inner.len() > kw.len()
+                            && head.is_some_and(|h| h.eq_ignore_ascii_case(kw))
+                        {
                             return Some(trim(sql, s + kw.len(), e));
                         }
                     }

@@ -1,7 +1,7 @@
 //! DDL on a sharded keyspace: sent to every shard. CREATE TABLE for a table the VSchema
-//! does not name registers it (sharded by the keyspace's default vindex on its primary
-//! key, with a sequence when that key is AUTO_INCREMENT) unless the keyspace sets
-//! `auto_vschema: false`; DROP TABLE removes what CREATE registered.
+//! does not name registers it (sharded by the keyspace's default vindex on the first
+//! column of its primary key, with a sequence when that column is AUTO_INCREMENT) unless
+//! the keyspace sets `auto_vschema: false`; DROP TABLE removes what CREATE registered.
 
 use super::plan::{Combine, Primitive, Query, Route, Target, WritePlan};
 use crate::error::ProxyError;
@@ -174,9 +174,11 @@ fn register(
             }
         }
     }
-    let [column] = pk.as_slice() else {
+    // A composite key shards by its first column (as Vitess does): rows sharing it, the
+    // warehouse of TPC-C's tables say, stay together.
+    let Some(column) = pk.first() else {
         return Err(ProxyError::NotSupported(format!(
-            "registering table {table} automatically: it needs a single-column primary key to shard by (or add it to the VSchema yourself)"
+            "registering table {table} automatically: it needs a primary key to shard by (or add it to the VSchema yourself)"
         )));
     };
     let vindex = match &ks.doc.default_vindex {

@@ -33,13 +33,35 @@ pub fn of(sql: &str, stmt: Option<&Statement>) -> Facts {
     } || ["INSERT", "UPDATE", "DELETE", "REPLACE", "CALL", "LOAD"]
         .iter()
         .any(|w| is(w));
+    let ddl = match stmt {
+        Some(s) => is_ddl(s),
+        None => ["CREATE", "ALTER", "DROP", "RENAME", "TRUNCATE"]
+            .iter()
+            .any(|w| is(w)),
+    };
     Facts {
         pin,
         unpin: is("UNLOCK"),
         write,
         timeout_ms: hinted_timeout(sql),
         calc_found_rows: words.has("SQL_CALC_FOUND_ROWS"),
+        ddl,
     }
+}
+
+/// Statements that change tables (what schema tracking must read again).
+fn is_ddl(s: &Statement) -> bool {
+    matches!(
+        s,
+        Statement::CreateTable(_)
+            | Statement::AlterTable(_)
+            | Statement::Drop { .. }
+            | Statement::CreateIndex(_)
+            | Statement::Truncate(_)
+            | Statement::CreateView(_)
+            | Statement::AlterView { .. }
+            | Statement::RenameTable(_)
+    )
 }
 
 fn is_write_statement(s: &Statement) -> bool {
@@ -176,5 +198,9 @@ mod tests {
         );
         assert!(facts("SELECT SQL_CALC_FOUND_ROWS * FROM t LIMIT 1").calc_found_rows);
         assert!(!facts("SELECT 'SQL_CALC_FOUND_ROWS'").calc_found_rows);
+        assert!(facts("ALTER TABLE t ADD COLUMN c INT").ddl);
+        assert!(facts("CREATE TABLE t (a INT)").ddl);
+        assert!(of("ALTER TABLE t DISABLE KEYS", None).ddl);
+        assert!(!facts("SELECT * FROM t").ddl);
     }
 }

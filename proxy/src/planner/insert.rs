@@ -6,6 +6,7 @@
 use super::edit::TextIndex;
 use super::values::{placeholder_offsets, value_of, ValueExpr};
 use crate::error::ProxyError;
+use crate::schema::TableSchema;
 use serde::Serialize;
 use shardgate_topology::{Keyspace, SqlValue, Table};
 use sqlparser::ast::{Insert, OnInsert, SetExpr, Spanned};
@@ -61,6 +62,7 @@ pub fn plan_insert(
     ins: &Insert,
     ks: &Keyspace,
     table: &Table,
+    schema: Option<&TableSchema>,
 ) -> Result<InsertPlan, ProxyError> {
     let idx = TextIndex::new(sql);
     let ph = placeholder_offsets(sql);
@@ -75,17 +77,26 @@ pub fn plan_insert(
     let SetExpr::Values(values) = &*source.body else {
         return Err(unsupported("INSERT ... SELECT on a sharded table"));
     };
-    if ins.columns.is_empty() {
-        return Err(unsupported(format!(
-            "INSERT into sharded table {} without a column list (shardgate needs to see the sharding column)",
-            table.name
-        )));
-    }
-    let columns: Vec<String> = ins
-        .columns
-        .iter()
-        .map(|c| c.to_string().trim_matches('`').to_ascii_lowercase())
-        .collect();
+    // Without a column list the values follow the table's columns (schema tracking), and
+    // the list is written out in what shards receive: should the schema be stale, the
+    // backend then refuses the statement instead of storing values in other columns.
+    let implicit = ins.columns.is_empty();
+    let columns: Vec<String> = if implicit {
+        let schema = schema.ok_or_else(|| ProxyError::SchemaUnknown {
+            keyspace: ks.name.clone(),
+            table: table.name.clone(),
+        })?;
+        schema
+            .columns
+            .iter()
+            .map(|c| c.name.to_ascii_lowercase())
+            .collect()
+    } else {
+        ins.columns
+            .iter()
+            .map(|c| c.to_string().trim_matches('`').to_ascii_lowercase())
+            .collect()
+    };
     let vindex_col = table
         .primary_vindex()
         .and_then(|cv| cv.columns.first())
@@ -129,7 +140,23 @@ pub fn plan_insert(
     let (rows_start, _) = idx.range(first.opening_token.0.span).ok_or_else(fail)?;
     let (_, rows_end) = idx.range(last.closing_token.0.span).ok_or_else(fail)?;
     let mut prefix = idx.slice_with_params(0, rows_start, &ph);
-    if auto.is_some() && auto_pos.is_none() {
+    if implicit {
+        let (_, name_end) = idx.range(ins.table.span()).ok_or_else(fail)?;
+        let list: Vec<String> = schema
+            .map(|s| {
+                s.columns
+                    .iter()
+                    .map(|c| format!("`{}`", c.name.replace('`', "``")))
+                    .collect()
+            })
+            .unwrap_or_default();
+        prefix = format!(
+            "{} ({}){}",
+            idx.slice_with_params(0, name_end, &ph),
+            list.join(", "),
+            idx.slice_with_params(name_end, rows_start, &ph)
+        );
+    } else if auto.is_some() && auto_pos.is_none() {
         // The auto-increment column is not listed: add it first.
         let (cols_start, _) = idx.range(ins.columns[0].span()).ok_or_else(fail)?;
         let col = auto_col.clone().unwrap_or_default();
@@ -160,11 +187,9 @@ pub fn plan_insert(
         })
         .collect();
     let mut rows = Vec::with_capacity(values.rows.len());
-    for row in &values.rows {
+    for (n, row) in values.rows.iter().enumerate() {
         if row.content.len() != columns.len() {
-            return Err(ProxyError::WrongValue(
-                "Column count doesn't match value count".into(),
-            ));
+            return Err(ProxyError::ValueCount(n + 1));
         }
         let (a, _) = idx.range(row.opening_token.0.span).ok_or_else(fail)?;
         let (_, z) = idx.range(row.closing_token.0.span).ok_or_else(fail)?;

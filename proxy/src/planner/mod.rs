@@ -7,6 +7,7 @@
 
 pub mod analysis;
 pub mod clauses;
+pub mod colocation;
 pub mod ddl;
 pub mod edit;
 pub mod facts;
@@ -39,6 +40,8 @@ use std::sync::Arc;
 #[derive(Clone, Copy)]
 pub struct PlanContext<'a> {
     pub snapshot: &'a Snapshot,
+    /// The tables' columns and keys, as schema tracking last read them.
+    pub schema: &'a crate::schema::Schemas,
     /// The session's current keyspace.
     pub keyspace: Option<&'a str>,
     /// The shard the session targets with `USE ks:shard`.
@@ -263,6 +266,11 @@ fn route_statement(
     if !keyspace.sharded {
         return Ok(route(&keyspace.name, Target::Unsharded, sql, stmt, ctx));
     }
+    if matches!(stmt, Statement::LockTables { .. } | Statement::UnlockTables) {
+        // Table locks (every dump restore takes them) on every shard; the connections stay
+        // with the session until UNLOCK TABLES (see the plan's facts).
+        return ddl::plan_ddl_text(sql, keyspace);
+    }
     if keyspaces.is_empty() {
         return Ok(route(&keyspace.name, Target::AnyShard, sql, stmt, ctx));
     }
@@ -271,7 +279,8 @@ fn route_statement(
             "DATABASE(), @@socket or keyspace-qualified names in a statement on a sharded keyspace whose shards use other database names".into(),
         ));
     }
-    sharded::plan(sql, stmt, keyspace, ctx.snapshot)
+    let schema = ctx.schema.keyspaces.get(&keyspace.name).map(|k| &**k);
+    sharded::plan(sql, stmt, keyspace, ctx.snapshot, schema)
 }
 
 /// A statement sqlparser cannot read: passed through where no routing decision depends on

@@ -55,6 +55,10 @@ pub struct Facts {
     /// `SELECT SQL_CALC_FOUND_ROWS`: FOUND_ROWS() is summed over the shards afterwards.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub calc_found_rows: bool,
+    /// DDL: once it succeeded, the keyspace's schema is read again (and the change
+    /// announced to the other proxies).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub ddl: bool,
 }
 
 impl Facts {
@@ -194,6 +198,35 @@ pub enum Primitive {
     Write(WritePlan),
 }
 
+impl Primitive {
+    /// The keyspaces its routes go to, in the order they appear.
+    pub fn keyspaces(&self) -> Vec<String> {
+        fn walk(p: &Primitive, out: &mut Vec<String>) {
+            let mut add = |k: &str| {
+                if !out.iter().any(|x| x == k) {
+                    out.push(k.to_string());
+                }
+            };
+            match p {
+                Primitive::Route(r) => add(&r.keyspace),
+                Primitive::Insert(i) => add(&i.keyspace),
+                Primitive::Write(w) => add(&w.route.keyspace),
+                Primitive::MergeSort { input, .. }
+                | Primitive::Aggregate { input, .. }
+                | Primitive::Filter { input, .. }
+                | Primitive::Sort { input, .. }
+                | Primitive::Distinct { input, .. }
+                | Primitive::Limit { input, .. }
+                | Primitive::Project { input, .. } => walk(input, out),
+                Primitive::Concat(parts) => parts.iter().for_each(|x| walk(x, out)),
+            }
+        }
+        let mut out = Vec::new();
+        walk(self, &mut out);
+        out
+    }
+}
+
 /// Which shards a route goes to.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(rename_all = "snake_case")]
@@ -219,6 +252,10 @@ pub enum Target {
     Lookup { vindex: String, value: ValueExpr },
     /// A keyspace id given directly (pinned tables).
     KeyspaceId(String),
+    /// The one shard all these `(vindex, value)` pins map to: tables pinned to values by
+    /// the WHERE clause (`w_id = ? AND s_w_id = ?`). Values that land on several shards
+    /// make the statement fail with 1235 (it would need a cross-shard join).
+    SameShard { pins: Vec<(String, ValueExpr)> },
     /// No row can match (a hash vindex on a value that is not an integer): no shard.
     Nowhere,
 }

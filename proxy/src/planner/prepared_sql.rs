@@ -52,10 +52,11 @@ pub fn plan_prepare(sql: &str) -> Result<Plan, ProxyError> {
         .split_once(char::is_whitespace)
         .ok_or_else(|| syntax("PREPARE name FROM ..."))?;
     let rest = rest.trim_start();
-    if rest.len() < 4 || !rest[..4].eq_ignore_ascii_case("FROM") {
-        return Err(syntax("PREPARE name FROM 'statement'"));
-    }
-    let src = rest[4..].trim().trim_end_matches(';').trim();
+    let src = match (rest.get(..4), rest.get(4..)) {
+        (Some(kw), Some(src)) if kw.eq_ignore_ascii_case("FROM") => src,
+        _ => return Err(syntax("PREPARE name FROM 'statement'")),
+    };
+    let src = src.trim().trim_end_matches(';').trim();
     let source = if let Some(var) = src.strip_prefix('@') {
         PrepareSource::Variable(var.trim_matches('`').to_string())
     } else {

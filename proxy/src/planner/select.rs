@@ -7,12 +7,14 @@
 //!   merge pipeline when it orders, limits, aggregates, groups or de-duplicates (see
 //!   `merge.rs`).
 
-use super::analysis::{has_nonlocal_subquery, route_predicate, RoutePredicate, Scope};
+use super::analysis::{has_nonlocal_subquery, Scope};
+use super::colocation::{placement, route_predicate, Colocation, Placement, RoutePredicate};
 use super::edit::{Edits, TextIndex};
 use super::plan::{Primitive, Query, Route, Target};
 use super::sqltext::MARKER_PREFIX;
-use super::values::placeholder_offsets;
+use super::values::{placeholder_offsets, ValueExpr};
 use crate::error::ProxyError;
+use crate::schema::KeyspaceSchema;
 use shardgate_topology::{Keyspace, KeyspaceId};
 use sqlparser::ast::{Query as AstQuery, SetExpr, SetOperator, SetQuantifier, Statement};
 
@@ -22,6 +24,7 @@ pub fn plan_select(
     stmt: &Statement,
     query: &AstQuery,
     ks: &Keyspace,
+    schema: Option<&KeyspaceSchema>,
 ) -> Result<Primitive, ProxyError> {
     // Each branch of a UNION is checked and routed on its own.
     if let SetExpr::SetOperation {
@@ -30,38 +33,49 @@ pub fn plan_select(
         ..
     } = &*query.body
     {
-        return plan_union(sql, stmt, query, ks, *set_quantifier);
+        return plan_union(sql, stmt, query, ks, *set_quantifier, schema);
     }
-    let mut scope = Scope::build(stmt, ks)?;
-    scope.learn_equalities(stmt);
-    let Some(anchor) = scope.check_colocated()? else {
-        // Only reference (or pinned) tables: any shard has them.
-        return Ok(pinned_or_any(sql, &scope, ks));
-    };
-    let SetExpr::Select(select) = &*query.body else {
-        return Err(ProxyError::NotSupported(
-            "this kind of query on a sharded keyspace".into(),
-        ));
-    };
+    let scope = Scope::build(stmt, ks, schema)?;
     let idx = TextIndex::new(sql);
     let placeholders = placeholder_offsets(sql);
-    let vindex = scope.tables[anchor]
-        .table
-        .primary_vindex()
-        .map(|cv| cv.vindex.name.clone())
-        .unwrap_or_default();
-    let predicate = route_predicate(
-        select.selection.as_ref(),
-        &mut scope,
-        anchor,
-        &idx,
-        &placeholders,
-    );
+    let co = Colocation::learn(stmt, &scope, &idx, &placeholders);
     let route = |target: Target, query: Query| Route {
         keyspace: ks.name.clone(),
         target,
         query,
     };
+    let anchor = match placement(&scope, &co)? {
+        // Only reference (or pinned) tables: any shard has them.
+        Placement::Anywhere => return Ok(pinned_or_any(sql, &scope, ks)),
+        Placement::Pinned { pins } => {
+            // Every row that matters is on the shard of the pinned values (if they agree:
+            // the executor checks): that shard answers the statement as written.
+            return Ok(Primitive::Route(route(
+                same_shard(pins),
+                Query::verbatim(sql),
+            )));
+        }
+        Placement::Together { anchor } => anchor,
+    };
+    let vindex = anchor
+        .and_then(|a| scope.tables[a].table.primary_vindex())
+        .map(|cv| cv.vindex.name.clone())
+        .unwrap_or_default();
+    let SetExpr::Select(select) = &*query.body else {
+        return Err(ProxyError::NotSupported(
+            "this kind of query on a sharded keyspace".into(),
+        ));
+    };
+    let predicate = anchor.and_then(|anchor| {
+        route_predicate(
+            select.selection.as_ref(),
+            &scope,
+            &co,
+            anchor,
+            &idx,
+            &placeholders,
+        )
+    });
     let (target, in_span) = match predicate {
         Some(RoutePredicate::Equal(value)) => {
             // One shard answers everything exactly as one server would.
@@ -127,6 +141,16 @@ pub fn with_in_marker(
     ))
 }
 
+/// The target of a statement whose tables are pinned to values: one vindex and value is a
+/// plain equality route; several must land on one shard, which the executor checks.
+pub fn same_shard(mut pins: Vec<(String, ValueExpr)>) -> Target {
+    if pins.len() == 1 {
+        let (vindex, value) = pins.remove(0);
+        return Target::Equal { vindex, value };
+    }
+    Target::SameShard { pins }
+}
+
 /// Statements on reference tables go to any shard; on a pinned table to its shard.
 fn pinned_or_any(sql: &str, scope: &Scope, ks: &Keyspace) -> Primitive {
     let pinned = scope
@@ -151,6 +175,7 @@ fn plan_union(
     query: &AstQuery,
     ks: &Keyspace,
     quantifier: SetQuantifier,
+    schema: Option<&KeyspaceSchema>,
 ) -> Result<Primitive, ProxyError> {
     if query.order_by.is_some() || query.limit_clause.is_some() {
         return Err(ProxyError::NotSupported(
@@ -183,7 +208,7 @@ fn plan_union(
         let [Statement::Query(q)] = parsed.as_slice() else {
             return Err(ProxyError::NotSupported("this UNION branch".into()));
         };
-        plans.push(plan_select(text, &parsed[0], q, ks)?);
+        plans.push(plan_select(text, &parsed[0], q, ks, schema)?);
     }
     let _ = Edits::new();
     Ok(Primitive::Concat(plans))

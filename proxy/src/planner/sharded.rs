@@ -1,10 +1,12 @@
 //! Statements on a sharded keyspace: dispatch by statement kind, and UPDATE / DELETE.
 
-use super::analysis::{has_nonlocal_subquery, route_predicate, RoutePredicate, Scope};
+use super::analysis::{has_nonlocal_subquery, Scope};
+use super::colocation::{placement, route_predicate, Colocation, Placement, RoutePredicate};
 use super::edit::TextIndex;
 use super::plan::{Combine, Primitive, Query, Route, Target, WritePlan};
 use super::values::placeholder_offsets;
 use crate::error::ProxyError;
+use crate::schema::KeyspaceSchema;
 use shardgate_topology::{Keyspace, Snapshot, TableKind};
 use sqlparser::ast::{FromTable, Statement, TableFactor};
 
@@ -18,9 +20,10 @@ pub fn plan(
     stmt: &Statement,
     ks: &Keyspace,
     snapshot: &Snapshot,
+    schema: Option<&KeyspaceSchema>,
 ) -> Result<Primitive, ProxyError> {
     match stmt {
-        Statement::Query(q) => super::select::plan_select(sql, stmt, q, ks),
+        Statement::Query(q) => super::select::plan_select(sql, stmt, q, ks, schema),
         Statement::Insert(ins) => {
             let name = ins.table.to_string();
             let tname = name.rsplit('.').next().unwrap_or(&name).trim_matches('`');
@@ -39,11 +42,15 @@ pub fn plan(
                     Ok(route_all(ks, Target::Scatter, sql, Combine::First))
                 }
                 _ => Ok(Primitive::Insert(super::insert::plan_insert(
-                    sql, ins, ks, table,
+                    sql,
+                    ins,
+                    ks,
+                    table,
+                    schema.and_then(|s| s.tables.get(&tname.to_ascii_lowercase()).map(|t| &**t)),
                 )?)),
             }
         }
-        Statement::Update(_) | Statement::Delete(_) => plan_write(sql, stmt, ks),
+        Statement::Update(_) | Statement::Delete(_) => plan_write(sql, stmt, ks, schema),
         Statement::CreateTable(_)
         | Statement::AlterTable(_)
         | Statement::Drop { .. }
@@ -97,7 +104,12 @@ fn route_all(ks: &Keyspace, target: Target, sql: &str, combine: Combine) -> Prim
 
 /// UPDATE / DELETE: routed by the sharding column like SELECT, else sent to every shard;
 /// affected rows are summed (reference tables: every shard, first answer).
-fn plan_write(sql: &str, stmt: &Statement, ks: &Keyspace) -> Result<Primitive, ProxyError> {
+fn plan_write(
+    sql: &str,
+    stmt: &Statement,
+    ks: &Keyspace,
+    schema: Option<&KeyspaceSchema>,
+) -> Result<Primitive, ProxyError> {
     let (selection, order_limit, target_table) = match stmt {
         Statement::Update(u) => {
             if u.from.is_some() {
@@ -133,9 +145,17 @@ fn plan_write(sql: &str, stmt: &Statement, ks: &Keyspace) -> Result<Primitive, P
         }
         _ => unreachable!("plan_write handles UPDATE and DELETE"),
     };
-    let mut scope = Scope::build(stmt, ks)?;
-    scope.learn_equalities(stmt);
-    let anchor = scope.check_colocated()?;
+    let scope = Scope::build(stmt, ks, schema)?;
+    let idx = TextIndex::new(sql);
+    let ph = placeholder_offsets(sql);
+    let co = Colocation::learn(stmt, &scope, &idx, &ph);
+    let placed = placement(&scope, &co)?;
+    let anchor = match &placed {
+        Placement::Anywhere => None,
+        Placement::Together { anchor } => *anchor,
+        // The first sharded table is the one written (UPDATE/DELETE name it first).
+        Placement::Pinned { .. } => scope.tables.iter().position(|t| t.is_sharded()),
+    };
     let tname = target_table
         .rsplit('.')
         .next()
@@ -172,21 +192,24 @@ fn plan_write(sql: &str, stmt: &Statement, ks: &Keyspace) -> Result<Primitive, P
             None => route_all(ks, Target::Scatter, sql, Combine::First),
         });
     };
-    let idx = TextIndex::new(sql);
-    let ph = placeholder_offsets(sql);
     let vindex = scope.tables[anchor]
         .table
         .primary_vindex()
         .map(|cv| cv.vindex.name.clone())
         .unwrap_or_default();
-    let (target, query) = match route_predicate(selection, &mut scope, anchor, &idx, &ph) {
-        Some(RoutePredicate::Equal(value)) => {
+    let predicate = match placed {
+        Placement::Pinned { pins } => Some(Err(super::select::same_shard(pins))),
+        _ => route_predicate(selection, &scope, &co, anchor, &idx, &ph).map(Ok),
+    };
+    let (target, query) = match predicate {
+        Some(Err(target)) => (target, Query::verbatim(sql)),
+        Some(Ok(RoutePredicate::Equal(value))) => {
             (Target::Equal { vindex, value }, Query::verbatim(sql))
         }
-        Some(RoutePredicate::Lookup(vindex, value)) => {
+        Some(Ok(RoutePredicate::Lookup(vindex, value))) => {
             (Target::Lookup { vindex, value }, Query::verbatim(sql))
         }
-        Some(RoutePredicate::In(values, span)) => {
+        Some(Ok(RoutePredicate::In(values, span))) => {
             if order_limit {
                 return Err(unsupported(
                     "ORDER BY or LIMIT in an UPDATE or DELETE across shards",
@@ -210,7 +233,7 @@ fn plan_write(sql: &str, stmt: &Statement, ks: &Keyspace) -> Result<Primitive, P
             (Target::Scatter, Query::verbatim(sql))
         }
     };
-    if !matches!(target, Target::Equal { .. }) {
+    if !matches!(target, Target::Equal { .. } | Target::SameShard { .. }) {
         if let Some(reason) = has_nonlocal_subquery(stmt) {
             return Err(unsupported(format!("{reason} across shards")));
         }

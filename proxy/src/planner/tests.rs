@@ -28,9 +28,15 @@ fn route_of(p: Plan) -> Route {
     }
 }
 
+fn no_schema() -> &'static crate::schema::Schemas {
+    static EMPTY: std::sync::OnceLock<crate::schema::Schemas> = std::sync::OnceLock::new();
+    EMPTY.get_or_init(crate::schema::Schemas::default)
+}
+
 fn ctx<'a>(s: &'a Snapshot, ks: Option<&'a str>) -> PlanContext<'a> {
     PlanContext {
         snapshot: s,
+        schema: no_schema(),
         keyspace: ks,
         shard: None,
     }

@@ -75,33 +75,10 @@ impl Drop for WriteTicket {
     }
 }
 
-/// The keyspaces a plan's routes go to.
-pub fn plan_keyspaces(p: &Primitive, out: &mut Vec<String>) {
-    let mut add = |k: &str| {
-        if !out.iter().any(|x| x == k) {
-            out.push(k.to_string());
-        }
-    };
-    match p {
-        Primitive::Route(r) => add(&r.keyspace),
-        Primitive::Insert(i) => add(&i.keyspace),
-        Primitive::Write(w) => add(&w.route.keyspace),
-        Primitive::MergeSort { input, .. }
-        | Primitive::Aggregate { input, .. }
-        | Primitive::Filter { input, .. }
-        | Primitive::Sort { input, .. }
-        | Primitive::Distinct { input, .. }
-        | Primitive::Limit { input, .. }
-        | Primitive::Project { input, .. } => plan_keyspaces(input, out),
-        Primitive::Concat(parts) => parts.iter().for_each(|x| plan_keyspaces(x, out)),
-    }
-}
-
 impl Session {
     /// The longest a write of `plan` must be held under `snapshot`, if it must be.
     fn buffer_wait(&self, p: &Primitive, snapshot: &Snapshot) -> Option<u64> {
-        let mut keyspaces = Vec::new();
-        plan_keyspaces(p, &mut keyspaces);
+        let keyspaces = p.keyspaces();
         let mut wait = None;
         let fenced = self.ctx.fenced.load(std::sync::atomic::Ordering::SeqCst);
         for name in keyspaces {
@@ -190,10 +167,10 @@ impl Session {
             };
             if expired && self.ctx.fenced.load(std::sync::atomic::Ordering::SeqCst) {
                 let ks = {
-                    let mut k = Vec::new();
-                    if let Plan::Query(q) = replanned.as_ref().map(|(p, _)| &**p).unwrap_or(plan) {
-                        plan_keyspaces(&q.root, &mut k);
-                    }
+                    let k = match replanned.as_ref().map(|(p, _)| &**p).unwrap_or(plan) {
+                        Plan::Query(q) => q.root.keyspaces(),
+                        Plan::Session(_) => Vec::new(),
+                    };
                     k.join(", ")
                 };
                 return Some(Err(crate::error::ProxyError::Fenced(ks)));

@@ -91,7 +91,9 @@ impl Session {
                 self.show_processlist(*full, out, more);
                 Ok(())
             }
-            SessionOp::SqlPrepare { name, source } => self.sql_prepare(name, source, out, more),
+            SessionOp::SqlPrepare { name, source } => {
+                self.sql_prepare(name, source, out, more).await
+            }
             SessionOp::SqlExecute { .. } => Err(ProxyError::Internal(
                 "EXECUTE is run by the statement loop".into(),
             )),
@@ -308,7 +310,7 @@ impl Session {
     }
 
     /// PREPARE name FROM ...: checked by planning it, kept by the session.
-    fn sql_prepare(
+    async fn sql_prepare(
         &mut self,
         name: &str,
         source: &PrepareSource,
@@ -335,12 +337,7 @@ impl Session {
             ));
         }
         let snapshot = self.ctx.snapshot();
-        self.ctx.plan(
-            &text,
-            &snapshot,
-            self.keyspace.as_deref(),
-            self.shard.as_deref(),
-        )?;
+        self.plan_now(&text, &snapshot).await?;
         self.sql_prepared.insert(name.to_string(), text);
         let mut status = self.status_flags();
         if more {

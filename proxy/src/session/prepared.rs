@@ -19,8 +19,9 @@ use std::sync::Arc;
 /// A statement prepared by the client.
 pub struct PreparedStatement {
     pub sql: Arc<str>,
-    /// The plan and the topology revision it was made for (re-planned when it changes).
-    pub plan: Option<(i64, Arc<Plan>)>,
+    /// The plan and the (topology revision, schema generation) it was made for
+    /// (re-planned when either changes).
+    pub plan: Option<((i64, u64), Arc<Plan>)>,
     pub params: u16,
     /// Parameter types from the last execute that sent them.
     pub types: Vec<(u8, bool)>,
@@ -106,12 +107,7 @@ impl Session {
             return Err(ProxyError::TooManyPreparedStatements(max));
         }
         let snapshot = self.ctx.snapshot();
-        let plan = self.ctx.plan(
-            one,
-            &snapshot,
-            self.keyspace.as_deref(),
-            self.shard.as_deref(),
-        )?;
+        let plan = self.plan_now(one, &snapshot).await?;
         let param_count = SqlTemplate::new(one).param_count() as u16;
         let (params, columns, param_defs) = match &*plan {
             Plan::Session(_) => (
@@ -165,7 +161,10 @@ impl Session {
             id,
             PreparedStatement {
                 sql: Arc::from(*one),
-                plan: Some((snapshot.revision, plan.clone())),
+                plan: Some((
+                    (snapshot.revision, self.ctx.schema().generation),
+                    plan.clone(),
+                )),
                 params,
                 types: Vec::new(),
                 long_data: vec![None; params as usize],
@@ -216,19 +215,15 @@ impl Session {
         };
         let sql = stmt.sql.clone();
         let snapshot = self.ctx.snapshot();
+        let generation = (snapshot.revision, self.ctx.schema().generation);
         let plan = match &stmt.plan {
-            Some((rev, p)) if *rev == snapshot.revision => p.clone(),
+            Some((made_for, p)) if *made_for == generation => p.clone(),
             _ => {
-                let planned = self.ctx.plan(
-                    &sql,
-                    &snapshot,
-                    self.keyspace.as_deref(),
-                    self.shard.as_deref(),
-                );
+                let planned = self.plan_now(&sql, &snapshot).await;
                 match planned {
                     Ok(p) => {
                         if let Some(s) = self.statements.get_mut(&id) {
-                            s.plan = Some((snapshot.revision, p.clone()));
+                            s.plan = Some((generation, p.clone()));
                         }
                         p
                     }

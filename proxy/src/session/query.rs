@@ -120,12 +120,7 @@ impl Session {
     ) -> Result<Flow, PacketError> {
         crate::failpoint::panic_on(sql);
         let snapshot = self.ctx.snapshot();
-        let plan = match self.ctx.plan(
-            sql,
-            &snapshot,
-            self.keyspace.as_deref(),
-            self.shard.as_deref(),
-        ) {
+        let plan = match self.plan_now(sql, &snapshot).await {
             Ok(p) => p,
             Err(e) => {
                 // The statement ran nowhere: warnings of the previous one are gone too.
@@ -274,6 +269,12 @@ impl Session {
                 }
                 self.observe_status(summary.status);
                 self.conns.end_statement(pin_effect(&facts), warnings);
+                if facts.ddl {
+                    // The client's next statement may need the new columns.
+                    for ks in p.keyspaces() {
+                        crate::schema::tracker::after_ddl(&self.ctx, &ks).await;
+                    }
+                }
                 Flow::Continue
             }
             Err(ExecError::Proxy(e)) => {
@@ -294,6 +295,31 @@ impl Session {
             }
         };
         Ok(flow)
+    }
+
+    /// Plans `sql` for this session. When planning needs columns schema tracking has not
+    /// read (a table created a moment ago, maybe through another proxy), the keyspace is
+    /// read again and the statement planned once more.
+    pub(super) async fn plan_now(
+        &self,
+        sql: &str,
+        snapshot: &shardgate_topology::Snapshot,
+    ) -> Result<std::sync::Arc<Plan>, ProxyError> {
+        let plan = || {
+            self.ctx.plan(
+                sql,
+                snapshot,
+                self.keyspace.as_deref(),
+                self.shard.as_deref(),
+            )
+        };
+        match plan() {
+            Err(ProxyError::SchemaUnknown { keyspace, .. }) => {
+                crate::schema::tracker::refresh(&self.ctx, Some(&[keyspace])).await;
+                plan()
+            }
+            other => other,
+        }
     }
 
     /// A deadlock rolled the shard's part of the transaction back; as in MySQL the whole
