@@ -65,11 +65,13 @@ fn snapshot() -> Snapshot {
 fn bench(c: &mut Criterion) {
     let snap = snapshot();
     let ctx = Context::new(Config::default(), snap.clone(), None);
+    let schema = shardgate_proxy::schema::Schemas::default();
     for keyspace in ["flat", "sharded"] {
         let mut cold = c.benchmark_group(format!("plan_cold/{keyspace}"));
         for (name, sql) in STATEMENTS {
             let pc = PlanContext {
                 snapshot: &snap,
+                schema: &schema,
                 keyspace: Some(keyspace),
                 shard: None,
             };
