@@ -1,6 +1,7 @@
 //! End-to-end tests against real etcd, MariaDB and shardgate processes. One test binary
 //! with a module per area; each test starts (and always stops) its own cluster.
 
+mod apps;
 mod clients;
 mod foundation;
 mod hostile;

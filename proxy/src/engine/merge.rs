@@ -85,7 +85,7 @@ impl Exec<'_> {
     }
 
     /// Drains what the readers did not read and returns their connections.
-    async fn finish_readers(&mut self, readers: Vec<ShardReader>) {
+    pub(super) async fn finish_readers(&mut self, readers: Vec<ShardReader>) {
         let mut helds = Vec::with_capacity(readers.len());
         for mut r in readers {
             r.drain().await;
@@ -95,7 +95,11 @@ impl Exec<'_> {
     }
 
     /// Builds the stream for a plan node. On failure returns the readers opened so far.
-    fn build<'b>(&'b mut self, p: &'b Primitive, limit: Option<u64>) -> BoxFuture<'b, Built> {
+    pub(super) fn build<'b>(
+        &'b mut self,
+        p: &'b Primitive,
+        limit: Option<u64>,
+    ) -> BoxFuture<'b, Built> {
         Box::pin(async move {
             let keys = |ks: &[crate::planner::plan::SortKey], cols: &[ColumnDef]| -> Vec<Key> {
                 ks.iter().map(|k| Key::resolve(k, cols)).collect()
@@ -240,7 +244,7 @@ impl Exec<'_> {
                         columns,
                     )
                 }
-                Primitive::Insert(_) | Primitive::Write(_) => {
+                Primitive::Insert(_) | Primitive::Write(_) | Primitive::InsertSelect(_) => {
                     return Err((
                         Vec::new(),
                         ProxyError::Internal("a write inside a merge".into()),

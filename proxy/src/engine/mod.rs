@@ -5,6 +5,7 @@
 //! connections to them, renders the query for each shard and relays (`route.rs`), merges
 //! (`merge.rs` over `pipeline.rs`) or combines write results (`write.rs`).
 
+mod insert_select;
 mod lookup;
 mod merge;
 pub mod output;
@@ -89,6 +90,7 @@ impl Exec<'_> {
             }
             Primitive::Write(w) => self.write(w, out).await,
             Primitive::Insert(i) => self.insert(i, out).await,
+            Primitive::InsertSelect(i) => self.insert_select(i, out).await,
             other => self.merge(other, out).await,
         }
     }

@@ -5,8 +5,8 @@
 //! part. Inside a transaction every shard joins it and COMMIT ends them all (see
 //! docs/compatibility.md for what each transaction mode guarantees).
 
-use super::reader::{read_head, Head};
-use super::route::drain_response;
+use super::output::RowWriter;
+use super::reader::{Row, ShardReader};
 use super::{Exec, ExecError, ShardTarget};
 use crate::backend::relay::RelaySummary;
 use crate::error::ProxyError;
@@ -16,7 +16,7 @@ use crate::planner::sqltext::SqlTemplate;
 use crate::session::conns::Held;
 use crate::wire::consts::*;
 use crate::wire::packets::OkPacket;
-use crate::wire::Responder;
+use crate::wire::{ColumnDef, Responder};
 use shardgate_topology::SqlValue;
 
 impl Exec<'_> {
@@ -42,7 +42,8 @@ impl Exec<'_> {
                 (t, sql)
             })
             .collect();
-        let oks = self.run_on(&w.route.keyspace, statements).await?;
+        let answers = self.run_on(&w.route.keyspace, statements).await?;
+        let oks: Vec<OkPacket> = answers.iter().map(|a| a.ok.clone()).collect();
         let ok = combine(&oks, w.combine);
         if let (Some(m), Some(rows)) = (&w.lookups, &rows) {
             self.maintain_after(&ks, m, rows).await?;
@@ -50,7 +51,9 @@ impl Exec<'_> {
         if let Some(change) = &w.vschema {
             self.apply_vschema(&ks, change).await?;
         }
-        self.respond(out, ok)
+        // DELETE ... RETURNING on several shards: every shard's rows, one after the other.
+        let returned = returned_rows(answers, None);
+        self.respond_with(out, ok, returned).await
     }
 
     pub(super) async fn insert(
@@ -58,6 +61,49 @@ impl Exec<'_> {
         plan: &InsertPlan,
         out: &mut Responder<'_>,
     ) -> Result<RelaySummary, ExecError> {
+        let (ok, returned) = self.insert_rows(plan).await?;
+        self.respond_with(out, ok, returned).await
+    }
+
+    /// One statement on every serving shard (`Combine::First`: a reference table), or on
+    /// the only shard of an unsharded keyspace.
+    pub(super) async fn write_everywhere(
+        &mut self,
+        keyspace: &str,
+        sql: &str,
+        combine: Combine,
+    ) -> Result<OkPacket, ProxyError> {
+        let ks = self.keyspace(keyspace)?.clone();
+        let statements: Vec<(ShardTarget<'_>, String)> = ks
+            .serving
+            .iter()
+            .map(|shard| {
+                (
+                    ShardTarget {
+                        shard,
+                        values: None,
+                    },
+                    sql.to_string(),
+                )
+            })
+            .collect();
+        let answers = self.run_on(keyspace, statements).await?;
+        if answers.iter().any(|a| a.rows.is_some()) {
+            return Err(ProxyError::NotSupported(
+                "RETURNING in an INSERT ... SELECT the proxy places".into(),
+            ));
+        }
+        let oks: Vec<OkPacket> = answers.into_iter().map(|a| a.ok).collect();
+        Ok(self::combine(&oks, combine))
+    }
+
+    /// Inserts a sharded table's rows (each on its shard, ids from the sequence, lookup
+    /// mappings first) and returns the combined answer, with the rows a RETURNING clause
+    /// gave back in the order of the VALUES list.
+    pub(super) async fn insert_rows(
+        &mut self,
+        plan: &InsertPlan,
+    ) -> Result<(OkPacket, Option<Returned>), ProxyError> {
         let ks = self.keyspace(&plan.keyspace)?.clone();
         let vindex = ks
             .vindexes
@@ -78,6 +124,8 @@ impl Exec<'_> {
         // Group rows per shard, keeping their order.
         let mut per_shard: Vec<(&shardgate_topology::Shard, Vec<String>)> = Vec::new();
         let mut ksids = Vec::with_capacity(plan.rows.len());
+        // Where each row of the VALUES list went: (statement, position in it).
+        let mut order: Vec<(usize, usize)> = Vec::with_capacity(plan.rows.len());
         for row in &plan.rows {
             let id = if row.generated {
                 let id = next_id;
@@ -104,9 +152,15 @@ impl Exec<'_> {
                 .ok_or_else(|| ProxyError::NoServingShards(ks.name.clone()))?;
             ksids.push(ksid);
             let text = self.render_row(&row.text, shard, id);
-            match per_shard.iter_mut().find(|(s, _)| s.name == shard.name) {
-                Some((_, rows)) => rows.push(text),
-                None => per_shard.push((shard, vec![text])),
+            match per_shard.iter().position(|(s, _)| s.name == shard.name) {
+                Some(i) => {
+                    order.push((i, per_shard[i].1.len()));
+                    per_shard[i].1.push(text);
+                }
+                None => {
+                    order.push((per_shard.len(), 0));
+                    per_shard.push((shard, vec![text]));
+                }
             }
         }
         for (i, vindex) in plan.lookups.iter().enumerate() {
@@ -148,13 +202,16 @@ impl Exec<'_> {
                 )
             })
             .collect();
-        let oks = self.run_on(&plan.keyspace, statements).await?;
+        let answers = self.run_on(&plan.keyspace, statements).await?;
+        let oks: Vec<OkPacket> = answers.iter().map(|a| a.ok.clone()).collect();
         let mut ok = combine(&oks, Combine::Sum);
         if let Some(id) = first_id {
             ok.last_insert_id = id;
-            self.insert_id = Some(id);
+            if self.insert_id.is_none() {
+                self.insert_id = Some(id);
+            }
         }
-        self.respond(out, ok)
+        Ok((ok, returned_rows(answers, Some(&order))))
     }
 
     fn render_row(&self, text: &str, shard: &shardgate_topology::Shard, id: Option<u64>) -> String {
@@ -167,13 +224,13 @@ impl Exec<'_> {
         rendered.replace(":sg_seq", &id.unwrap_or(0).to_string())
     }
 
-    /// Sends one statement per shard (all first, then reads), returns the OKs. The first
-    /// error is returned after every shard answered.
+    /// Sends one statement per shard (all first, then reads), returns each shard's answer
+    /// in statement order. The first error is returned after every shard answered.
     async fn run_on(
         &mut self,
         keyspace: &str,
         statements: Vec<(ShardTarget<'_>, String)>,
-    ) -> Result<Vec<OkPacket>, ProxyError> {
+    ) -> Result<Vec<Answer>, ProxyError> {
         let mut helds: Vec<Held> = Vec::with_capacity(statements.len());
         let mut failure = None;
         for (t, sql) in &statements {
@@ -190,32 +247,92 @@ impl Exec<'_> {
                 }
             }
         }
-        let mut oks = Vec::with_capacity(helds.len());
-        for h in helds.iter_mut() {
+        let limit = self.ctx.config.session.max_merge_rows;
+        let mut answers = Vec::with_capacity(helds.len());
+        let mut readers = Vec::new();
+        for h in helds {
             if !h.conn.is_pending() {
+                self.conns.give_back(h);
                 continue;
             }
-            match read_head(h).await {
-                Ok(Head::Ok(ok)) => oks.push(ok),
-                Ok(Head::Rows(_)) => {
-                    drain_rows(h).await;
-                    failure.get_or_insert(ProxyError::NotSupported(
-                        "a write that returns rows on several shards".into(),
-                    ));
+            match ShardReader::start(h).await {
+                Ok((reader, Some(ok))) => {
+                    answers.push(Answer { ok, rows: None });
+                    readers.push(reader);
                 }
-                Err(e) => {
+                Ok((mut reader, None)) => {
+                    // RETURNING: the rows this shard wrote.
+                    let mut rows = Vec::new();
+                    loop {
+                        match reader.next().await {
+                            Ok(Some(r)) if (rows.len() as u64) < limit => rows.push(r),
+                            Ok(Some(_)) => {
+                                failure.get_or_insert(ProxyError::MergeTooLarge { limit });
+                                break;
+                            }
+                            Ok(None) => break,
+                            Err(e) => {
+                                failure.get_or_insert(e);
+                                break;
+                            }
+                        }
+                    }
+                    let ok = OkPacket {
+                        affected_rows: rows.len() as u64,
+                        status: reader.status,
+                        warnings: reader.warnings,
+                        ..OkPacket::default()
+                    };
+                    answers.push(Answer {
+                        ok,
+                        rows: Some((reader.columns.clone(), rows)),
+                    });
+                    readers.push(reader);
+                }
+                Err((h, e)) => {
                     failure.get_or_insert(e);
+                    self.conns.give_back(h);
                 }
             }
         }
-        self.give_back_all(helds).await;
+        self.finish_readers(readers).await;
         match failure {
             Some(e) => Err(e),
-            None => Ok(oks),
+            None => Ok(answers),
         }
     }
 
-    fn respond(
+    /// Answers with `ok`, or with the rows a RETURNING clause gave back.
+    async fn respond_with(
+        &mut self,
+        out: &mut Responder<'_>,
+        ok: OkPacket,
+        returned: Option<Returned>,
+    ) -> Result<RelaySummary, ExecError> {
+        let Some((columns, rows)) = returned else {
+            return self.respond(out, ok);
+        };
+        let mut status = self.status;
+        if self.conns.in_transaction() {
+            status |= SERVER_STATUS_IN_TRANS;
+        }
+        if self.more_results {
+            status |= SERVER_MORE_RESULTS_EXISTS;
+        }
+        let mut writer = RowWriter::header(out, columns, self.params.is_some(), status);
+        for r in &rows {
+            writer.row(out, r).await.map_err(ExecError::ClientGone)?;
+        }
+        out.end_rows(status, ok.warnings);
+        Ok(RelaySummary {
+            rows: writer.rows,
+            status,
+            warnings: ok.warnings,
+            ..RelaySummary::default()
+        })
+    }
+
+    pub(super) fn respond(
         &mut self,
         out: &mut Responder<'_>,
         mut ok: OkPacket,
@@ -237,27 +354,35 @@ impl Exec<'_> {
     }
 }
 
-async fn drain_rows(h: &mut Held) {
-    // The head was read; skip rows up to the terminator.
-    loop {
-        match h.conn.read_logical().await {
-            Ok(p) if p.first() == Some(&0xfe) && p.len() < MAX_PHYSICAL_PAYLOAD => {
-                let (status, _) = crate::wire::packets::status_and_warnings(&p).unwrap_or((0, 0));
-                h.conn.finish(status);
-                if status & SERVER_MORE_RESULTS_EXISTS != 0 {
-                    h.conn.mark_pending();
-                    drain_response(h).await;
-                }
-                return;
-            }
-            Ok(p) if p.first() == Some(&0xff) => {
-                h.conn.finish_after_error();
-                return;
-            }
-            Ok(_) => {}
-            Err(_) => return,
-        }
-    }
+/// One shard's answer to a write: its OK, and the rows of a RETURNING clause.
+pub(super) struct Answer {
+    ok: OkPacket,
+    rows: Option<(Vec<ColumnDef>, Vec<Row>)>,
+}
+
+/// Rows a RETURNING clause gave back, with their columns.
+pub(super) type Returned = (Vec<ColumnDef>, Vec<Row>);
+
+/// The rows of every answer: in the order of `order` ((answer, position) of each VALUES
+/// row, for INSERT) when every row came back, else answer after answer.
+fn returned_rows(answers: Vec<Answer>, order: Option<&[(usize, usize)]>) -> Option<Returned> {
+    let columns = answers
+        .iter()
+        .find_map(|a| a.rows.as_ref().map(|r| r.0.clone()))?;
+    let per: Vec<Vec<Row>> = answers
+        .into_iter()
+        .map(|a| a.rows.map(|r| r.1).unwrap_or_default())
+        .collect();
+    let complete = order.is_some_and(|o| {
+        o.iter()
+            .all(|&(i, k)| per.get(i).is_some_and(|rows| k < rows.len()))
+            && o.len() == per.iter().map(Vec::len).sum::<usize>()
+    });
+    let rows = match order {
+        Some(o) if complete => o.iter().map(|&(i, k)| per[i][k].clone()).collect(),
+        _ => per.into_iter().flatten().collect(),
+    };
+    Some((columns, rows))
 }
 
 /// Combines per-shard OKs: sums (rows live on one shard each) or the first (every shard

@@ -52,6 +52,32 @@ pub enum RowKey {
     Sequence,
 }
 
+/// The columns an INSERT gives values for, lower-cased: its list, or (without one) every
+/// column of the table in order, from schema tracking.
+pub fn insert_columns(
+    ins: &Insert,
+    ks: &Keyspace,
+    table: &Table,
+    schema: Option<&TableSchema>,
+) -> Result<Vec<String>, ProxyError> {
+    if !ins.columns.is_empty() {
+        return Ok(ins
+            .columns
+            .iter()
+            .map(|c| c.to_string().trim_matches('`').to_ascii_lowercase())
+            .collect());
+    }
+    let schema = schema.ok_or_else(|| ProxyError::SchemaUnknown {
+        keyspace: ks.name.clone(),
+        table: table.name.clone(),
+    })?;
+    Ok(schema
+        .columns
+        .iter()
+        .map(|c| c.name.to_ascii_lowercase())
+        .collect())
+}
+
 fn unsupported(what: impl Into<String>) -> ProxyError {
     ProxyError::NotSupported(what.into())
 }
@@ -81,22 +107,7 @@ pub fn plan_insert(
     // the list is written out in what shards receive: should the schema be stale, the
     // backend then refuses the statement instead of storing values in other columns.
     let implicit = ins.columns.is_empty();
-    let columns: Vec<String> = if implicit {
-        let schema = schema.ok_or_else(|| ProxyError::SchemaUnknown {
-            keyspace: ks.name.clone(),
-            table: table.name.clone(),
-        })?;
-        schema
-            .columns
-            .iter()
-            .map(|c| c.name.to_ascii_lowercase())
-            .collect()
-    } else {
-        ins.columns
-            .iter()
-            .map(|c| c.to_string().trim_matches('`').to_ascii_lowercase())
-            .collect()
-    };
+    let columns = insert_columns(ins, ks, table, schema)?;
     let vindex_col = table
         .primary_vindex()
         .and_then(|cv| cv.columns.first())

@@ -12,6 +12,7 @@ pub mod ddl;
 pub mod edit;
 pub mod facts;
 pub mod insert;
+pub mod insert_select;
 pub mod lexer;
 pub mod merge;
 pub mod plan;
@@ -221,7 +222,7 @@ fn plan_parsed(sql: &str, ctx: &PlanContext) -> Result<Plan, ProxyError> {
 }
 
 /// The primitive of a parsed statement.
-fn route_statement(
+pub(super) fn route_statement(
     sql: &str,
     stmt: &Statement,
     ctx: &PlanContext,
@@ -229,6 +230,9 @@ fn route_statement(
     if let Some(shard) = ctx.shard {
         let ks = ctx.keyspace.unwrap_or_default();
         return Ok(route(ks, Target::Shard(shard.to_string()), sql, stmt, ctx));
+    }
+    if let Some(p) = insert_select(sql, stmt, ctx)? {
+        return Ok(p);
     }
     let refs = tables::tables(stmt);
     let mut keyspaces: Vec<&str> = Vec::new();
@@ -281,6 +285,46 @@ fn route_statement(
     }
     let schema = ctx.schema.keyspaces.get(&keyspace.name).map(|k| &**k);
     sharded::plan(sql, stmt, keyspace, ctx.snapshot, schema)
+}
+
+/// INSERT ... SELECT into a sharded table, or from another keyspace: planned on its own
+/// (`insert_select.rs`). None for anything else (an unsharded keyspace inserting from
+/// itself is an ordinary statement).
+fn insert_select(
+    sql: &str,
+    stmt: &Statement,
+    ctx: &PlanContext,
+) -> Result<Option<Primitive>, ProxyError> {
+    let Statement::Insert(ins) = stmt else {
+        return Ok(None);
+    };
+    let from_query = ins
+        .source
+        .as_ref()
+        .is_some_and(|q| !matches!(&*q.body, sqlparser::ast::SetExpr::Values(_)));
+    if !from_query {
+        return Ok(None);
+    }
+    let name = ins.table.to_string();
+    let parts: Vec<&str> = name.split('.').map(|p| p.trim_matches('`')).collect();
+    let (ks_name, table) = match parts.as_slice() {
+        [t] => (ctx.keyspace.ok_or(ProxyError::NoDatabaseSelected)?, *t),
+        [k, t] => (*k, *t),
+        _ => return Ok(None),
+    };
+    let Some(ks) = ctx.snapshot.keyspace(ks_name) else {
+        return Err(ProxyError::UnknownDatabase(ks_name.to_string()));
+    };
+    let sources_elsewhere = tables::tables(stmt).iter().any(|t| {
+        t.keyspace(ctx.keyspace)
+            .ok()
+            .flatten()
+            .is_some_and(|k| k != ks_name)
+    });
+    if !ks.sharded && !sources_elsewhere {
+        return Ok(None);
+    }
+    insert_select::plan(sql, ins, ks, table, ctx).map(Some)
 }
 
 /// A statement sqlparser cannot read: passed through where no routing decision depends on

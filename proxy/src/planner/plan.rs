@@ -196,6 +196,9 @@ pub enum Primitive {
     Insert(super::insert::InsertPlan),
     /// UPDATE / DELETE / DDL on several shards: one statement each, affected rows summed.
     Write(WritePlan),
+    /// INSERT ... SELECT whose rows the proxy places: the SELECT's rows, inserted where
+    /// they belong.
+    InsertSelect(Box<super::insert_select::InsertSelectPlan>),
 }
 
 impl Primitive {
@@ -219,11 +222,33 @@ impl Primitive {
                 | Primitive::Limit { input, .. }
                 | Primitive::Project { input, .. } => walk(input, out),
                 Primitive::Concat(parts) => parts.iter().for_each(|x| walk(x, out)),
+                Primitive::InsertSelect(i) => {
+                    add(&i.keyspace);
+                    walk(&i.select, out);
+                }
             }
         }
         let mut out = Vec::new();
         walk(self, &mut out);
         out
+    }
+
+    /// Marks every query as not the client's text (a part planned on its own, whose
+    /// placeholders are markers): executes render it with literals.
+    pub fn mark_rewritten(&mut self) {
+        match self {
+            Primitive::Route(r) => r.query.verbatim = false,
+            Primitive::Write(w) => w.route.query.verbatim = false,
+            Primitive::Insert(_) | Primitive::InsertSelect(_) => {}
+            Primitive::MergeSort { input, .. }
+            | Primitive::Aggregate { input, .. }
+            | Primitive::Filter { input, .. }
+            | Primitive::Sort { input, .. }
+            | Primitive::Distinct { input, .. }
+            | Primitive::Limit { input, .. }
+            | Primitive::Project { input, .. } => input.mark_rewritten(),
+            Primitive::Concat(parts) => parts.iter_mut().for_each(Primitive::mark_rewritten),
+        }
     }
 }
 

@@ -112,6 +112,11 @@ pub fn value_of(expr: &Expr, idx: &TextIndex<'_>, placeholders: &[usize]) -> Opt
                         .position(|&o| o == start)
                         .map(ValueExpr::Param)
                 }
+                // A placeholder moved into a part planned on its own (`:sg_p<i>`: the
+                // i-th `?` of the whole statement).
+                Value::Placeholder(p) if p.starts_with(":sg_p") => {
+                    p[5..].parse().ok().map(ValueExpr::Param)
+                }
                 Value::Number(n, _) => {
                     let value = if let Ok(i) = n.parse::<i64>() {
                         SqlValue::Int(i)

@@ -62,6 +62,7 @@ fn plan_keyspace(p: &Primitive) -> (String, Option<&Target>) {
         Primitive::Route(r) => (r.keyspace.clone(), Some(&r.target)),
         Primitive::Write(w) => (w.route.keyspace.clone(), Some(&w.route.target)),
         Primitive::Insert(i) => (i.keyspace.clone(), None),
+        Primitive::InsertSelect(i) => (i.keyspace.clone(), None),
         Primitive::Concat(v) => v.first().map(plan_keyspace).unwrap_or_default(),
         Primitive::MergeSort { input, .. }
         | Primitive::Aggregate { input, .. }
@@ -110,7 +111,14 @@ impl Session {
         let plan = self.plan_now(one, &snapshot).await?;
         let param_count = SqlTemplate::new(one).param_count() as u16;
         let (params, columns, param_defs) = match &*plan {
-            Plan::Session(_) => (
+            // Statements answered by the session, and INSERT ... SELECT the proxy places
+            // (its text spans keyspaces, so no one backend could prepare it): no result
+            // columns, parameters untyped.
+            Plan::Session(_)
+            | Plan::Query(crate::planner::QueryPlan {
+                root: Primitive::InsertSelect(_),
+                ..
+            }) => (
                 param_count,
                 Vec::new(),
                 vec![ColumnDef::text("?"); param_count as usize],
