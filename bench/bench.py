@@ -257,6 +257,8 @@ def main():
     ap.add_argument("--suites", default="foundation,memory")
     ap.add_argument("--tests", default="oltp_point_select,oltp_read_write")
     ap.add_argument("--big-rows", type=int, default=1000000)
+    ap.add_argument("--tpcc-warehouses", type=int, default=4)
+    ap.add_argument("--tpcc-threads", type=int, default=8)
     ap.add_argument("--dir", default=os.path.join(ROOT, "bench/.cluster"))
     ap.add_argument("--reshard-table-size", type=int, default=100000)
     ap.add_argument("--reshard-rate", type=int, default=100, help="foreground tx/s during the reshard suite")
@@ -335,6 +337,16 @@ def main():
                     results.setdefault(("twopc", mode), []).append((tps, p95, errors))
                     print(f"  cross-shard tx     {mode:10} round {r+1}: {tps:10.0f} tx/s  p95 {p95:6.2f} ms  errors {errors}",
                           flush=True)
+        if "tpcc" in suites:
+            # TPC-C (integration-tests/src/tpcc): one MariaDB, the unsharded keyspace, and a
+            # keyspace sharded by warehouse over the 2 customer servers, alternating rounds.
+            out = subprocess.run([os.path.join(ROOT, "target/release/tpcc"), "--dir", args.dir,
+                                  "--warehouses", str(args.tpcc_warehouses), "--threads",
+                                  str(args.tpcc_threads), "--seconds", str(args.time), "--rounds",
+                                  str(args.rounds)], capture_output=True, text=True)
+            if out.returncode != 0:
+                raise RuntimeError(f"tpcc failed:\n{out.stdout}\n{out.stderr}")
+            results["tpcc"] = json.loads(out.stdout)
         if "reshard" in suites:
             results["reshard"] = reshard_suite(args, pport)
             info = json.load(open(os.path.join(args.dir, "cluster.json")))
@@ -414,6 +426,18 @@ def main():
         print(f"| cutover: writes held (controller) / slowest foreground transaction | {r['cutover']['pause_ms']} ms / "
               f"{r['cutover']['fg_max_ms']:.1f} ms |")
         print(f"| foreground errors during backfill / cutover | {b['errors']} / {r['cutover']['errors']} |")
+    if "tpcc" in results:
+        t = results["tpcc"]
+        base = next(x["tpmc"] for x in t["targets"] if x["name"] == "unsharded")
+        print(f"\n| TPC-C, {t['warehouses']} warehouses, {t['threads']} terminals | tpmC (median) | vs unsharded "
+              f"| retries | errors | consistency (conditions 1-4) |")
+        print("|---|---:|---:|---:|---:|---|")
+        for x in t["targets"]:
+            tot = x["total"]
+            errors = sum(n for n, _ in tot["errors"].values())
+            ok = "holds" if not x["violations"] else f"{len(x['violations'])} violations"
+            print(f"| {x['name']} | {x['tpmc']:.0f} | {x['tpmc'] / base:.2f}x | {tot['retries']} | {errors} "
+                  f"| {ok} ({x['districts']} districts) |")
     if "memory" in results:
         idle, loaded = results["memory"]
         print(f"\nproxy RSS idle: {idle/1024:.1f} MiB; with 1,000 idle client connections: {loaded/1024:.1f} MiB "

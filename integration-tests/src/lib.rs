@@ -9,6 +9,8 @@ use shardgate_resharder::local::{self, ClusterInfo, UpOptions};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+pub mod tpcc;
+
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
 /// A cluster for one test.

@@ -9,3 +9,4 @@ mod resharding;
 mod routing;
 mod sessions;
 mod topology;
+mod tpcc;
