@@ -43,7 +43,7 @@ pub enum ProxyError {
     MergeTooLarge { limit: u64 },
     #[error("shardgate: transaction would span shards {shards} but transaction_mode is 'single'; use SET transaction_mode = 'multi' or 'twopc'")]
     CrossShardTransaction { shards: String },
-    #[error("shardgate: changing the sharding column {column} of table {table} would move the row to another shard; delete and re-insert it instead")]
+    #[error("shardgate: ON DUPLICATE KEY UPDATE of the sharding column {column} of table {table} would move the row to another shard; use an UPDATE (which moves rows)")]
     ShardKeyChange { table: String, column: String },
     #[error("shardgate: {0}")]
     Unsupported(String),

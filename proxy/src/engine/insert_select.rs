@@ -98,6 +98,7 @@ impl Exec<'_> {
     ) -> Result<RelaySummary, ExecError> {
         let (rows, columns) = self.collect(&p.select).await?;
         let ok = self.insert_rows_of(p, &rows, &columns).await?;
+        self.commit_implicit().await?;
         self.respond(out, ok)
     }
 

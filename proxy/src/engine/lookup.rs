@@ -67,7 +67,7 @@ impl Exec<'_> {
         Ok(held.conn.query(sql).await)
     }
 
-    fn literal(&self, v: &ValueExpr) -> String {
+    pub(super) fn literal(&self, v: &ValueExpr) -> String {
         match v {
             ValueExpr::Literal { text, .. } => text.clone(),
             ValueExpr::Param(i) => {
@@ -188,7 +188,7 @@ impl Exec<'_> {
     }
 
     /// Deletes mappings of `values` (after their rows are gone or changed).
-    async fn delete_mappings(
+    pub(super) async fn delete_mappings(
         &mut self,
         ks: &Keyspace,
         vindex: &str,

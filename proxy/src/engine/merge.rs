@@ -244,7 +244,10 @@ impl Exec<'_> {
                         columns,
                     )
                 }
-                Primitive::Insert(_) | Primitive::Write(_) | Primitive::InsertSelect(_) => {
+                Primitive::Insert(_)
+                | Primitive::Write(_)
+                | Primitive::InsertSelect(_)
+                | Primitive::MoveRows(_) => {
                     return Err((
                         Vec::new(),
                         ProxyError::Internal("a write inside a merge".into()),

@@ -8,6 +8,7 @@
 mod insert_select;
 mod lookup;
 mod merge;
+mod move_rows;
 pub mod output;
 pub mod pipeline;
 pub mod reader;
@@ -69,6 +70,11 @@ pub struct Exec<'a> {
     /// The session's ROW_COUNT() and FOUND_ROWS() before this statement.
     pub row_count: i64,
     pub found_rows: u64,
+    /// The session opened a transaction for this statement alone ([`Facts::atomic`]
+    /// outside a transaction): it is committed before the answer.
+    ///
+    /// [`Facts::atomic`]: crate::planner::plan::Facts::atomic
+    pub implicit_txn: bool,
 }
 
 /// A shard a route goes to, with the routing values that belong to it (IN splitting).
@@ -91,8 +97,23 @@ impl Exec<'_> {
             Primitive::Write(w) => self.write(w, out).await,
             Primitive::Insert(i) => self.insert(i, out).await,
             Primitive::InsertSelect(i) => self.insert_select(i, out).await,
+            Primitive::MoveRows(m) => {
+                let ok = self.move_rows(m).await?;
+                self.commit_implicit().await?;
+                self.respond(out, ok)
+            }
             other => self.merge(other, out).await,
         }
+    }
+
+    /// Commits the transaction the session opened for this statement alone (an atomic
+    /// statement outside a transaction), before the client hears it succeeded.
+    pub(super) async fn commit_implicit(&mut self) -> Result<(), ProxyError> {
+        if self.implicit_txn {
+            self.implicit_txn = false;
+            self.conns.finish(self.ctx, true).await?;
+        }
+        Ok(())
     }
 
     /// The value a vindex maps for `v` (see [`ValueExpr::routing_value`]).

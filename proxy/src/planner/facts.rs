@@ -46,6 +46,7 @@ pub fn of(sql: &str, stmt: Option<&Statement>) -> Facts {
         timeout_ms: hinted_timeout(sql),
         calc_found_rows: words.has("SQL_CALC_FOUND_ROWS"),
         ddl,
+        atomic: false,
     }
 }
 

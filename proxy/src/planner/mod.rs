@@ -15,6 +15,7 @@ pub mod insert;
 pub mod insert_select;
 pub mod lexer;
 pub mod merge;
+pub mod move_rows;
 pub mod plan;
 pub mod prepared_sql;
 pub mod select;

@@ -29,7 +29,8 @@ pub struct QueryPlan {
 }
 
 impl QueryPlan {
-    pub fn new(root: Primitive, facts: Facts) -> QueryPlan {
+    pub fn new(root: Primitive, mut facts: Facts) -> QueryPlan {
+        facts.atomic = matches!(root, Primitive::MoveRows(_) | Primitive::InsertSelect(_));
         QueryPlan { root, facts }
     }
 }
@@ -59,6 +60,11 @@ pub struct Facts {
     /// announced to the other proxies).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub ddl: bool,
+    /// It changes several shards in steps that must stand or fall together (rows moving
+    /// between shards, rows the proxy places for INSERT ... SELECT): outside a
+    /// transaction the session opens one for it, committed before the answer.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub atomic: bool,
 }
 
 impl Facts {
@@ -199,6 +205,8 @@ pub enum Primitive {
     /// INSERT ... SELECT whose rows the proxy places: the SELECT's rows, inserted where
     /// they belong.
     InsertSelect(Box<super::insert_select::InsertSelectPlan>),
+    /// UPDATE of the sharding column: the matched rows move to the new value's shard.
+    MoveRows(Box<super::move_rows::MovePlan>),
 }
 
 impl Primitive {
@@ -226,6 +234,7 @@ impl Primitive {
                     add(&i.keyspace);
                     walk(&i.select, out);
                 }
+                Primitive::MoveRows(m) => add(&m.keyspace),
             }
         }
         let mut out = Vec::new();
@@ -239,7 +248,7 @@ impl Primitive {
         match self {
             Primitive::Route(r) => r.query.verbatim = false,
             Primitive::Write(w) => w.route.query.verbatim = false,
-            Primitive::Insert(_) | Primitive::InsertSelect(_) => {}
+            Primitive::Insert(_) | Primitive::InsertSelect(_) | Primitive::MoveRows(_) => {}
             Primitive::MergeSort { input, .. }
             | Primitive::Aggregate { input, .. }
             | Primitive::Filter { input, .. }

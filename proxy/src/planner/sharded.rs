@@ -163,24 +163,17 @@ fn plan_write(
         .trim_matches('`')
         .to_string();
     let target_use = scope.tables.iter().position(|t| t.name == tname);
-    if let (Statement::Update(u), Some(t)) = (stmt, target_use) {
-        if let Some(col) = scope.tables[t].vindex_column() {
-            for a in &u.assignments {
-                let target = a.target.to_string();
-                let last = target
-                    .rsplit('.')
-                    .next()
-                    .unwrap_or(&target)
-                    .trim_matches('`');
-                if last.eq_ignore_ascii_case(&col) && scope.tables[t].is_sharded() {
-                    return Err(ProxyError::ShardKeyChange {
-                        table: tname.clone(),
-                        column: col.clone(),
-                    });
-                }
-            }
+    // An UPDATE of the sharding column may move rows to another shard.
+    let moves = match (stmt, target_use) {
+        (Statement::Update(u), Some(t)) if scope.tables[t].is_sharded() => {
+            let col = scope.tables[t].vindex_column();
+            u.assignments
+                .iter()
+                .any(|a| Some(super::move_rows::assigned_column(a)) == col)
+                .then_some((u, t))
         }
-    }
+        _ => None,
+    };
     let Some(anchor) = anchor else {
         // Reference tables: the same change on every shard.
         let pinned = scope
@@ -237,6 +230,10 @@ fn plan_write(
         if let Some(reason) = has_nonlocal_subquery(stmt) {
             return Err(unsupported(format!("{reason} across shards")));
         }
+    }
+    if let Some((u, t)) = moves {
+        let m = super::move_rows::plan(sql, u, &scope.tables[t], ks, &target, &idx, &ph)?;
+        return Ok(Primitive::MoveRows(Box::new(m)));
     }
     let lookups = match target_use {
         Some(t) => lookup_maintenance(sql, stmt, &scope.tables[t], ks, &target, &idx, &ph)?,

@@ -63,6 +63,7 @@ fn plan_keyspace(p: &Primitive) -> (String, Option<&Target>) {
         Primitive::Write(w) => (w.route.keyspace.clone(), Some(&w.route.target)),
         Primitive::Insert(i) => (i.keyspace.clone(), None),
         Primitive::InsertSelect(i) => (i.keyspace.clone(), None),
+        Primitive::MoveRows(m) => (m.keyspace.clone(), Some(&m.select.target)),
         Primitive::Concat(v) => v.first().map(plan_keyspace).unwrap_or_default(),
         Primitive::MergeSort { input, .. }
         | Primitive::Aggregate { input, .. }

@@ -203,6 +203,12 @@ impl Session {
             // under the session's transaction mode like an explicit one.
             self.begin_transaction(false);
         }
+        // A statement that must be atomic across shards, outside a transaction, gets one
+        // of its own (the engine commits it before answering).
+        let implicit_txn = facts.atomic && self.conns.txn.is_none();
+        if implicit_txn {
+            self.begin_transaction(false);
+        }
         self.ctx.metrics.queries_route.inc();
         *self.last_error.lock().unwrap() = None;
         let timeout = facts.timeout_ms.unwrap_or(self.timeout_ms);
@@ -220,6 +226,7 @@ impl Session {
             last_insert_id: self.last_insert_id,
             row_count: self.row_count,
             found_rows: self.found_rows,
+            implicit_txn,
         };
         let kill = &mut self.query_kill;
         let outcome = tokio::select! {
@@ -232,12 +239,19 @@ impl Session {
             Ok(r) => r,
             Err(stopped) => {
                 self.stop_backend_work().await;
+                if implicit_txn && self.conns.txn.is_some() {
+                    let _ = self.conns.finish(&self.ctx, false).await;
+                }
                 self.row_count = -1;
                 self.conns.end_statement(PinEffect::default(), false);
                 self.error(out, &stopped);
                 return Ok(Flow::Stop);
             }
         };
+        if implicit_txn && self.conns.txn.is_some() {
+            // It failed before its commit: nothing of it stays.
+            let _ = self.conns.finish(&self.ctx, false).await;
+        }
         let flow = match result {
             Ok(summary) => {
                 if let Some(ok) = &summary.ok {
