@@ -3,6 +3,7 @@
 //! pools the proxy keeps for the shards in the topology ([`Backends`]).
 
 pub mod conn;
+pub mod held;
 pub mod pool;
 pub mod relay;
 pub mod stmt;

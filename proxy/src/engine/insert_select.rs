@@ -107,7 +107,7 @@ impl Exec<'_> {
         &mut self,
         select: &Primitive,
     ) -> Result<(Vec<Row>, Vec<ColumnDef>), ProxyError> {
-        let (mut node, columns) = match self.build(select, None).await {
+        let (mut node, columns) = match super::build::build(self, select, None).await {
             Ok(x) => x,
             Err((readers, e)) => {
                 self.finish_readers(readers).await;

@@ -1,20 +1,16 @@
 //! Running a merge plan: send the pushed-down query to every target shard, build the
 //! pipeline of row streams over their answers, and write the merged result.
 
+use super::build::{build, pushed_limit, Opened, Sources};
 use super::output::{visible_columns, RowWriter};
-use super::pipeline::{AggregateNode, Node};
 use super::reader::ShardReader;
-use super::values::Key;
 use super::{Exec, ExecError};
 use crate::backend::relay::RelaySummary;
 use crate::error::ProxyError;
 use crate::planner::plan::{Primitive, Route};
 use crate::wire::consts::*;
-use crate::wire::{ColumnDef, Responder};
+use crate::wire::Responder;
 use futures::future::BoxFuture;
-
-/// A built stream and its columns, or the readers opened before the failure.
-type Built = Result<(Node, Vec<ColumnDef>), (Vec<ShardReader>, ProxyError)>;
 
 impl Exec<'_> {
     pub(super) async fn merge(
@@ -29,7 +25,7 @@ impl Exec<'_> {
             _ => (0, Vec::new()),
         };
         let limit = pushed_limit(self, p)?;
-        let built = self.build(p, limit).await;
+        let built = build(self, p, limit).await;
         let (mut node, columns) = match built {
             Ok(x) => x,
             Err((readers, e)) => {
@@ -89,180 +85,13 @@ impl Exec<'_> {
         let mut helds = Vec::with_capacity(readers.len());
         for mut r in readers {
             r.drain().await;
-            helds.push(r.held);
+            helds.extend(r.into_held());
         }
         self.give_back_all(helds).await;
     }
 
-    /// Builds the stream for a plan node. On failure returns the readers opened so far.
-    pub(super) fn build<'b>(
-        &'b mut self,
-        p: &'b Primitive,
-        limit: Option<u64>,
-    ) -> BoxFuture<'b, Built> {
-        Box::pin(async move {
-            let keys = |ks: &[crate::planner::plan::SortKey], cols: &[ColumnDef]| -> Vec<Key> {
-                ks.iter().map(|k| Key::resolve(k, cols)).collect()
-            };
-            Ok(match p {
-                Primitive::Route(r) => {
-                    let (readers, columns) = self.open(r, limit).await?;
-                    (
-                        Node::Concat {
-                            readers,
-                            current: 0,
-                        },
-                        columns,
-                    )
-                }
-                Primitive::MergeSort { keys: k, input } => {
-                    let Primitive::Route(r) = &**input else {
-                        return Err((
-                            Vec::new(),
-                            ProxyError::Internal("merge sort over a non-route".into()),
-                        ));
-                    };
-                    let (readers, columns) = self.open(r, limit).await?;
-                    (
-                        Node::MergeSort {
-                            heads: Vec::with_capacity(readers.len()),
-                            readers,
-                            keys: keys(k, &columns),
-                            primed: false,
-                        },
-                        columns,
-                    )
-                }
-                Primitive::Aggregate {
-                    group,
-                    aggregates,
-                    input,
-                } => {
-                    let (node, columns) = self.build(input, limit).await?;
-                    let group = keys(group, &columns);
-                    (
-                        Node::Aggregate(Box::new(AggregateNode::new(
-                            node,
-                            group,
-                            aggregates.clone(),
-                            columns.clone(),
-                        ))),
-                        columns,
-                    )
-                }
-                Primitive::Filter { predicate, input } => {
-                    let (node, columns) = self.build(input, limit).await?;
-                    (
-                        Node::Filter {
-                            input: Box::new(node),
-                            predicate: predicate.clone(),
-                            columns: columns.clone(),
-                        },
-                        columns,
-                    )
-                }
-                Primitive::Sort { keys: k, input } => {
-                    let (node, columns) = self.build(input, limit).await?;
-                    (
-                        Node::Sort {
-                            input: Box::new(node),
-                            keys: keys(k, &columns),
-                            sorted: None,
-                            limit: self.ctx.config.session.max_merge_rows,
-                        },
-                        columns,
-                    )
-                }
-                Primitive::Distinct { keys: k, input } => {
-                    let (node, columns) = self.build(input, limit).await?;
-                    (
-                        Node::Distinct {
-                            input: Box::new(node),
-                            keys: keys(k, &columns),
-                            last: None,
-                        },
-                        columns,
-                    )
-                }
-                Primitive::Limit {
-                    count,
-                    offset,
-                    input,
-                } => {
-                    let count = self.number(count).map_err(|e| (Vec::new(), e))?;
-                    let offset = match offset {
-                        Some(o) => self.number(o).map_err(|e| (Vec::new(), e))?,
-                        None => 0,
-                    };
-                    let (node, columns) = self.build(input, limit).await?;
-                    (
-                        Node::Limit {
-                            input: Box::new(node),
-                            skip: offset,
-                            remaining: count,
-                        },
-                        columns,
-                    )
-                }
-                Primitive::Project { input, .. } => self.build(input, limit).await?,
-                Primitive::Concat(branches) => {
-                    let mut nodes = Vec::new();
-                    let mut columns = Vec::new();
-                    for b in branches {
-                        match self.build(b, None).await {
-                            Ok((n, c)) => {
-                                if columns.is_empty() {
-                                    columns = c;
-                                } else if c.len() != columns.len() {
-                                    let mut readers: Vec<ShardReader> =
-                                        nodes.into_iter().flat_map(Node::into_readers).collect();
-                                    readers.extend(n.into_readers());
-                                    return Err((
-                                        readers,
-                                        ProxyError::Backend(crate::wire::ErrPacket::new(
-                                            1222,
-                                            "21000",
-                                            "The used SELECT statements have a different number of columns",
-                                        )),
-                                    ));
-                                }
-                                nodes.push(n);
-                            }
-                            Err((mut readers, e)) => {
-                                for n in nodes {
-                                    readers.extend(n.into_readers());
-                                }
-                                return Err((readers, e));
-                            }
-                        }
-                    }
-                    (
-                        Node::Union {
-                            branches: nodes,
-                            current: 0,
-                        },
-                        columns,
-                    )
-                }
-                Primitive::Insert(_)
-                | Primitive::Write(_)
-                | Primitive::InsertSelect(_)
-                | Primitive::MoveRows(_) => {
-                    return Err((
-                        Vec::new(),
-                        ProxyError::Internal("a write inside a merge".into()),
-                    ))
-                }
-            })
-        })
-    }
-
     /// Sends the route's query to each target shard (as text) and reads the heads.
-    async fn open(
-        &mut self,
-        r: &Route,
-        limit: Option<u64>,
-    ) -> Result<(Vec<ShardReader>, Vec<ColumnDef>), (Vec<ShardReader>, ProxyError)> {
+    async fn open_route(&mut self, r: &Route, limit: Option<u64>) -> Opened {
         let ks = match self.keyspace(&r.keyspace) {
             Ok(k) => k.clone(),
             Err(e) => return Err((Vec::new(), e)),
@@ -315,23 +144,16 @@ impl Exec<'_> {
     }
 }
 
-/// The LIMIT pushed to shards: count + offset of the plan's Limit node, if any.
-fn pushed_limit(exec: &Exec<'_>, p: &Primitive) -> Result<Option<u64>, ExecError> {
-    match p {
-        Primitive::Limit { count, offset, .. } => {
-            let c = exec.number(count)?;
-            let o = match offset {
-                Some(o) => exec.number(o)?,
-                None => 0,
-            };
-            Ok(Some(c.saturating_add(o)))
-        }
-        Primitive::Project { input, .. }
-        | Primitive::Sort { input, .. }
-        | Primitive::Filter { input, .. }
-        | Primitive::Distinct { input, .. }
-        | Primitive::Aggregate { input, .. }
-        | Primitive::MergeSort { input, .. } => pushed_limit(exec, input),
-        _ => Ok(None),
+impl Sources for Exec<'_> {
+    fn open<'b>(&'b mut self, r: &'b Route, limit: Option<u64>) -> BoxFuture<'b, Opened> {
+        Box::pin(self.open_route(r, limit))
+    }
+
+    fn number(&self, v: &crate::planner::values::ValueExpr) -> Result<u64, ProxyError> {
+        Exec::number(self, v)
+    }
+
+    fn max_merge_rows(&self) -> u64 {
+        self.ctx.config.session.max_merge_rows
     }
 }

@@ -5,6 +5,7 @@
 //! connections to them, renders the query for each shard and relays (`route.rs`), merges
 //! (`merge.rs` over `pipeline.rs`) or combines write results (`write.rs`).
 
+pub mod build;
 mod insert_select;
 mod lookup;
 mod merge;
@@ -18,15 +19,16 @@ pub mod values;
 mod vschema;
 mod write;
 
+use crate::backend::held::Held;
 use crate::backend::relay::RelaySummary;
 use crate::context::Context;
 use crate::error::ProxyError;
 use crate::planner::plan::{Primitive, Route, Target};
 use crate::planner::sqltext::SqlTemplate;
 use crate::planner::values::ValueExpr;
-use crate::session::conns::Connections;
 use crate::wire::params::Execute;
 use crate::wire::{PacketError, Responder};
+use futures::future::BoxFuture;
 use shardgate_topology::{Keyspace, Shard, Snapshot, SqlValue};
 use std::fmt::Write as _;
 
@@ -47,11 +49,44 @@ impl From<ProxyError> for ExecError {
     }
 }
 
+/// How the engine reaches shards: the one door to backend connections (the session's
+/// `Connections` implements it). The engine never calls back into the session; it asks
+/// for a shard's connection, uses it, and gives it back.
+pub trait Shards: Send {
+    /// The connection to `shard` this statement uses (joining the session's transaction
+    /// when there is one), kept by the session.
+    fn get<'a>(
+        &'a mut self,
+        ctx: &'a Context,
+        keyspace: &'a str,
+        shard: &'a Shard,
+    ) -> BoxFuture<'a, Result<&'a mut Held, ProxyError>>;
+    /// Like [`Shards::get`], handing the connection over (several shards read at once);
+    /// it comes back through [`Shards::give_back`].
+    fn take<'a>(
+        &'a mut self,
+        ctx: &'a Context,
+        keyspace: &'a str,
+        shard: &'a Shard,
+    ) -> BoxFuture<'a, Result<Held, ProxyError>>;
+    fn give_back(&mut self, held: Held);
+    /// Whether a transaction is open (explicit, implicit, or one the statement opened).
+    fn in_transaction(&self) -> bool;
+    /// Commits (`commit`) or rolls back the open transaction on every shard.
+    fn finish<'a>(
+        &'a mut self,
+        ctx: &'a Context,
+        commit: bool,
+    ) -> BoxFuture<'a, Result<(), ProxyError>>;
+    /// Drops connections left unusable (broken, or mid-response after an error).
+    fn drop_unusable(&mut self);
+}
+
 /// Everything one statement's execution needs.
 pub struct Exec<'a> {
     pub ctx: &'a Context,
     pub snapshot: &'a Snapshot,
-    pub conns: &'a mut Connections,
+    pub conns: &'a mut dyn Shards,
     /// Bound parameters of a prepared statement (binary protocol), if any.
     pub params: Option<&'a Execute>,
     /// Another statement's result follows this one (multi-statements).

@@ -4,12 +4,13 @@
 //! allocation for its cell list and no copies.
 
 use crate::backend::conn::BackendError;
+use crate::backend::held::Held;
 use crate::error::ProxyError;
-use crate::session::conns::Held;
 use crate::wire::codec::Reader;
 use crate::wire::consts::MAX_PHYSICAL_PAYLOAD;
 use crate::wire::packets::{status_and_warnings, ColumnDef, ErrPacket, OkPacket};
 use bytes::Bytes;
+use std::collections::VecDeque;
 
 /// A row in text-protocol form: one optional cell per column (`None` is NULL).
 pub type Row = Vec<Option<Bytes>>;
@@ -22,9 +23,19 @@ pub enum Head {
     Ok(OkPacket),
 }
 
+/// Where a reader's rows come from. (A reader lives as long as one statement and there
+/// are a handful of them, so the size of the variants does not matter.)
+#[allow(clippy::large_enum_variant)]
+enum Source {
+    /// A shard's answer on the connection.
+    Shard(Held),
+    /// Rows already in memory (unit tests of the merge primitives).
+    Memory(VecDeque<Row>),
+}
+
 /// One shard's answer, being read.
 pub struct ShardReader {
-    pub held: Held,
+    source: Source,
     pub columns: Vec<ColumnDef>,
     done: bool,
     pub status: u16,
@@ -52,7 +63,7 @@ impl ShardReader {
         let status = held.conn.status();
         Ok((
             ShardReader {
-                held,
+                source: Source::Shard(held),
                 columns,
                 done,
                 status,
@@ -63,26 +74,54 @@ impl ShardReader {
         ))
     }
 
+    /// A reader over rows in memory, as if a shard had answered them.
+    pub fn from_rows(columns: Vec<ColumnDef>, rows: Vec<Row>) -> ShardReader {
+        ShardReader {
+            source: Source::Memory(rows.into()),
+            columns,
+            done: false,
+            status: 0,
+            warnings: 0,
+            rows_read: 0,
+        }
+    }
+
+    /// The connection the rows came from (None for rows in memory).
+    pub fn into_held(self) -> Option<Held> {
+        match self.source {
+            Source::Shard(h) => Some(h),
+            Source::Memory(_) => None,
+        }
+    }
+
     /// The next row, or `None` at the end of the result.
     pub async fn next(&mut self) -> Result<Option<Row>, ProxyError> {
         if self.done {
             return Ok(None);
         }
-        let p = self
-            .held
+        let held = match &mut self.source {
+            Source::Shard(h) => h,
+            Source::Memory(rows) => {
+                let row = rows.pop_front();
+                self.done = row.is_none();
+                self.rows_read += row.is_some() as u64;
+                return Ok(row);
+            }
+        };
+        let p = held
             .conn
             .read_logical()
             .await
-            .map_err(|e| backend(&self.held.label, e))?;
+            .map_err(|e| backend(&held.label, e))?;
         match p.first() {
             Some(0xfe) if p.len() < MAX_PHYSICAL_PAYLOAD => {
                 let (status, warnings) = status_and_warnings(&p).unwrap_or((0, 0));
-                self.held.conn.finish(status);
+                held.conn.finish(status);
                 self.status = status;
                 self.warnings = warnings;
                 self.done = true;
                 if status & crate::wire::consts::SERVER_MORE_RESULTS_EXISTS != 0 {
-                    self.held.conn.mark_broken();
+                    held.conn.mark_broken();
                     return Err(ProxyError::NotSupported(
                         "several result sets from one statement across shards".into(),
                     ));
@@ -90,7 +129,7 @@ impl ShardReader {
                 Ok(None)
             }
             Some(0xff) => {
-                self.held.conn.finish_after_error();
+                held.conn.finish_after_error();
                 self.done = true;
                 let e = ErrPacket::decode(&p)
                     .unwrap_or_else(|_| ErrPacket::new(1105, "HY000", "error"));
@@ -102,8 +141,8 @@ impl ShardReader {
                 let mut r = Reader::new(&p);
                 for _ in 0..n {
                     let cell = r.lenenc_bytes_opt().map_err(|_| {
-                        self.held.conn.mark_broken();
-                        ProxyError::Internal(format!("malformed row from {}", self.held.label))
+                        held.conn.mark_broken();
+                        ProxyError::Internal(format!("malformed row from {}", held.label))
                     })?;
                     row.push(cell.map(|c| {
                         let start = c.as_ptr() as usize - p.as_ptr() as usize;

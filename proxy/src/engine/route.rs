@@ -3,12 +3,12 @@
 //! then every shard's rows in turn, then one terminator.
 
 use super::{Exec, ExecError};
+use crate::backend::held::Held;
 use crate::backend::relay::{
     relay_response, relay_rows_only, RelayError, RelayOptions, RelaySummary,
 };
 use crate::error::ProxyError;
 use crate::planner::plan::Route;
-use crate::session::conns::Held;
 use crate::wire::codec::Reader;
 use crate::wire::consts::*;
 use crate::wire::packets::{ErrPacket, OkPacket};

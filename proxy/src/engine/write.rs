@@ -8,12 +8,12 @@
 use super::output::RowWriter;
 use super::reader::{Row, ShardReader};
 use super::{Exec, ExecError, ShardTarget};
+use crate::backend::held::Held;
 use crate::backend::relay::RelaySummary;
 use crate::error::ProxyError;
 use crate::planner::insert::{InsertPlan, RowKey};
 use crate::planner::plan::{Combine, WritePlan};
 use crate::planner::sqltext::SqlTemplate;
-use crate::session::conns::Held;
 use crate::wire::consts::*;
 use crate::wire::packets::OkPacket;
 use crate::wire::{ColumnDef, Responder};

@@ -5,7 +5,9 @@
 //! of byte ranges of the client's text, located through the AST nodes' spans; everything
 //! not edited reaches the backend exactly as the client wrote it.
 
+use super::lexer::{scan_from, Region};
 use sqlparser::tokenizer::{Location, Span};
+use std::ops::ControlFlow;
 
 /// Maps sqlparser locations (1-based line and character column) to byte offsets, in
 /// constant time per lookup (bulk INSERTs have thousands of locations on one line).
@@ -83,34 +85,28 @@ impl<'a> TextIndex<'a> {
         let (a, b) = self.range(span)?;
         let bytes = self.text.as_bytes();
         let mut depth = 0i32;
-        let mut i = a;
-        let mut quote: Option<u8> = None;
-        while i < bytes.len() {
+        let mut closed = None;
+        scan_from(bytes, a, |i, region| {
             if i >= b && depth <= 0 {
-                break;
+                return ControlFlow::Break(());
             }
-            let c = bytes[i];
-            match quote {
-                Some(q) => {
-                    if c == b'\\' && q != b'`' {
-                        i += 1;
-                    } else if c == q {
-                        quote = None;
-                    }
-                }
-                None => match c {
-                    b'\'' | b'"' | b'`' => quote = Some(c),
+            if region == Region::Code {
+                match bytes[i] {
                     b'(' => depth += 1,
                     b')' => {
                         depth -= 1;
                         if depth == 0 && i >= b {
-                            return Some((a, i + 1));
+                            closed = Some(i + 1);
+                            return ControlFlow::Break(());
                         }
                     }
                     _ => {}
-                },
+                }
             }
-            i += 1;
+            ControlFlow::Continue(())
+        });
+        if let Some(end) = closed {
+            return Some((a, end));
         }
         if depth != 0 {
             return None;
@@ -124,37 +120,33 @@ impl<'a> TextIndex<'a> {
             && last.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '`')
             && rest[gap..].starts_with('(')
         {
-            let open = end + gap;
-            let mut depth = 0i32;
-            let mut quote: Option<u8> = None;
-            let mut i = open;
-            while i < bytes.len() {
-                let c = bytes[i];
-                match quote {
-                    Some(q) => {
-                        if c == b'\\' && q != b'`' {
-                            i += 1;
-                        } else if c == q {
-                            quote = None;
-                        }
-                    }
-                    None => match c {
-                        b'\'' | b'"' | b'`' => quote = Some(c),
-                        b'(' => depth += 1,
-                        b')' => {
-                            depth -= 1;
-                            if depth == 0 {
-                                return Some((a, i + 1));
-                            }
-                        }
-                        _ => {}
-                    },
-                }
-                i += 1;
-            }
-            return None;
+            return self.closing_paren(end + gap).map(|close| (a, close));
         }
         Some((a, end))
+    }
+
+    /// The end (exclusive) of the parenthesised code opening at `open`.
+    fn closing_paren(&self, open: usize) -> Option<usize> {
+        let bytes = self.text.as_bytes();
+        let mut depth = 0i32;
+        let mut close = None;
+        scan_from(bytes, open, |i, region| {
+            if region == Region::Code {
+                match bytes[i] {
+                    b'(' => depth += 1,
+                    b')' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            close = Some(i + 1);
+                            return ControlFlow::Break(());
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            ControlFlow::Continue(())
+        });
+        close
     }
 
     /// Byte range of a function call from its name's span: the name and its argument list.

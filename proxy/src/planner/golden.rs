@@ -5,7 +5,7 @@
 use super::{plan, PlanContext};
 use shardgate_topology::Snapshot;
 
-fn snapshot() -> Snapshot {
+pub(crate) fn snapshot() -> Snapshot {
     let docs = [
         (
             "keyspaces/commerce",
@@ -60,7 +60,7 @@ fn snapshot() -> Snapshot {
 }
 
 /// The columns schema tracking would read for the golden keyspaces.
-fn schema() -> crate::schema::Schemas {
+pub(crate) fn schema() -> crate::schema::Schemas {
     crate::schema::for_tests(&[
         (
             "commerce",

@@ -16,6 +16,7 @@
 
 use crate::wire::charset::escape_char;
 use std::borrow::Cow;
+use std::ops::ControlFlow;
 
 /// One lexical region of SQL text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,27 +29,43 @@ pub enum Region {
 /// Calls `f(byte_index, region)` for every byte of `sql`. Backslash escapes are honoured
 /// inside '..' and ".." (the view already neutralised them under NO_BACKSLASH_ESCAPES).
 pub fn scan(sql: &[u8], mut f: impl FnMut(usize, Region)) {
-    let mut i = 0;
+    scan_from(sql, 0, |i, r| {
+        f(i, r);
+        ControlFlow::Continue(())
+    });
+}
+
+/// Like [`scan`], from byte `from` (which must not be inside a quote or comment), until
+/// `f` breaks.
+pub fn scan_from(sql: &[u8], from: usize, mut f: impl FnMut(usize, Region) -> ControlFlow<()>) {
+    macro_rules! f {
+        ($i:expr, $r:expr) => {
+            if f($i, $r).is_break() {
+                return;
+            }
+        };
+    }
+    let mut i = from;
     let n = sql.len();
     while i < n {
         let c = sql[i];
         match c {
             b'\'' | b'"' | b'`' => {
                 let q = c;
-                f(i, Region::Quoted);
+                f!(i, Region::Quoted);
                 i += 1;
                 while i < n {
                     let d = sql[i];
-                    f(i, Region::Quoted);
+                    f!(i, Region::Quoted);
                     if d == b'\\' && q != b'`' && i + 1 < n {
-                        f(i + 1, Region::Quoted);
+                        f!(i + 1, Region::Quoted);
                         i += 2;
                         continue;
                     }
                     i += 1;
                     if d == q {
                         if i < n && sql[i] == q {
-                            f(i, Region::Quoted);
+                            f!(i, Region::Quoted);
                             i += 1;
                             continue;
                         }
@@ -58,7 +75,7 @@ pub fn scan(sql: &[u8], mut f: impl FnMut(usize, Region)) {
             }
             b'#' => {
                 while i < n && sql[i] != b'\n' {
-                    f(i, Region::Comment);
+                    f!(i, Region::Comment);
                     i += 1;
                 }
             }
@@ -69,18 +86,18 @@ pub fn scan(sql: &[u8], mut f: impl FnMut(usize, Region)) {
                     .unwrap_or(true) =>
             {
                 while i < n && sql[i] != b'\n' {
-                    f(i, Region::Comment);
+                    f!(i, Region::Comment);
                     i += 1;
                 }
             }
             b'/' if sql.get(i + 1) == Some(&b'*') && !is_executable_comment(&sql[i..]) => {
-                f(i, Region::Comment);
-                f(i + 1, Region::Comment);
+                f!(i, Region::Comment);
+                f!(i + 1, Region::Comment);
                 i += 2;
                 while i < n {
-                    f(i, Region::Comment);
+                    f!(i, Region::Comment);
                     if sql[i] == b'*' && sql.get(i + 1) == Some(&b'/') {
-                        f(i + 1, Region::Comment);
+                        f!(i + 1, Region::Comment);
                         i += 2;
                         break;
                     }
@@ -88,7 +105,7 @@ pub fn scan(sql: &[u8], mut f: impl FnMut(usize, Region)) {
                 }
             }
             _ => {
-                f(i, Region::Code);
+                f!(i, Region::Code);
                 i += 1;
             }
         }

@@ -525,6 +525,6 @@ fn session_rewrites(
 }
 
 #[cfg(test)]
-mod golden;
+pub(crate) mod golden;
 #[cfg(test)]
 mod tests;

@@ -3,6 +3,7 @@
 //! general SQL parser does not accept (sqlx: `SET sql_mode=(...),time_zone='+00:00',NAMES
 //! utf8mb4 COLLATE utf8mb4_unicode_ci`). Values are kept as their original text.
 
+use super::sqltext::code_mask;
 use serde::Serialize;
 
 /// One assignment of a SET statement.
@@ -120,17 +121,10 @@ fn parse_assignment(p: &str) -> Result<Assignment, String> {
 /// Splits `name = value` (or `:=`). Names keep `@`/`@@` prefixes; backquotes are removed.
 fn name_value(p: &str) -> Result<(String, String), String> {
     let bytes = p.as_bytes();
-    let mut i = 0;
-    let mut in_quote: Option<u8> = None;
-    while i < bytes.len() {
+    let mask = code_mask(p);
+    for i in (0..bytes.len()).filter(|&i| mask[i]) {
         let c = bytes[i];
-        if let Some(q) = in_quote {
-            if c == q {
-                in_quote = None;
-            }
-        } else if c == b'`' || c == b'\'' || c == b'"' {
-            in_quote = Some(c);
-        } else if c == b'=' || (c == b':' && bytes.get(i + 1) == Some(&b'=')) {
+        if c == b'=' || (c == b':' && bytes.get(i + 1) == Some(&b'=')) {
             let name: String = p[..i].trim().replace('`', "");
             let skip = if c == b':' { 2 } else { 1 };
             let value = p[i + skip..].trim().to_string();
@@ -144,7 +138,6 @@ fn name_value(p: &str) -> Result<(String, String), String> {
             };
             return Ok((lname, value));
         }
-        i += 1;
     }
     Err(format!("cannot parse assignment {p:?}"))
 }
@@ -173,36 +166,23 @@ fn strip_word<'a>(s: &'a str, w: &str) -> Option<&'a str> {
     }
 }
 
-/// Splits at commas outside parentheses and quotes.
+/// Splits at commas outside parentheses, quotes and comments.
 fn split_top_level(s: &str) -> Vec<&str> {
     let bytes = s.as_bytes();
+    let mask = code_mask(s);
     let mut out = Vec::new();
     let mut depth = 0i32;
-    let mut in_quote: Option<u8> = None;
     let mut start = 0;
-    let mut i = 0;
-    while i < bytes.len() {
-        let c = bytes[i];
-        match in_quote {
-            Some(q) => {
-                if c == b'\\' && q != b'`' {
-                    i += 1;
-                } else if c == q {
-                    in_quote = None;
-                }
+    for i in (0..bytes.len()).filter(|&i| mask[i]) {
+        match bytes[i] {
+            b'(' => depth += 1,
+            b')' => depth -= 1,
+            b',' if depth == 0 => {
+                out.push(&s[start..i]);
+                start = i + 1;
             }
-            None => match c {
-                b'\'' | b'"' | b'`' => in_quote = Some(c),
-                b'(' => depth += 1,
-                b')' => depth -= 1,
-                b',' if depth == 0 => {
-                    out.push(&s[start..i]);
-                    start = i + 1;
-                }
-                _ => {}
-            },
+            _ => {}
         }
-        i += 1;
     }
     out.push(&s[start..]);
     out

@@ -15,39 +15,11 @@
 //! decides what spanning shards means: `single` refuses it, `multi` commits the shards one
 //! after the other, `twopc` commits atomically (see `twopc.rs`).
 
-use crate::backend::pool::PooledConn;
+pub use crate::backend::held::Held;
 use crate::context::Context;
 use crate::error::ProxyError;
 use shardgate_topology::Shard;
 use std::hash::{Hash, Hasher};
-
-/// A backend connection held by the session.
-pub struct Held {
-    /// (address, database) of the shard's backend.
-    pub key: (String, String),
-    /// `keyspace/shard`, for messages.
-    pub label: String,
-    pub conn: PooledConn,
-    /// Joined the session's explicit transaction.
-    pub in_txn: bool,
-    /// Carries session state that cannot move to another connection.
-    pub pinned: bool,
-    /// Kept until the next statement, which may ask about this one's warnings.
-    pub hold: bool,
-    /// The statement that used it last.
-    pub used: u64,
-}
-
-impl Drop for Held {
-    /// A connection carrying session state or an open transaction never goes back to the
-    /// pool unless it was reset (which clears `pinned`) or finished (`in_txn`); nor does
-    /// any connection dropped while a panic unwinds.
-    fn drop(&mut self) {
-        if self.pinned || self.in_txn || std::thread::panicking() {
-            self.conn.mark_broken();
-        }
-    }
-}
 
 /// How a transaction spanning shards behaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -545,5 +517,45 @@ impl Connections {
     /// Held connections (for KILL and the status page).
     pub fn held(&self) -> &[Held] {
         &self.held
+    }
+}
+
+impl crate::engine::Shards for Connections {
+    fn get<'a>(
+        &'a mut self,
+        ctx: &'a Context,
+        keyspace: &'a str,
+        shard: &'a Shard,
+    ) -> futures::future::BoxFuture<'a, Result<&'a mut Held, ProxyError>> {
+        Box::pin(Connections::get(self, ctx, keyspace, shard))
+    }
+
+    fn take<'a>(
+        &'a mut self,
+        ctx: &'a Context,
+        keyspace: &'a str,
+        shard: &'a Shard,
+    ) -> futures::future::BoxFuture<'a, Result<Held, ProxyError>> {
+        Box::pin(Connections::take(self, ctx, keyspace, shard))
+    }
+
+    fn give_back(&mut self, held: Held) {
+        Connections::give_back(self, held)
+    }
+
+    fn in_transaction(&self) -> bool {
+        Connections::in_transaction(self)
+    }
+
+    fn finish<'a>(
+        &'a mut self,
+        ctx: &'a Context,
+        commit: bool,
+    ) -> futures::future::BoxFuture<'a, Result<(), ProxyError>> {
+        Box::pin(Connections::finish(self, ctx, commit))
+    }
+
+    fn drop_unusable(&mut self) {
+        Connections::drop_unusable(self)
     }
 }
