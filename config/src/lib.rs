@@ -130,6 +130,9 @@ pub struct SessionConfig {
     pub query_timeout_ms: u64,
     /// Most rows a multi-shard merge may hold in memory at once.
     pub max_merge_rows: u64,
+    /// Most bytes of rows a statement the shards cannot answer alone may gather on its
+    /// scratch connection (joins and subqueries across shards).
+    pub max_gather_bytes: u64,
     /// Distinct statements whose plans are cached.
     pub plan_cache_size: u64,
     /// Seconds between passes that resolve in-doubt two-phase commits left by crashed
@@ -223,6 +226,7 @@ impl Default for SessionConfig {
             transaction_mode: "multi".into(),
             query_timeout_ms: 0,
             max_merge_rows: 1_000_000,
+            max_gather_bytes: 256 << 20,
             plan_cache_size: 10_000,
             twopc_recovery_interval_s: 30,
             max_prepared_statements: 1024,

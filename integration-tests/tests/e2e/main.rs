@@ -5,6 +5,7 @@ mod apps;
 mod clients;
 mod foundation;
 mod hostile;
+mod joins;
 mod moves;
 mod resharding;
 mod routing;

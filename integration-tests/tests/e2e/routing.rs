@@ -424,12 +424,9 @@ async fn sequences_ddl_metadata_and_refusals() {
 
     // Refusals name what is not supported (1235), and change nothing.
     for q in [
-        "SELECT * FROM customer c JOIN corder o ON c.name = o.sku",
-        "SELECT GROUP_CONCAT(name) FROM customer",
-        "UPDATE customer SET customer_id = 7 WHERE customer_id = 6",
+        "SELECT name INTO @n FROM customer c JOIN corder o ON c.name = o.sku LIMIT 1",
+        "UPDATE customer SET customer_id = customer_id + 1 WHERE customer_id = 6",
         "INSERT INTO customer SET customer_id = 5000, name = 'a'",
-        "SELECT * FROM customer WHERE customer_id > (SELECT AVG(customer_id) FROM customer)",
-        "SELECT name FROM customer UNION SELECT sku FROM corder",
     ] {
         let e = conn.query_drop(q).await.unwrap_err();
         assert_eq!(errno(&e), Some(1235), "{q}: {e}");

@@ -583,7 +583,7 @@ async fn kill_timeouts_processlist_warnings_and_sql_prepare() {
         "{w:?}"
     );
     let e = victim
-        .query_drop("SELECT * FROM customer c JOIN corder o ON c.name = o.sku")
+        .query_drop("UPDATE customer SET customer_id = customer_id + 1 WHERE customer_id = 6")
         .await
         .unwrap_err();
     assert_eq!(errno(&e), Some(1235), "{e}");

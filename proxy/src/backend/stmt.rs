@@ -83,6 +83,16 @@ impl BackendConn {
         }
     }
 
+    /// Closes the backend statement for `sql`, if this connection has one.
+    pub async fn unprepare(&mut self, sql: &Arc<str>) -> Result<(), BackendError> {
+        if let Some(st) = self.statements.remove(sql) {
+            self.send_command(COM_STMT_CLOSE, &st.id.to_le_bytes())
+                .await?;
+            self.finish(self.status());
+        }
+        Ok(())
+    }
+
     /// Forgets every prepared statement (after COM_RESET_CONNECTION, which drops them).
     pub fn forget_statements(&mut self) {
         self.statements.clear();

@@ -180,7 +180,8 @@ pub fn build<'b>(
             Primitive::Insert(_)
             | Primitive::Write(_)
             | Primitive::InsertSelect(_)
-            | Primitive::MoveRows(_) => {
+            | Primitive::MoveRows(_)
+            | Primitive::Gather(_) => {
                 return Err((
                     Vec::new(),
                     ProxyError::Internal("a write inside a merge".into()),

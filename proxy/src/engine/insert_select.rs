@@ -107,6 +107,9 @@ impl Exec<'_> {
         &mut self,
         select: &Primitive,
     ) -> Result<(Vec<Row>, Vec<ColumnDef>), ProxyError> {
+        if let Primitive::Gather(g) = select {
+            return self.gather_rows(g).await;
+        }
         let (mut node, columns) = match super::build::build(self, select, None).await {
             Ok(x) => x,
             Err((readers, e)) => {

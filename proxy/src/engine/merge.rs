@@ -91,7 +91,7 @@ impl Exec<'_> {
     }
 
     /// Sends the route's query to each target shard (as text) and reads the heads.
-    async fn open_route(&mut self, r: &Route, limit: Option<u64>) -> Opened {
+    pub(super) async fn open_route(&mut self, r: &Route, limit: Option<u64>) -> Opened {
         let ks = match self.keyspace(&r.keyspace) {
             Ok(k) => k.clone(),
             Err(e) => return Err((Vec::new(), e)),

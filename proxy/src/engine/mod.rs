@@ -6,6 +6,7 @@
 //! (`merge.rs` over `pipeline.rs`) or combines write results (`write.rs`).
 
 pub mod build;
+pub mod gather;
 mod insert_select;
 mod lookup;
 mod merge;
@@ -70,6 +71,17 @@ pub trait Shards: Send {
         shard: &'a Shard,
     ) -> BoxFuture<'a, Result<Held, ProxyError>>;
     fn give_back(&mut self, held: Held);
+    /// A connection to `shard` with the session's settings that does not join its
+    /// transaction, for work that reads nothing of the session's data (the scratch
+    /// tables of a gathered query). It goes back with [`Shards::release`].
+    fn scratch<'a>(
+        &'a mut self,
+        ctx: &'a Context,
+        keyspace: &'a str,
+        shard: &'a Shard,
+    ) -> BoxFuture<'a, Result<Held, ProxyError>>;
+    /// Returns a scratch connection to its pool (or drops it when it is broken).
+    fn release(&mut self, held: Held);
     /// Whether a transaction is open (explicit, implicit, or one the statement opened).
     fn in_transaction(&self) -> bool;
     /// Commits (`commit`) or rolls back the open transaction on every shard.
@@ -132,6 +144,7 @@ impl Exec<'_> {
             Primitive::Write(w) => self.write(w, out).await,
             Primitive::Insert(i) => self.insert(i, out).await,
             Primitive::InsertSelect(i) => self.insert_select(i, out).await,
+            Primitive::Gather(g) => self.gather(g, out).await,
             Primitive::MoveRows(m) => {
                 let ok = self.move_rows(m).await?;
                 self.commit_implicit().await?;

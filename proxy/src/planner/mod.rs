@@ -11,6 +11,7 @@ pub mod colocation;
 pub mod ddl;
 pub mod edit;
 pub mod facts;
+pub mod gather;
 pub mod insert;
 pub mod insert_select;
 pub mod lexer;
@@ -262,10 +263,11 @@ pub(super) fn route_statement(
             }
         })?,
         many => {
-            return Err(ProxyError::NotSupported(format!(
+            let refused = ProxyError::NotSupported(format!(
                 "a statement spanning keyspaces {}",
                 many.join(", ")
-            )))
+            ));
+            return gather_instead(sql, stmt, ctx, refused);
         }
     };
     if !keyspace.sharded {
@@ -279,13 +281,40 @@ pub(super) fn route_statement(
     if keyspaces.is_empty() {
         return Ok(route(&keyspace.name, Target::AnyShard, sql, stmt, ctx));
     }
-    if session_rewrites(sql, stmt, &keyspace.name, ctx).is_some() {
-        return Err(ProxyError::NotSupported(
+    if session_rewrites(sql, stmt, &keyspace.name, ctx, false).is_some() {
+        let refused = ProxyError::NotSupported(
             "DATABASE(), @@socket or keyspace-qualified names in a statement on a sharded keyspace whose shards use other database names".into(),
-        ));
+        );
+        return gather_instead(sql, stmt, ctx, refused);
     }
     let schema = ctx.schema.keyspaces.get(&keyspace.name).map(|k| &**k);
-    sharded::plan(sql, stmt, keyspace, ctx.snapshot, schema)
+    match sharded::plan(sql, stmt, keyspace, ctx.snapshot, schema) {
+        Err(refused @ ProxyError::NotSupported(_)) => gather_instead(sql, stmt, ctx, refused),
+        other => other,
+    }
+}
+
+/// A SELECT the shards cannot answer alone is gathered (`gather/`); when that is not
+/// possible either, the first refusal stands (it names the construct).
+fn gather_instead(
+    sql: &str,
+    stmt: &Statement,
+    ctx: &PlanContext,
+    refused: ProxyError,
+) -> Result<Primitive, ProxyError> {
+    if !matches!(stmt, Statement::Query(_)) {
+        return Err(refused);
+    }
+    match gather::plan(sql, stmt, ctx) {
+        Err(ProxyError::NotSupported(_)) => Err(refused),
+        other => other,
+    }
+}
+
+/// The statement as a scratch connection runs it: keyspace qualifiers become the
+/// scratch's database, session functions and `DATABASE()` the session's values.
+pub(crate) fn scratch_text(sql: &str, stmt: &Statement, ctx: &PlanContext) -> String {
+    session_rewrites(sql, stmt, "", ctx, true).unwrap_or_else(|| sql.to_string())
 }
 
 /// INSERT ... SELECT into a sharded table, or from another keyspace: planned on its own
@@ -396,7 +425,7 @@ fn route(
     stmt: &Statement,
     ctx: &PlanContext,
 ) -> Primitive {
-    let query = match session_rewrites(sql, stmt, keyspace, ctx) {
+    let query = match session_rewrites(sql, stmt, keyspace, ctx, false) {
         Some(text) => Query::rewritten(&text),
         None => Query::verbatim(sql),
     };
@@ -426,6 +455,7 @@ fn session_rewrites(
     stmt: &Statement,
     keyspace: &str,
     ctx: &PlanContext,
+    all_qualifiers: bool,
 ) -> Option<String> {
     let idx = TextIndex::new(sql);
     let mut edits = Edits::new();
@@ -452,9 +482,10 @@ fn session_rewrites(
         }
     };
     let ks = ctx.snapshot.keyspace(keyspace);
-    let db_differs = ks
-        .map(|k| k.shards.values().any(|s| s.database != k.name))
-        .unwrap_or(false);
+    let db_differs = all_qualifiers
+        || ks
+            .map(|k| k.shards.values().any(|s| s.database != k.name))
+            .unwrap_or(false);
     let _ = visit_expressions(stmt, |e: &Expr| {
         match e {
             Expr::Identifier(id) if id.quote_style.is_none() => {
@@ -510,7 +541,7 @@ fn session_rewrites(
     if db_differs {
         for t in tables::tables(stmt) {
             if let (Some(s), Some(span)) = (&t.schema, t.schema_span) {
-                if s == keyspace {
+                if s == keyspace || (all_qualifiers && !tables::is_system_schema(s)) {
                     if let Some((a, b)) = idx.range(span) {
                         edits.replace(a, b, format!("{}db", sqltext::MARKER_PREFIX));
                     }

@@ -207,6 +207,8 @@ pub enum Primitive {
     InsertSelect(Box<super::insert_select::InsertSelectPlan>),
     /// UPDATE of the sharding column: the matched rows move to the new value's shard.
     MoveRows(Box<super::move_rows::MovePlan>),
+    /// A statement the shards cannot answer alone: rows gathered on a scratch connection.
+    Gather(Box<super::gather::GatherPlan>),
 }
 
 impl Primitive {
@@ -235,6 +237,10 @@ impl Primitive {
                     walk(&i.select, out);
                 }
                 Primitive::MoveRows(m) => add(&m.keyspace),
+                Primitive::Gather(g) => {
+                    add(&g.scratch);
+                    g.fetches.iter().for_each(|f| add(&f.route.keyspace));
+                }
             }
         }
         let mut out = Vec::new();
@@ -248,7 +254,10 @@ impl Primitive {
         match self {
             Primitive::Route(r) => r.query.verbatim = false,
             Primitive::Write(w) => w.route.query.verbatim = false,
-            Primitive::Insert(_) | Primitive::InsertSelect(_) | Primitive::MoveRows(_) => {}
+            Primitive::Insert(_)
+            | Primitive::InsertSelect(_)
+            | Primitive::MoveRows(_)
+            | Primitive::Gather(_) => {}
             Primitive::MergeSort { input, .. }
             | Primitive::Aggregate { input, .. }
             | Primitive::Filter { input, .. }

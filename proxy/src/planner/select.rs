@@ -104,6 +104,11 @@ pub fn plan_select(
     if let Some(reason) = has_nonlocal_subquery(stmt) {
         return Err(ProxyError::NotSupported(format!("{reason} across shards")));
     }
+    if !windows_stay_on_shards(stmt, &scope, anchor) {
+        return Err(ProxyError::NotSupported(
+            "window functions whose PARTITION BY is not the sharding column across shards".into(),
+        ));
+    }
     if super::merge::needs_merge(query, select) {
         return super::merge::plan_merge(
             sql,
@@ -208,7 +213,19 @@ fn plan_union(
         let [Statement::Query(q)] = parsed.as_slice() else {
             return Err(ProxyError::NotSupported("this UNION branch".into()));
         };
-        plans.push(plan_select(text, &parsed[0], q, ks, schema)?);
+        let branch = plan_select(text, &parsed[0], q, ks, schema)?;
+        if let Primitive::Project {
+            hidden, renames, ..
+        } = &branch
+        {
+            // Helper columns are removed only at the top of a plan.
+            if *hidden > 0 || !renames.is_empty() {
+                return Err(ProxyError::NotSupported(
+                    "a UNION branch that is merged across shards".into(),
+                ));
+            }
+        }
+        plans.push(branch);
     }
     let _ = Edits::new();
     Ok(Primitive::Concat(plans))
@@ -231,4 +248,30 @@ fn collect_union_branches<'a>(e: &'a SetExpr, out: &mut Vec<&'a SetExpr>) {
         },
         other => out.push(other),
     }
+}
+
+/// Whether every window function partitions by the anchor table's sharding column (each
+/// partition then lives on one shard, so every shard computes its windows exactly).
+fn windows_stay_on_shards(stmt: &Statement, scope: &Scope, anchor: Option<usize>) -> bool {
+    let mut ok = true;
+    let _ = sqlparser::ast::visit_expressions(stmt, |e| {
+        if let sqlparser::ast::Expr::Function(f) = e {
+            if let Some(over) = &f.over {
+                let partitioned = match (over, anchor) {
+                    (sqlparser::ast::WindowType::WindowSpec(spec), Some(a)) => {
+                        let col = scope.tables[a].vindex_column();
+                        spec.partition_by.iter().any(|p| {
+                            scope
+                                .resolve(p)
+                                .is_some_and(|(t, c)| t == a && Some(&c) == col.as_ref())
+                        })
+                    }
+                    _ => false,
+                };
+                ok &= partitioned;
+            }
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+    ok
 }

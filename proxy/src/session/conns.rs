@@ -240,6 +240,42 @@ impl Connections {
         Ok(h)
     }
 
+    /// A connection to `shard` outside the session's transaction (see
+    /// [`crate::engine::Shards::scratch`]); tracked as taken, so KILL reaches it.
+    pub async fn scratch(
+        &mut self,
+        ctx: &Context,
+        keyspace: &str,
+        shard: &Shard,
+    ) -> Result<Held, ProxyError> {
+        let label = format!("{keyspace}/{}", shard.name);
+        let pool = ctx.backends.pool(shard, self.charset, self.capabilities);
+        let conn = pool
+            .get_with(self.signature, &self.settings)
+            .await
+            .map_err(|e| {
+                ctx.metrics.backend_connect_errors_total.inc();
+                ProxyError::from_backend(&label, e)
+            })?;
+        self.taken.push((conn.pool().clone(), conn.thread_id));
+        Ok(Held {
+            key: (shard.primary.clone(), shard.database.clone()),
+            label,
+            conn,
+            in_txn: false,
+            pinned: false,
+            hold: false,
+            used: self.seq,
+        })
+    }
+
+    /// Returns a scratch connection to its pool.
+    pub fn release(&mut self, h: Held) {
+        let id = h.conn.thread_id;
+        self.taken.retain(|(_, t)| *t != id);
+        drop(h);
+    }
+
     /// Returns a taken connection; one left broken or with unread results is dropped.
     pub fn give_back(&mut self, h: Held) {
         let id = h.conn.thread_id;
@@ -541,6 +577,19 @@ impl crate::engine::Shards for Connections {
 
     fn give_back(&mut self, held: Held) {
         Connections::give_back(self, held)
+    }
+
+    fn scratch<'a>(
+        &'a mut self,
+        ctx: &'a Context,
+        keyspace: &'a str,
+        shard: &'a Shard,
+    ) -> futures::future::BoxFuture<'a, Result<Held, ProxyError>> {
+        Box::pin(Connections::scratch(self, ctx, keyspace, shard))
+    }
+
+    fn release(&mut self, held: Held) {
+        Connections::release(self, held)
     }
 
     fn in_transaction(&self) -> bool {

@@ -64,6 +64,7 @@ fn plan_keyspace(p: &Primitive) -> (String, Option<&Target>) {
         Primitive::Insert(i) => (i.keyspace.clone(), None),
         Primitive::InsertSelect(i) => (i.keyspace.clone(), None),
         Primitive::MoveRows(m) => (m.keyspace.clone(), Some(&m.select.target)),
+        Primitive::Gather(g) => (g.scratch.clone(), None),
         Primitive::Concat(v) => v.first().map(plan_keyspace).unwrap_or_default(),
         Primitive::MergeSort { input, .. }
         | Primitive::Aggregate { input, .. }
@@ -124,6 +125,14 @@ impl Session {
                 Vec::new(),
                 vec![ColumnDef::text("?"); param_count as usize],
             ),
+            Plan::Query(crate::planner::QueryPlan {
+                root: Primitive::Gather(g),
+                ..
+            }) => {
+                let st = crate::engine::gather::describe(&mut self.conns, &self.ctx, &snapshot, g)
+                    .await?;
+                (st.params, st.columns, st.param_defs)
+            }
             Plan::Query(q) => {
                 let p = &q.root;
                 // Prepare the client's text on one shard of the plan's keyspace to learn
