@@ -181,7 +181,8 @@ pub fn build<'b>(
             | Primitive::Write(_)
             | Primitive::InsertSelect(_)
             | Primitive::MoveRows(_)
-            | Primitive::Gather(_) => {
+            | Primitive::Gather(_)
+            | Primitive::GatherWrite(_) => {
                 return Err((
                     Vec::new(),
                     ProxyError::Internal("a write inside a merge".into()),

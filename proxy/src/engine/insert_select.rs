@@ -96,14 +96,14 @@ impl Exec<'_> {
         p: &InsertSelectPlan,
         out: &mut Responder<'_>,
     ) -> Result<RelaySummary, ExecError> {
-        let (rows, columns) = self.collect(&p.select).await?;
+        let (rows, columns) = self.collect_rows(&p.select).await?;
         let ok = self.insert_rows_of(p, &rows, &columns).await?;
         self.commit_implicit().await?;
         self.respond(out, ok)
     }
 
     /// Every row of `select` (bounded by `session.max_merge_rows`), with its columns.
-    async fn collect(
+    pub(super) async fn collect_rows(
         &mut self,
         select: &Primitive,
     ) -> Result<(Vec<Row>, Vec<ColumnDef>), ProxyError> {

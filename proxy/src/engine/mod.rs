@@ -7,6 +7,7 @@
 
 pub mod build;
 pub mod gather;
+mod gather_write;
 mod insert_select;
 mod lookup;
 mod merge;
@@ -145,6 +146,11 @@ impl Exec<'_> {
             Primitive::Insert(i) => self.insert(i, out).await,
             Primitive::InsertSelect(i) => self.insert_select(i, out).await,
             Primitive::Gather(g) => self.gather(g, out).await,
+            Primitive::GatherWrite(w) => {
+                let ok = self.gather_write(w).await?;
+                self.commit_implicit().await?;
+                self.respond(out, ok)
+            }
             Primitive::MoveRows(m) => {
                 let ok = self.move_rows(m).await?;
                 self.commit_implicit().await?;

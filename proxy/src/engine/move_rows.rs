@@ -42,18 +42,25 @@ impl Exec<'_> {
         let mut changed_any = false;
         let result = self.move_rows_steps(m, &mut changed_any).await;
         match result {
-            Err(e) if changed_any && !self.implicit_txn => {
-                // Part of the statement is done on some shard: the transaction cannot
-                // continue as if the statement had not run.
-                let _ = self.conns.finish(self.ctx, false).await;
-                let mut p = e.to_packet();
-                p.message.push_str(
-                    " (shardgate: the statement had changed rows on some shards, so the whole transaction was rolled back)",
-                );
-                Err(ProxyError::Backend(p))
-            }
-            other => other,
+            Err(e) => Err(self.abandon_statement(e, changed_any).await),
+            ok => ok,
         }
+    }
+
+    /// A statement that changes several shards in steps failed. If a step had already
+    /// changed rows inside the client's transaction, that part cannot be undone for the
+    /// statement alone: the whole transaction is rolled back and the error says so (as
+    /// Vitess does). A transaction of the statement's own is rolled back by the session.
+    pub(super) async fn abandon_statement(&mut self, e: ProxyError, changed: bool) -> ProxyError {
+        if !changed || self.implicit_txn {
+            return e;
+        }
+        let _ = self.conns.finish(self.ctx, false).await;
+        let mut p = e.to_packet();
+        p.message.push_str(
+            " (shardgate: the statement had changed rows on some shards, so the whole transaction was rolled back)",
+        );
+        ProxyError::Backend(p)
     }
 
     async fn move_rows_steps(
@@ -281,7 +288,7 @@ impl Exec<'_> {
             .map_err(|e| ProxyError::from_backend(&label, e))
     }
 
-    async fn exec_on(
+    pub(super) async fn exec_on(
         &mut self,
         ks: &Keyspace,
         shard: &Shard,

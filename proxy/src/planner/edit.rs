@@ -125,6 +125,35 @@ impl<'a> TextIndex<'a> {
         Some((a, end))
     }
 
+    /// Byte range of an expression's text, checked: the text must parse back to the same
+    /// expression (sqlparser's spans of some nodes leave out a leading keyword, e.g. `NOT`
+    /// of `NOT EXISTS`; moving such a piece elsewhere would change its meaning).
+    pub fn checked_expr_range(&self, e: &sqlparser::ast::Expr) -> Option<(usize, usize)> {
+        use sqlparser::ast::Spanned;
+        let (mut a, mut b) = self.expr_range(e.span())?;
+        let same = |a: usize, b: usize| {
+            sqlparser::parser::Parser::new(&sqlparser::dialect::MySqlDialect {})
+                .try_with_sql(&self.text[a..b])
+                .ok()
+                .and_then(|mut p| p.parse_expr().ok())
+                .is_some_and(|parsed| parsed == *e)
+        };
+        // A subquery's span leaves out its parentheses: widen to them.
+        for _ in 0..3 {
+            if same(a, b) {
+                return Some((a, b));
+            }
+            let before = self.text[..a].trim_end();
+            let after = self.text[b..].trim_start();
+            if !(before.ends_with('(') && after.starts_with(')')) {
+                return None;
+            }
+            a = before.len() - 1;
+            b = self.text.len() - after.len() + 1;
+        }
+        None
+    }
+
     /// The end (exclusive) of the parenthesised code opening at `open`.
     fn closing_paren(&self, open: usize) -> Option<usize> {
         let bytes = self.text.as_bytes();

@@ -294,7 +294,8 @@ pub(super) fn route_statement(
     }
 }
 
-/// A SELECT the shards cannot answer alone is gathered (`gather/`); when that is not
+/// A SELECT the shards cannot answer alone is gathered (`gather/`), an UPDATE or DELETE
+/// finds its rows that way and changes them by primary key; when that is not
 /// possible either, the first refusal stands (it names the construct).
 fn gather_instead(
     sql: &str,
@@ -302,10 +303,12 @@ fn gather_instead(
     ctx: &PlanContext,
     refused: ProxyError,
 ) -> Result<Primitive, ProxyError> {
-    if !matches!(stmt, Statement::Query(_)) {
-        return Err(refused);
-    }
-    match gather::plan(sql, stmt, ctx) {
+    let gathered = match stmt {
+        Statement::Query(_) => gather::plan(sql, stmt, ctx),
+        Statement::Update(_) | Statement::Delete(_) => gather::write::plan(sql, stmt, ctx),
+        _ => return Err(refused),
+    };
+    match gathered {
         Err(ProxyError::NotSupported(_)) => Err(refused),
         other => other,
     }

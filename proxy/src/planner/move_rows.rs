@@ -169,7 +169,7 @@ pub fn plan(
         .range(u.assignments.first().ok_or_else(fail)?.span())
         .ok_or_else(fail)?;
     let (_, set_end) = idx
-        .expr_range(u.assignments.last().ok_or_else(fail)?.value.span())
+        .checked_expr_range(&u.assignments.last().ok_or_else(fail)?.value)
         .ok_or_else(fail)?;
     let alias = match &u.table.relation {
         TableFactor::Table { alias: Some(a), .. } => format!(" AS {}", quote(&a.name.value)),

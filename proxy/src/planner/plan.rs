@@ -30,7 +30,10 @@ pub struct QueryPlan {
 
 impl QueryPlan {
     pub fn new(root: Primitive, mut facts: Facts) -> QueryPlan {
-        facts.atomic = matches!(root, Primitive::MoveRows(_) | Primitive::InsertSelect(_));
+        facts.atomic = matches!(
+            root,
+            Primitive::MoveRows(_) | Primitive::InsertSelect(_) | Primitive::GatherWrite(_)
+        );
         QueryPlan { root, facts }
     }
 }
@@ -209,6 +212,8 @@ pub enum Primitive {
     MoveRows(Box<super::move_rows::MovePlan>),
     /// A statement the shards cannot answer alone: rows gathered on a scratch connection.
     Gather(Box<super::gather::GatherPlan>),
+    /// UPDATE / DELETE whose rows a SELECT finds; each changed on its shard by key.
+    GatherWrite(Box<super::gather::write::GatherWrite>),
 }
 
 impl Primitive {
@@ -241,6 +246,10 @@ impl Primitive {
                     add(&g.scratch);
                     g.fetches.iter().for_each(|f| add(&f.route.keyspace));
                 }
+                Primitive::GatherWrite(w) => {
+                    w.targets.iter().for_each(|t| add(&t.keyspace));
+                    walk(&w.select, out);
+                }
             }
         }
         let mut out = Vec::new();
@@ -257,7 +266,8 @@ impl Primitive {
             Primitive::Insert(_)
             | Primitive::InsertSelect(_)
             | Primitive::MoveRows(_)
-            | Primitive::Gather(_) => {}
+            | Primitive::Gather(_)
+            | Primitive::GatherWrite(_) => {}
             Primitive::MergeSort { input, .. }
             | Primitive::Aggregate { input, .. }
             | Primitive::Filter { input, .. }

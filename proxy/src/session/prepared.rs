@@ -65,6 +65,7 @@ fn plan_keyspace(p: &Primitive) -> (String, Option<&Target>) {
         Primitive::InsertSelect(i) => (i.keyspace.clone(), None),
         Primitive::MoveRows(m) => (m.keyspace.clone(), Some(&m.select.target)),
         Primitive::Gather(g) => (g.scratch.clone(), None),
+        Primitive::GatherWrite(w) => plan_keyspace(&w.select),
         Primitive::Concat(v) => v.first().map(plan_keyspace).unwrap_or_default(),
         Primitive::MergeSort { input, .. }
         | Primitive::Aggregate { input, .. }
@@ -118,7 +119,7 @@ impl Session {
             // columns, parameters untyped.
             Plan::Session(_)
             | Plan::Query(crate::planner::QueryPlan {
-                root: Primitive::InsertSelect(_),
+                root: Primitive::InsertSelect(_) | Primitive::GatherWrite(_),
                 ..
             }) => (
                 param_count,

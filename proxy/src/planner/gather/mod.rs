@@ -18,6 +18,7 @@
 
 pub mod blocks;
 pub mod filters;
+pub mod write;
 
 use super::edit::TextIndex;
 use super::plan::{Primitive, Query, Route, Target};
@@ -28,7 +29,7 @@ use blocks::Analysis;
 use filters::Reducer;
 use serde::Serialize;
 use shardgate_topology::TableKind;
-use sqlparser::ast::{BinaryOperator, Expr, Spanned, Statement};
+use sqlparser::ast::{BinaryOperator, Expr, Statement};
 
 fn unsupported(what: impl Into<String>) -> ProxyError {
     ProxyError::NotSupported(what.into())
@@ -177,7 +178,7 @@ pub fn plan(sql: &str, stmt: &Statement, ctx: &PlanContext) -> Result<Primitive,
         let pushed: Vec<String> = a
             .pushable(o)
             .into_iter()
-            .filter_map(|e| idx.expr_range(e.span()))
+            .filter_map(|e| idx.checked_expr_range(e))
             .map(|(s, e)| format!("({})", idx.slice_with_params(s, e, &ph)))
             .collect();
         // Pushed conjuncts name the occurrence's qualifier; a plain read uses the table's
