@@ -31,6 +31,10 @@ pub struct Metrics {
     /// Schema snapshots swapped in, and failed schema reads.
     pub schema_refreshes_total: IntCounter,
     pub schema_errors_total: IntCounter,
+    /// Statements answered by gathering rows on a scratch connection, and what they read.
+    pub gathered_total: IntCounter,
+    pub gathered_rows_total: IntCounter,
+    pub gathered_bytes_total: IntCounter,
 }
 
 impl Metrics {
@@ -113,6 +117,18 @@ impl Metrics {
             schema_errors_total: counter(
                 "schema_errors_total",
                 "Keyspace schema reads that failed (the last known schema is kept).",
+            ),
+            gathered_total: counter(
+                "gathered_total",
+                "Statements the shards could not answer alone, answered by gathering rows on a scratch connection.",
+            ),
+            gathered_rows_total: counter(
+                "gathered_rows_total",
+                "Rows read from the shards into scratch tables.",
+            ),
+            gathered_bytes_total: counter(
+                "gathered_bytes_total",
+                "Bytes of rows (as SQL literals) written into scratch tables.",
             ),
             registry,
         }

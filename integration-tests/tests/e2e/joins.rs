@@ -207,7 +207,7 @@ async fn load(conn: &mut Conn) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn joins_and_subqueries_across_shards_equal_a_single_server() {
-    let c = TestCluster::start(4).await;
+    let mut c = TestCluster::start(4).await;
     let mut sharded = c.conn("customer").await;
     load(&mut sharded).await;
     let mut reference = c.direct("commerce", "-").await;
@@ -296,6 +296,7 @@ async fn joins_and_subqueries_across_shards_equal_a_single_server() {
             Err(e) => wrong.push(format!("after the writes, {t}: {e}")),
         }
     }
+    bounds_are_kept(&mut c).await;
     let total = QUERIES.len() + 2 + WRITES.len();
     eprintln!(
         "joins: {total} statements, {} wrong, {} refused",
@@ -316,4 +317,48 @@ async fn joins_and_subqueries_across_shards_equal_a_single_server() {
         "{} of {total} refused (at most 5%)",
         refused.len()
     );
+}
+
+/// A gathered statement that would need more rows or bytes than allowed fails with a
+/// clear error, and leaves nothing behind: the next one works.
+async fn bounds_are_kept(c: &mut TestCluster) {
+    for (id, env, needle) in [
+        (
+            "bytes",
+            ("SHARDGATE_SESSION_MAX_GATHER_BYTES", "5000"),
+            "session.max_gather_bytes",
+        ),
+        (
+            "rows",
+            ("SHARDGATE_SESSION_MAX_MERGE_ROWS", "200"),
+            "session.max_merge_rows",
+        ),
+    ] {
+        c.info.start_proxy_env(id, 0, 0, &[env]).await.unwrap();
+        let addr = c
+            .info
+            .proxies
+            .iter()
+            .find(|p| p.id == id)
+            .unwrap()
+            .mysql
+            .clone();
+        let mut conn = Conn::new(
+            mysql_async::Opts::from_url(&integration_tests::url_for(&addr, "customer")).unwrap(),
+        )
+        .await
+        .unwrap();
+        // No equality to reduce by: every row of both tables would have to be gathered.
+        let e = conn
+            .query_drop("SELECT COUNT(*) FROM customers c JOIN orders o ON c.tier > o.id % 2")
+            .await
+            .unwrap_err();
+        assert_eq!(errno(&e), Some(1105), "{e}");
+        assert!(e.to_string().contains(needle), "{e}");
+        let n: Vec<(i64, String)> = conn
+            .query("SELECT o.id, c.name FROM orders o JOIN customers c ON c.id = o.customer_id WHERE o.id IN (3, 4)")
+            .await
+            .unwrap();
+        assert!(!n.is_empty());
+    }
 }

@@ -125,6 +125,7 @@ impl Exec<'_> {
         for t in &g.tables {
             run(scratch, &t.create).await?;
         }
+        self.ctx.metrics.gathered_total.inc();
         let mut kept: Kept = vec![Vec::new(); g.fetches.len()];
         let mut budget = Budget::default();
         for (i, f) in g.fetches.iter().enumerate() {
@@ -140,6 +141,8 @@ impl Exec<'_> {
             }
             kept[i] = found.into_iter().map(|(c, _, v)| (c, v)).collect();
         }
+        self.ctx.metrics.gathered_rows_total.inc_by(budget.rows);
+        self.ctx.metrics.gathered_bytes_total.inc_by(budget.bytes);
         Ok(())
     }
 

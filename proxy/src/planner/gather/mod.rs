@@ -471,3 +471,122 @@ fn create_table(a: &Analysis, occs: &[usize], reducers: &[Reducer]) -> String {
         parts.join(", ")
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{golden, plan as plan_sql, Plan, PlanContext};
+    use super::*;
+
+    fn gathered(sql: &str) -> GatherPlan {
+        let snap = golden::snapshot();
+        let schema = golden::schema();
+        let ctx = PlanContext {
+            snapshot: &snap,
+            schema: &schema,
+            keyspace: Some("customer"),
+            shard: None,
+        };
+        match plan_sql(sql, &ctx) {
+            Ok(Plan::Query(q)) => match q.root {
+                Primitive::Gather(g) => *g,
+                other => panic!("{sql}: {other:?}"),
+            },
+            other => panic!("{sql}: {other:?}"),
+        }
+    }
+
+    /// (fetch name, pushed WHERE text, reduced by `from` fetch's name) per fetch.
+    fn shape(g: &GatherPlan) -> Vec<(String, String, Option<String>)> {
+        g.fetches
+            .iter()
+            .map(|f| {
+                let text = f.route.query.text.to_string();
+                let cond = text.split(" WHERE ").nth(1).unwrap_or("").to_string();
+                let from = f.reduce.as_ref().map(|r| g.fetches[r.from].name.clone());
+                (f.name.clone(), cond, from)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_outer_join_reduces_only_its_padded_side() {
+        let g = gathered(
+            "select * from customer c left join corder o on o.sku = c.name and o.price > 5 where c.country = 'x'",
+        );
+        assert_eq!(
+            shape(&g),
+            [
+                ("c".into(), "(c.country = 'x')".into(), None),
+                ("o".into(), "(o.price > 5)".into(), Some("c".into())),
+            ]
+        );
+        // A WHERE condition on the padded side that is not null-rejecting stays on the
+        // scratch; one that is may be pushed.
+        let g = gathered(
+            "select * from customer c left join corder o on o.sku = c.name where o.price is null or c.country = 'y'",
+        );
+        assert!(
+            shape(&g).iter().all(|(_, cond, _)| cond == "1"),
+            "{:?}",
+            shape(&g)
+        );
+        let g = gathered(
+            "select * from customer c left join corder o on o.sku = c.name where o.price = 3",
+        );
+        assert!(shape(&g)
+            .iter()
+            .any(|(n, cond, _)| n == "o" && cond.starts_with("(o.price = 3)")));
+    }
+
+    #[test]
+    fn a_correlated_subquery_is_reduced_by_its_outer_rows_not_the_other_way() {
+        let g = gathered(
+            "select c.name from customer c where c.customer_id < 9 and not exists (select 1 from corder o where o.sku = c.name)",
+        );
+        let s = shape(&g);
+        assert_eq!(s[0].0, "c");
+        assert_eq!(s[0].2, None);
+        assert_eq!(s[1], ("o".into(), "1".into(), Some("c".into())));
+        assert!(g.fetches[1]
+            .reduce
+            .as_ref()
+            .unwrap()
+            .query
+            .text
+            .contains("IN (:sg_in)"));
+    }
+
+    #[test]
+    fn a_pinned_occurrence_is_read_first_and_routes_the_next_by_vindex() {
+        let g = gathered(
+            "select * from corder o join customer c on c.customer_id = o.price where o.customer_id = 5",
+        );
+        assert_eq!(g.fetches[0].name, "o");
+        assert!(matches!(g.fetches[0].route.target, Target::Equal { .. }));
+        let r = g.fetches[1].reduce.as_ref().expect("reduced");
+        assert_eq!(
+            r.vindex.as_deref(),
+            Some("hash"),
+            "c.customer_id is its sharding column"
+        );
+        // The query runs on the scratch as written.
+        assert_eq!(
+            g.query.text.as_ref(),
+            "select * from corder o join customer c on c.customer_id = o.price where o.customer_id = 5"
+        );
+    }
+
+    #[test]
+    fn tables_of_another_keyspace_are_shipped_and_qualifiers_point_at_the_scratch() {
+        let g = gathered("select * from corder o join commerce.product p on p.sku = o.sku");
+        // The unsharded keyspace runs it: its table stays, the sharded one is shipped.
+        assert_eq!(g.scratch, "commerce");
+        assert_eq!(g.tables.len(), 1);
+        assert_eq!(g.tables[0].table, "corder");
+        assert!(g.query.text.contains(":sg_db.product"), "{}", g.query.text);
+        assert!(g.tables[0]
+            .create
+            .starts_with("CREATE TEMPORARY TABLE `corder`"));
+        assert!(g.tables[0].create.contains("PRIMARY KEY (`order_id`)"));
+    }
+}
