@@ -158,6 +158,58 @@ def big_merge(info, pport, proxy_pid, args):
             "peak": peak[0], "streamed": streamed, "stream_s": stream_s}
 
 
+def joins_suite(pport, commerce, args):
+    """Cross-shard joins of two 10,000-row tables through the proxy (2-shard keyspace,
+    each table sharded by its own id) against the same tables on one MariaDB."""
+    import pymysql
+    host, port = commerce["addr"].split(":")
+    direct = pymysql.connect(host=host, port=int(port), user="root", autocommit=True)
+    dc = direct.cursor()
+    dc.execute("DROP DATABASE IF EXISTS join_bench")
+    dc.execute("CREATE DATABASE join_bench")
+    dc.execute("USE join_bench")
+    proxy = pymysql.connect(host="127.0.0.1", port=pport, user="root", database="customer",
+                            autocommit=True)
+    pc = proxy.cursor()
+    n = args.join_rows
+    for cur in (dc, pc):
+        cur.execute("DROP TABLE IF EXISTS ja")
+        cur.execute("DROP TABLE IF EXISTS jb")
+        cur.execute("CREATE TABLE ja (id BIGINT NOT NULL PRIMARY KEY, k INT, v VARCHAR(20), KEY (k))")
+        cur.execute("CREATE TABLE jb (id BIGINT NOT NULL PRIMARY KEY, a_id BIGINT, w INT, KEY (a_id))")
+        for start in range(1, n + 1, 1000):
+            ids = range(start, min(start + 1000, n + 1))
+            cur.execute("INSERT INTO ja VALUES " + ", ".join(f"({i}, {i % 1000}, 'v{i}')" for i in ids))
+            cur.execute("INSERT INTO jb VALUES " + ", ".join(f"({i}, {(i * 7) % n + 1}, {i % 97})" for i in ids))
+    queries = {
+        "selective (10 x 10 rows)": "SELECT a.v, b.w FROM ja a JOIN jb b ON b.a_id = a.id WHERE a.k = {k}",
+        "non-selective (10,000 x 10,000)": "SELECT COUNT(*), SUM(b.w) FROM ja a JOIN jb b ON b.a_id = a.id",
+    }
+    out = {}
+    for name, q in queries.items():
+        times = {"direct": [], "shardgate": []}
+        reps = args.join_reps if "non" not in name else max(3, args.join_reps // 10)
+        for r in range(reps):
+            sql = q.format(k=(r * 37) % 1000)
+            for target, cur in (("direct", dc), ("shardgate", pc)) if r % 2 == 0 else (("shardgate", pc), ("direct", dc)):
+                t0 = time.perf_counter()
+                cur.execute(sql)
+                rows = cur.fetchall()
+                times[target].append((time.perf_counter() - t0) * 1000)
+                if target == "direct":
+                    want = rows
+                else:
+                    got = rows
+            if sorted(map(str, want)) != sorted(map(str, got)):
+                raise RuntimeError(f"join bench: different answers for {sql}")
+        out[name] = {t: statistics.median(v) for t, v in times.items()}
+        print(f"  join {name:32} direct {out[name]['direct']:8.2f} ms   shardgate {out[name]['shardgate']:8.2f} ms",
+              flush=True)
+    direct.close()
+    proxy.close()
+    return out
+
+
 def fg_run(pport, tables, size, seconds, rate, interval=False):
     """A rate-limited oltp_read_write through the proxy on customer: the foreground load
     whose latency the reshard suite watches. Returns (p95 ms, max ms, per-second lines)."""
@@ -258,6 +310,8 @@ def main():
     ap.add_argument("--tests", default="oltp_point_select,oltp_read_write")
     ap.add_argument("--big-rows", type=int, default=1000000)
     ap.add_argument("--tpcc-warehouses", type=int, default=4)
+    ap.add_argument("--join-rows", type=int, default=10000)
+    ap.add_argument("--join-reps", type=int, default=50)
     ap.add_argument("--tpcc-threads", type=int, default=8)
     ap.add_argument("--dir", default=os.path.join(ROOT, "bench/.cluster"))
     ap.add_argument("--reshard-table-size", type=int, default=100000)
@@ -337,6 +391,8 @@ def main():
                     results.setdefault(("twopc", mode), []).append((tps, p95, errors))
                     print(f"  cross-shard tx     {mode:10} round {r+1}: {tps:10.0f} tx/s  p95 {p95:6.2f} ms  errors {errors}",
                           flush=True)
+        if "joins" in suites:
+            results["joins"] = joins_suite(pport, commerce, args)
         if "tpcc" in suites:
             # TPC-C (integration-tests/src/tpcc): one MariaDB, the unsharded keyspace, and a
             # keyspace sharded by warehouse over the 2 customer servers, alternating rounds.
@@ -426,6 +482,11 @@ def main():
         print(f"| cutover: writes held (controller) / slowest foreground transaction | {r['cutover']['pause_ms']} ms / "
               f"{r['cutover']['fg_max_ms']:.1f} ms |")
         print(f"| foreground errors during backfill / cutover | {b['errors']} / {r['cutover']['errors']} |")
+    if "joins" in results:
+        print("\n| cross-shard join (2 shards, tables sharded by their own ids) | one MariaDB (median ms) | shardgate (median ms) | ratio |")
+        print("|---|---:|---:|---:|")
+        for name, r in results["joins"].items():
+            print(f"| {name} | {r['direct']:.2f} | {r['shardgate']:.2f} | {r['shardgate'] / r['direct']:.1f}x |")
     if "tpcc" in results:
         t = results["tpcc"]
         base = next(x["tpmc"] for x in t["targets"] if x["name"] == "unsharded")
@@ -438,6 +499,11 @@ def main():
             ok = "holds" if not x["violations"] else f"{len(x['violations'])} violations"
             print(f"| {x['name']} | {x['tpmc']:.0f} | {x['tpmc'] / base:.2f}x | {tot['retries']} | {errors} "
                   f"| {ok} ({x['districts']} districts) |")
+        print("\n| TPC-C stock-level query | one MariaDB (median ms) | shardgate (median ms) | ratio |")
+        print("|---|---:|---:|---:|")
+        for label, r in t["stock_level"].items():
+            print(f"| {label.replace('_', ' ')} | {r['direct_ms']:.2f} | {r['shardgate_ms']:.2f} "
+                  f"| {r['shardgate_ms'] / r['direct_ms']:.1f}x |")
     if "memory" in results:
         idle, loaded = results["memory"]
         print(f"\nproxy RSS idle: {idle/1024:.1f} MiB; with 1,000 idle client connections: {loaded/1024:.1f} MiB "

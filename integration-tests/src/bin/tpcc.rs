@@ -64,7 +64,9 @@ async fn main() -> Result<()> {
     eprintln!("loaded in {:.1} s", started.elapsed().as_secs_f64());
     let outcomes =
         tpcc::compare(&targets, &scale, args.threads, args.seconds, args.rounds, 2).await?;
+    let stock_level = tpcc::stock_level_latency(&targets, &scale, 30).await?;
     let doc = serde_json::json!({
+        "stock_level": stock_level,
         "warehouses": args.warehouses,
         "threads": args.threads,
         "seconds": args.seconds,

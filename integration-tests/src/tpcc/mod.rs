@@ -17,7 +17,7 @@ mod tx;
 
 pub use check::check;
 pub use load::{create_schema, load};
-pub use setup::{compare, setup, Outcome, Targets};
+pub use setup::{compare, setup, stock_level_latency, Outcome, Targets};
 pub use tx::{run, Report};
 
 /// How big the database is and how long the run lasts.

@@ -217,3 +217,78 @@ pub async fn compare(
     }
     Ok(out)
 }
+
+/// Median milliseconds of TPC-C's stock-level query on one MariaDB and through the proxy
+/// (sharded keyspace), for warehouse 1 with its own stock (one shard) and with warehouse
+/// 2's stock (rows on another shard: the join is gathered), and how many times each ran.
+pub async fn stock_level_latency(
+    targets: &Targets,
+    scale: &Scale,
+    reps: usize,
+) -> Result<serde_json::Value> {
+    let mut direct = connect(&targets.direct).await?;
+    let mut sharded = connect(&targets.sharded).await?;
+    // A warehouse whose rows live on the other shard of a 2-shard keyspace (hash vindex):
+    // joining warehouse 1's order lines with its stock crosses shards.
+    let vindex = shardgate_topology::vindex::Vindex::from_spec(
+        "hash",
+        "hash",
+        &std::collections::BTreeMap::new(),
+        "",
+    )
+    .map_err(anyhow::Error::msg)?;
+    let half = |w: u32| -> Result<bool> {
+        let id = vindex
+            .map(&shardgate_topology::SqlValue::Int(w as i64))
+            .map_err(anyhow::Error::msg)?
+            .context("hash maps every integer")?;
+        Ok(id.as_bytes()[0] < 0x80)
+    };
+    let home = half(1)?;
+    let mut remote = 1;
+    for w in 2..=scale.warehouses {
+        if half(w)? != home {
+            remote = w;
+            break;
+        }
+    }
+    let mut sql = Vec::new();
+    for conn in [&mut direct, &mut sharded] {
+        let next: u32 = conn
+            .query_first("SELECT d_next_o_id FROM district WHERE d_w_id = 1 AND d_id = 1")
+            .await?
+            .unwrap_or(scale.orders + 1);
+        sql.push(move |stock_w: u32| {
+            format!(
+                "SELECT COUNT(DISTINCT (s_i_id)) FROM order_line, stock WHERE ol_w_id = 1 AND ol_d_id = 1 \
+                 AND ol_o_id < {next} AND ol_o_id >= {} AND s_w_id = {stock_w} AND s_i_id = ol_i_id \
+                 AND s_quantity < 15",
+                next.saturating_sub(20)
+            )
+        });
+    }
+    let mut out = serde_json::Map::new();
+    for (label, stock_w) in [("same_warehouse", 1), ("remote_warehouse", remote)] {
+        let mut times: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+        for r in 0..reps {
+            for i in if r % 2 == 0 { [0, 1] } else { [1, 0] } {
+                let conn = if i == 0 { &mut direct } else { &mut sharded };
+                let q = sql[i](stock_w);
+                let t = Instant::now();
+                let n: Option<u64> = conn.query_first(&q).await?;
+                times[i].push(t.elapsed().as_secs_f64() * 1000.0);
+                let _ = n;
+            }
+        }
+        let med = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let (d, s) = (med(&mut times[0]), med(&mut times[1]));
+        out.insert(
+            label.into(),
+            serde_json::json!({"direct_ms": d, "shardgate_ms": s, "reps": reps}),
+        );
+    }
+    Ok(serde_json::Value::Object(out))
+}

@@ -164,6 +164,25 @@ const QUERIES: &[(&str, bool)] = &[
     ("SELECT CONCAT(c.name, '/', COALESCE(o.note, '-')), IF(o.status = 'NEW', 1, 0) FROM orders o JOIN customers c ON c.id = o.customer_id WHERE o.id < 30", false),
     ("SELECT o.id FROM orders o JOIN customers c ON c.id = o.customer_id WHERE o.note = CONCAT('n', c.tier)", false),
     ("SELECT o.id, c.id FROM orders o JOIN customers c ON c.id = o.customer_id WHERE NOT c.tier = 1 AND NOT (o.status LIKE 'n%') AND o.id < 80", false),
+    // More shapes: nested subqueries, derived tables with joins, recursive CTEs, windows
+    // over joins, other keyspaces, cross joins, correlated self-references.
+    ("SELECT p.category, COUNT(*) FROM products p WHERE p.id IN (SELECT product_id FROM order_lines WHERE qty > 3) GROUP BY p.category", false),
+    ("SELECT c.id FROM customers c WHERE c.id IN (SELECT customer_id FROM orders WHERE status = 'paid') AND c.id NOT IN (SELECT customer_id FROM orders WHERE status = 'new' AND customer_id IS NOT NULL) ORDER BY c.id", true),
+    ("SELECT o.id FROM orders o WHERE EXISTS (SELECT 1 FROM order_lines l JOIN products p ON p.id = l.product_id WHERE l.order_id = o.id AND p.category = 'toys') ORDER BY o.id", true),
+    ("SELECT c.city, AVG(t.total), COUNT(*) FROM customers c JOIN (SELECT o.customer_id, SUM(l.qty * l.price) total FROM orders o JOIN order_lines l ON l.order_id = o.id GROUP BY o.customer_id) t ON t.customer_id = c.id GROUP BY c.city", false),
+    ("WITH RECURSIVE r (n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 5) SELECT c.id, c.name FROM customers c JOIN r ON r.n = c.id", false),
+    ("SELECT o.id, RANK() OVER (PARTITION BY c.city ORDER BY o.id) FROM orders o JOIN customers c ON c.id = o.customer_id WHERE o.id < 60", false),
+    ("SELECT p.sku, p.price FROM commerce.product p WHERE p.price > (SELECT AVG(price) FROM products)", false),
+    ("SELECT l.id, p.sku FROM order_lines l JOIN commerce.product p ON p.price = l.qty * 10 WHERE l.id < 300", false),
+    ("SELECT c.id, o.id FROM customers c CROSS JOIN orders o WHERE c.id = 3 AND o.id < 4", false),
+    ("SELECT a.id FROM orders a WHERE a.created = (SELECT MAX(b.created) FROM orders b WHERE b.customer_id = a.customer_id) ORDER BY a.id", true),
+    ("SELECT COUNT(*) FROM orders o LEFT JOIN order_lines l ON l.order_id = o.id WHERE l.id IS NULL", true),
+    ("SELECT c.name FROM customers c WHERE c.tier = (SELECT tier FROM customers WHERE id = 5)", false),
+    ("SELECT o.status, COUNT(DISTINCT o.customer_id), COUNT(*) FROM orders o JOIN customers c ON c.id = o.customer_id GROUP BY o.status", false),
+    ("SELECT * FROM (SELECT id, customer_id FROM orders ORDER BY id DESC LIMIT 5) t JOIN customers c ON c.id = t.customer_id", false),
+    ("SELECT o.id FROM orders o WHERE o.customer_id = ANY (SELECT id FROM customers WHERE tier = 2) ORDER BY o.id", true),
+    ("SELECT c.id, (SELECT MAX(l.qty) FROM orders o JOIN order_lines l ON l.order_id = o.id WHERE o.customer_id = c.id) m FROM customers c WHERE c.id < 15", false),
+    ("SELECT DISTINCT p.category FROM products p JOIN order_lines l ON l.product_id = p.id JOIN orders o ON o.id = l.order_id WHERE o.customer_id IN (1, 2, 3, 4, 5)", false),
     // Locking read across shards.
     ("SELECT o.id, c.tier FROM orders o JOIN customers c ON c.id = o.customer_id WHERE o.id = 17 FOR UPDATE", false),
 ];
