@@ -41,6 +41,8 @@ pub enum ProxyError {
     Interrupted,
     #[error("shardgate: the result of this multi-shard query needs more than {limit} rows in memory (session.max_merge_rows); add a LIMIT or a narrower WHERE")]
     MergeTooLarge { limit: u64 },
+    #[error("This version of shardgate doesn't yet support 'a statement whose tables' rows are on shards {first} and {second} (its pinned values differ); joins across shards'")]
+    PinsApart { first: String, second: String },
     #[error("shardgate: this statement needs more than {limit} bytes of rows gathered from the shards (session.max_gather_bytes); add a narrower WHERE")]
     GatherTooLarge { limit: u64 },
     #[error("shardgate: transaction would span shards {shards} but transaction_mode is 'single'; use SET transaction_mode = 'multi' or 'twopc'")]
@@ -118,6 +120,7 @@ impl ProxyError {
             ProxyError::Interrupted => (1317, "70100"),
             ProxyError::MergeTooLarge { .. } => (1105, "HY000"),
             ProxyError::GatherTooLarge { .. } => (1105, "HY000"),
+            ProxyError::PinsApart { .. } => (1235, "42000"),
             ProxyError::CrossShardTransaction { .. } => (1105, "HY000"),
             ProxyError::ShardKeyChange { .. } => (1235, "42000"),
             ProxyError::Unsupported(_) => (1235, "42000"),

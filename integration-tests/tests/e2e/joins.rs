@@ -275,6 +275,19 @@ async fn joins_and_subqueries_across_shards_equal_a_single_server() {
             "SELECT c.id, COUNT(*) FROM customers c JOIN orders o ON o.customer_id = c.id WHERE o.status = ? GROUP BY c.id",
             vec![Value::from("paid")],
         ),
+        // Pinned to placeholders: one shard when the values agree, gathered otherwise.
+        (
+            "SELECT o.id, o.status, c.name FROM orders o, customers c WHERE o.id = ? AND c.id = ?",
+            vec![Value::from(5), Value::from(5)],
+        ),
+        (
+            "SELECT o.id, o.status, c.name FROM orders o, customers c WHERE o.id = ? AND c.id = ?",
+            vec![Value::from(5), Value::from(6)],
+        ),
+        (
+            "SELECT o.id, o.status, c.name FROM orders o, customers c WHERE o.id = ? AND c.id = ?",
+            vec![Value::from(7), Value::from(11)],
+        ),
     ] {
         let want = values(reference.exec(q, params.clone()).await.unwrap());
         match sharded.exec(q, params).await.map(values) {
@@ -316,7 +329,7 @@ async fn joins_and_subqueries_across_shards_equal_a_single_server() {
         }
     }
     bounds_are_kept(&mut c).await;
-    let total = QUERIES.len() + 2 + WRITES.len();
+    let total = QUERIES.len() + 5 + WRITES.len();
     eprintln!(
         "joins: {total} statements, {} wrong, {} refused",
         wrong.len(),

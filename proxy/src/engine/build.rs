@@ -182,7 +182,8 @@ pub fn build<'b>(
             | Primitive::InsertSelect(_)
             | Primitive::MoveRows(_)
             | Primitive::Gather(_)
-            | Primitive::GatherWrite(_) => {
+            | Primitive::GatherWrite(_)
+            | Primitive::Fallback { .. } => {
                 return Err((
                     Vec::new(),
                     ProxyError::Internal("a write inside a merge".into()),

@@ -107,8 +107,17 @@ impl Exec<'_> {
         &mut self,
         select: &Primitive,
     ) -> Result<(Vec<Row>, Vec<ColumnDef>), ProxyError> {
-        if let Primitive::Gather(g) = select {
-            return self.gather_rows(g).await;
+        match select {
+            Primitive::Gather(g) => return self.gather_rows(g).await,
+            Primitive::Fallback { first, otherwise } => {
+                return match Box::pin(self.collect_rows(first)).await {
+                    Err(ProxyError::PinsApart { .. }) => {
+                        Box::pin(self.collect_rows(otherwise)).await
+                    }
+                    other => other,
+                };
+            }
+            _ => {}
         }
         let (mut node, columns) = match super::build::build(self, select, None).await {
             Ok(x) => x,

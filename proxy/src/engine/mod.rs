@@ -146,6 +146,16 @@ impl Exec<'_> {
             Primitive::Insert(i) => self.insert(i, out).await,
             Primitive::InsertSelect(i) => self.insert_select(i, out).await,
             Primitive::Gather(g) => self.gather(g, out).await,
+            Primitive::Fallback { first, otherwise } => {
+                // `first` is one shard's statement if the bound values land on one shard;
+                // it fails before sending anything when they do not.
+                match Box::pin(self.run(first, out)).await {
+                    Err(ExecError::Proxy(ProxyError::PinsApart { .. })) => {
+                        Box::pin(self.run(otherwise, out)).await
+                    }
+                    other => other,
+                }
+            }
             Primitive::GatherWrite(w) => {
                 let ok = self.gather_write(w).await?;
                 self.commit_implicit().await?;
@@ -264,10 +274,10 @@ impl Exec<'_> {
                     let shard = ks.shard_for(id.as_bytes()).ok_or_else(none)?;
                     match home {
                         Some(h) if h.name != shard.name => {
-                            return Err(ProxyError::NotSupported(format!(
-                                "a statement whose tables' rows are on shards {} and {} (its pinned values differ); joins across shards",
-                                h.name, shard.name
-                            )))
+                            return Err(ProxyError::PinsApart {
+                                first: h.name.clone(),
+                                second: shard.name.clone(),
+                            })
                         }
                         _ => home = Some(shard),
                     }

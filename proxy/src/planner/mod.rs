@@ -290,8 +290,29 @@ pub(super) fn route_statement(
     let schema = ctx.schema.keyspaces.get(&keyspace.name).map(|k| &**k);
     match sharded::plan(sql, stmt, keyspace, ctx.snapshot, schema) {
         Err(refused @ ProxyError::NotSupported(_)) => gather_instead(sql, stmt, ctx, refused),
+        Ok(p) if same_shard_only(&p) => {
+            // Pinned to values that may land on different shards: then gather.
+            let refused = ProxyError::NotSupported(String::new());
+            match gather_instead(sql, stmt, ctx, refused) {
+                Ok(otherwise) => Ok(Primitive::Fallback {
+                    first: Box::new(p),
+                    otherwise: Box::new(otherwise),
+                }),
+                Err(_) => Ok(p),
+            }
+        }
         other => other,
     }
+}
+
+/// Whether the plan runs on one shard only if its pinned values agree.
+fn same_shard_only(p: &Primitive) -> bool {
+    let target = match p {
+        Primitive::Route(r) => &r.target,
+        Primitive::Write(w) => &w.route.target,
+        _ => return false,
+    };
+    matches!(target, Target::SameShard { .. })
 }
 
 /// A SELECT the shards cannot answer alone is gathered (`gather/`), an UPDATE or DELETE

@@ -30,10 +30,13 @@ pub struct QueryPlan {
 
 impl QueryPlan {
     pub fn new(root: Primitive, mut facts: Facts) -> QueryPlan {
-        facts.atomic = matches!(
-            root,
-            Primitive::MoveRows(_) | Primitive::InsertSelect(_) | Primitive::GatherWrite(_)
-        );
+        facts.atomic = match &root {
+            Primitive::MoveRows(_) | Primitive::InsertSelect(_) | Primitive::GatherWrite(_) => true,
+            Primitive::Fallback { otherwise, .. } => {
+                matches!(**otherwise, Primitive::GatherWrite(_))
+            }
+            _ => false,
+        };
         QueryPlan { root, facts }
     }
 }
@@ -214,6 +217,12 @@ pub enum Primitive {
     Gather(Box<super::gather::GatherPlan>),
     /// UPDATE / DELETE whose rows a SELECT finds; each changed on its shard by key.
     GatherWrite(Box<super::gather::write::GatherWrite>),
+    /// `first` (one shard's statement, `Target::SameShard`) when the bound values land on
+    /// one shard, else `otherwise` (the statement gathered).
+    Fallback {
+        first: Box<Primitive>,
+        otherwise: Box<Primitive>,
+    },
 }
 
 impl Primitive {
@@ -250,6 +259,10 @@ impl Primitive {
                     w.targets.iter().for_each(|t| add(&t.keyspace));
                     walk(&w.select, out);
                 }
+                Primitive::Fallback { first, otherwise } => {
+                    walk(first, out);
+                    walk(otherwise, out);
+                }
             }
         }
         let mut out = Vec::new();
@@ -276,6 +289,10 @@ impl Primitive {
             | Primitive::Limit { input, .. }
             | Primitive::Project { input, .. } => input.mark_rewritten(),
             Primitive::Concat(parts) => parts.iter_mut().for_each(Primitive::mark_rewritten),
+            Primitive::Fallback { first, otherwise } => {
+                first.mark_rewritten();
+                otherwise.mark_rewritten();
+            }
         }
     }
 }

@@ -66,6 +66,7 @@ fn plan_keyspace(p: &Primitive) -> (String, Option<&Target>) {
         Primitive::MoveRows(m) => (m.keyspace.clone(), Some(&m.select.target)),
         Primitive::Gather(g) => (g.scratch.clone(), None),
         Primitive::GatherWrite(w) => plan_keyspace(&w.select),
+        Primitive::Fallback { first, .. } => plan_keyspace(first),
         Primitive::Concat(v) => v.first().map(plan_keyspace).unwrap_or_default(),
         Primitive::MergeSort { input, .. }
         | Primitive::Aggregate { input, .. }
