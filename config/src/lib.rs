@@ -133,6 +133,10 @@ pub struct SessionConfig {
     /// Most bytes of rows a statement the shards cannot answer alone may gather on its
     /// scratch connection (joins and subqueries across shards).
     pub max_gather_bytes: u64,
+    /// A gathered join reads a table by the values an earlier read found (an IN list,
+    /// routed by vindex) when there are at most this many; beyond, it reads the table
+    /// whole (with its own conditions) and the scratch joins them.
+    pub gather_max_in_values: u64,
     /// Distinct statements whose plans are cached.
     pub plan_cache_size: u64,
     /// Seconds between passes that resolve in-doubt two-phase commits left by crashed
@@ -227,6 +231,7 @@ impl Default for SessionConfig {
             query_timeout_ms: 0,
             max_merge_rows: 1_000_000,
             max_gather_bytes: 256 << 20,
+            gather_max_in_values: 5000,
             plan_cache_size: 10_000,
             twopc_recovery_interval_s: 30,
             max_prepared_statements: 1024,

@@ -12,7 +12,7 @@ use super::{Exec, ExecError};
 use crate::backend::held::Held;
 use crate::backend::relay::RelaySummary;
 use crate::error::ProxyError;
-use crate::planner::gather::{Fetch, GatherPlan, MAX_REDUCE_VALUES};
+use crate::planner::gather::{Fetch, GatherPlan};
 use crate::planner::plan::{Query, Route, Target};
 use crate::planner::sqltext::SqlTemplate;
 use crate::planner::values::ValueExpr;
@@ -157,7 +157,7 @@ impl Exec<'_> {
             .find(|(c, _)| *c == r.from_column)
             .map(|(_, v)| v.as_slice())
             .unwrap_or(&[]);
-        if values.len() > MAX_REDUCE_VALUES {
+        if values.len() as u64 > self.ctx.config.session.gather_max_in_values {
             return Ok(vec![f.route.clone()]);
         }
         let mut out = Vec::new();

@@ -95,10 +95,6 @@ pub struct Reduction {
     pub query: Query,
 }
 
-/// At most this many distinct values make an IN list; beyond, the fetch reads without
-/// the reduction (an index lookup per value stops paying off).
-pub const MAX_REDUCE_VALUES: usize = 5000;
-
 /// Plans a SELECT the shards cannot answer alone. Errors other than "not supported"
 /// (unknown tables, schema not read yet) are real.
 pub fn plan(sql: &str, stmt: &Statement, ctx: &PlanContext) -> Result<Primitive, ProxyError> {
