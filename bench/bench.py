@@ -238,6 +238,42 @@ def fg_result(proc):
     return float(p95.group(1)), mx, errors, lines
 
 
+def contention_suite(pport, commerce, args):
+    """sysbench oltp_read_write with small tables (high contention: cross-shard lock waits
+    and deadlocks) through the proxy on the 2-shard keyspace and, as a reference, on one
+    MariaDB. Reports tps and the longest stall (consecutive seconds without a committed
+    transaction in the per-second report)."""
+    chost, cport = commerce["addr"].split(":")
+    targets = [("2 shards", "127.0.0.1", pport, "customer"), ("direct", chost, int(cport), "commerce")]
+    size = ["--tables=1", f"--table-size={args.contention_rows}"]
+    out = {}
+    for name, host, port, db in targets:
+        base = ["sysbench", "oltp_read_write", "--db-driver=mysql", f"--mysql-host={host}",
+                f"--mysql-port={port}", "--mysql-user=root", f"--mysql-db={db}"] + size
+        subprocess.run(base + ["cleanup"], capture_output=True)
+        sh(base + ["prepare"])
+        for r in range(args.rounds):
+            run = subprocess.run(base + [f"--threads={args.threads}", f"--time={args.time}",
+                                         "--report-interval=1", "--percentile=95", "--rand-type=uniform",
+                                         "run"], capture_output=True, text=True)
+            if run.returncode != 0:
+                raise RuntimeError(f"contention {name} failed:\n{run.stdout}\n{run.stderr}")
+            per_s = [float(m) for m in re.findall(r"\]\s+thds:\s+\d+\s+tps:\s+([\d.]+)", run.stdout)]
+            stall = longest = 0
+            for t in per_s:
+                stall = stall + 1 if t == 0 else 0
+                longest = max(longest, stall)
+            tps = float(re.search(r"transactions:\s+\d+\s+\(([\d.]+) per sec", run.stdout).group(1))
+            p95 = float(re.search(r"95th percentile:\s+([\d.]+)", run.stdout).group(1))
+            errors = int(re.search(r"ignored errors:\s+(\d+)", run.stdout).group(1))
+            out.setdefault(name, []).append((tps, p95, errors, longest, min(per_s) if per_s else 0))
+            print(f"  contention         {name:10} round {r+1}: {tps:8.1f} tx/s  p95 {p95:8.2f} ms  "
+                  f"retried errors {errors}  longest stall {longest} s  slowest second {min(per_s) if per_s else 0:.0f} tx",
+                  flush=True)
+        subprocess.run(base + ["cleanup"], capture_output=True)
+    return out
+
+
 def reshard_suite(args, pport):
     """Splits customer/80- in two under a steady foreground load: backfill rate, foreground
     p95 before / during the backfill / with change capture on, verify rate, cutover pause."""
@@ -311,6 +347,7 @@ def main():
     ap.add_argument("--big-rows", type=int, default=1000000)
     ap.add_argument("--tpcc-warehouses", type=int, default=4)
     ap.add_argument("--join-rows", type=int, default=10000)
+    ap.add_argument("--contention-rows", type=int, default=100, help="rows of the contention suite's one table")
     ap.add_argument("--join-reps", type=int, default=50)
     ap.add_argument("--tpcc-threads", type=int, default=8)
     ap.add_argument("--dir", default=os.path.join(ROOT, "bench/.cluster"))
@@ -393,6 +430,8 @@ def main():
                           flush=True)
         if "joins" in suites:
             results["joins"] = joins_suite(pport, commerce, args)
+        if "contention" in suites:
+            results["contention"] = contention_suite(pport, commerce, args)
         if "tpcc" in suites:
             # TPC-C (integration-tests/src/tpcc): one MariaDB, the unsharded keyspace, and a
             # keyspace sharded by warehouse over the 2 customer servers, alternating rounds.
@@ -487,6 +526,13 @@ def main():
         print("|---|---:|---:|---:|")
         for name, r in results["joins"].items():
             print(f"| {name} | {r['direct']:.2f} | {r['shardgate']:.2f} | {r['shardgate'] / r['direct']:.1f}x |")
+    if "contention" in results:
+        print(f"\n| oltp_read_write, 1 table x {args.contention_rows} rows, {args.threads} threads | tx/s (median) "
+              f"| p95 ms (median) | retried errors (1213/1205) | longest stall (s, worst round) |")
+        print("|---|---:|---:|---:|---:|")
+        for name, runs in results["contention"].items():
+            print(f"| {name} | {statistics.median(r[0] for r in runs):.1f} | {statistics.median(r[1] for r in runs):.2f} "
+                  f"| {sum(r[2] for r in runs)} | {max(r[3] for r in runs)} |")
     if "tpcc" in results:
         t = results["tpcc"]
         base = next(x["tpmc"] for x in t["targets"] if x["name"] == "unsharded")

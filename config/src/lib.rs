@@ -118,6 +118,9 @@ pub struct BackendConfig {
     pub health_check_idle_ms: u64,
     /// Idle connections unused for longer than this are closed.
     pub max_idle_ms: u64,
+    /// How long a statement waits (in arrival order) for a connection when every
+    /// connection of the shard is busy; then it fails with 1040 naming the shard.
+    pub pool_wait_ms: u64,
 }
 
 /// Defaults for client sessions.
@@ -148,6 +151,16 @@ pub struct SessionConfig {
     /// Seconds between re-reads of every keyspace's schema (to notice DDL run directly on
     /// a shard; DDL through any proxy is noticed at once).
     pub schema_refresh_s: u64,
+    /// With autocommit off, MySQL's exact behaviour: the first statement that reads a
+    /// table opens the transaction. Off (the default, like ProxySQL's): it opens at the
+    /// first write or locking read, so plain reads before it keep multiplexing.
+    pub autocommit_false_is_transaction: bool,
+    /// A session idle inside a transaction for longer than this is rolled back and closed
+    /// (0: never).
+    pub idle_transaction_timeout_s: u64,
+    /// A statement in a transaction that has waited this long is checked for a lock-wait
+    /// cycle across shards (0: never).
+    pub deadlock_check_ms: u64,
 }
 
 /// Logging.
@@ -220,6 +233,7 @@ impl Default for BackendConfig {
             connect_timeout_ms: 5_000,
             health_check_idle_ms: 30_000,
             max_idle_ms: 600_000,
+            pool_wait_ms: 5_000,
         }
     }
 }
@@ -236,6 +250,9 @@ impl Default for SessionConfig {
             twopc_recovery_interval_s: 30,
             max_prepared_statements: 1024,
             schema_refresh_s: 60,
+            autocommit_false_is_transaction: false,
+            idle_transaction_timeout_s: 300,
+            deadlock_check_ms: 200,
         }
     }
 }

@@ -299,6 +299,22 @@ pub fn url_for(addr: &str, db: &str) -> String {
     format!("mysql://root@{addr}/{db}?prefer_socket=false")
 }
 
+/// A connection to `addr` (a proxy or a server) using database `db`.
+pub async fn connect(addr: &str, db: &str) -> Conn {
+    Conn::new(Opts::from_url(&url_for(addr, db)).unwrap())
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to {addr}: {e}"))
+}
+
+/// A `SHOW GLOBAL STATUS` counter of a server.
+pub async fn status_value(conn: &mut Conn, name: &str) -> u64 {
+    let r: Option<(String, u64)> = conn
+        .query_first(format!("SHOW GLOBAL STATUS LIKE '{name}'"))
+        .await
+        .unwrap();
+    r.unwrap().1
+}
+
 /// Runs a query and returns the rows as strings (NULL as "NULL").
 pub async fn rows(conn: &mut Conn, sql: &str) -> Result<Vec<Vec<String>>> {
     let rows: Vec<mysql_async::Row> = conn.query(sql).await?;

@@ -43,6 +43,16 @@ pub enum ProxyError {
     MergeTooLarge { limit: u64 },
     #[error("This version of shardgate doesn't yet support 'a statement whose tables' rows are on shards {first} and {second} (its pinned values differ); joins across shards'")]
     PinsApart { first: String, second: String },
+    #[error("Too many connections: every connection of shardgate to shard {shard} is busy (backend.pool_size = {pool_size}); waited {waited_ms} ms (backend.pool_wait_ms)")]
+    PoolExhausted {
+        shard: String,
+        waited_ms: u64,
+        pool_size: usize,
+    },
+    #[error("Deadlock found when trying to get lock; try restarting transaction (shardgate: a lock-wait cycle across shards; this transaction was the youngest in it and was rolled back)")]
+    DeadlockAcrossShards,
+    #[error("shardgate: the transaction was idle for more than {seconds} s (session.idle_transaction_timeout_s); it was rolled back and the connection closed")]
+    IdleTransaction { seconds: u64 },
     #[error("shardgate: this statement needs more than {limit} bytes of rows gathered from the shards (session.max_gather_bytes); add a narrower WHERE")]
     GatherTooLarge { limit: u64 },
     #[error("shardgate: transaction would span shards {shards} but transaction_mode is 'single'; use SET transaction_mode = 'multi' or 'twopc'")]
@@ -121,6 +131,9 @@ impl ProxyError {
             ProxyError::MergeTooLarge { .. } => (1105, "HY000"),
             ProxyError::GatherTooLarge { .. } => (1105, "HY000"),
             ProxyError::PinsApart { .. } => (1235, "42000"),
+            ProxyError::PoolExhausted { .. } => (1040, "08004"),
+            ProxyError::IdleTransaction { .. } => (4031, "HY000"),
+            ProxyError::DeadlockAcrossShards => (1213, "40001"),
             ProxyError::CrossShardTransaction { .. } => (1105, "HY000"),
             ProxyError::ShardKeyChange { .. } => (1235, "42000"),
             ProxyError::Unsupported(_) => (1235, "42000"),
@@ -158,6 +171,15 @@ impl ProxyError {
     pub fn from_backend(shard: &str, e: BackendError) -> ProxyError {
         match e {
             BackendError::Server(p) => ProxyError::Backend(p),
+            BackendError::PoolTimeout {
+                waited_ms,
+                pool_size,
+                ..
+            } => ProxyError::PoolExhausted {
+                shard: shard.to_string(),
+                waited_ms,
+                pool_size,
+            },
             other => ProxyError::ShardUnavailable {
                 shard: shard.to_string(),
                 reason: other.to_string(),

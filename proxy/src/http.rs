@@ -35,6 +35,8 @@ async fn metrics(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
 }
 
 fn pool_metrics(ctx: &Context) -> String {
+    use crate::backend::pool::ShardLimit;
+    use std::sync::atomic::Ordering;
     let mut s = String::new();
     s.push_str("# HELP shardgate_backend_connections_in_use Backend connections lent out, by backend.\n# TYPE shardgate_backend_connections_in_use gauge\n");
     for (k, p) in ctx.backends.pools() {
@@ -55,6 +57,36 @@ fn pool_metrics(ctx: &Context) -> String {
             k.database,
             p.idle_count()
         );
+    }
+    let limits = ctx.backends.limits();
+    for (name, help, read) in [
+        (
+            "backend_pool_waits_total",
+            "Statements that waited for a backend connection (every connection of the shard was busy), by shard server.",
+            (|l: &ShardLimit| l.waits.load(Ordering::Relaxed) as f64) as fn(&ShardLimit) -> f64,
+        ),
+        (
+            "backend_pool_wait_timeouts_total",
+            "Waits for a backend connection that gave up after backend.pool_wait_ms (error 1040).",
+            |l: &ShardLimit| l.wait_timeouts.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "backend_pool_wait_seconds_total",
+            "Time statements spent waiting for a backend connection.",
+            |l: &ShardLimit| l.wait_us.load(Ordering::Relaxed) as f64 / 1e6,
+        ),
+    ] {
+        let _ = writeln!(
+            s,
+            "# HELP shardgate_{name} {help}\n# TYPE shardgate_{name} counter"
+        );
+        for ((addr, db), l) in &limits {
+            let _ = writeln!(
+                s,
+                "shardgate_{name}{{backend=\"{addr}\",database=\"{db}\"}} {}",
+                read(l)
+            );
+        }
     }
     s
 }

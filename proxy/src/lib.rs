@@ -8,6 +8,7 @@
 
 pub mod backend;
 pub mod context;
+pub mod deadlock;
 pub mod engine;
 pub mod error;
 pub mod failpoint;

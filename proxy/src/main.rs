@@ -144,6 +144,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     if let Some(l) = http_listener {
         tokio::spawn(http::run(l, ctx.clone()));
     }
+    tokio::spawn(shardgate_proxy::deadlock::run(ctx.clone()));
     tokio::spawn(shardgate_proxy::session::twopc::recovery_loop(
         ctx.clone(),
         std::time::Duration::from_secs(ctx.config.session.twopc_recovery_interval_s.max(1)),

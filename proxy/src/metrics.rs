@@ -35,6 +35,10 @@ pub struct Metrics {
     pub gathered_total: IntCounter,
     pub gathered_rows_total: IntCounter,
     pub gathered_bytes_total: IntCounter,
+    /// Sessions rolled back and closed after idling in a transaction.
+    pub idle_transactions_killed_total: IntCounter,
+    /// Transactions rolled back to break a lock-wait cycle across shards.
+    pub deadlocks_broken_total: IntCounter,
 }
 
 impl Metrics {
@@ -125,6 +129,14 @@ impl Metrics {
             gathered_rows_total: counter(
                 "gathered_rows_total",
                 "Rows read from the shards into scratch tables.",
+            ),
+            idle_transactions_killed_total: counter(
+                "idle_transactions_killed_total",
+                "Sessions idle inside a transaction past session.idle_transaction_timeout_s, rolled back and closed.",
+            ),
+            deadlocks_broken_total: counter(
+                "deadlocks_broken_total",
+                "Transactions this proxy rolled back (error 1213) to break a lock-wait cycle across shards.",
             ),
             gathered_bytes_total: counter(
                 "gathered_bytes_total",

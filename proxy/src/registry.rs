@@ -1,9 +1,10 @@
 //! The live sessions of this proxy: connection ids, what each is doing (for SHOW
 //! PROCESSLIST and the status page), and kill requests (KILL QUERY / KILL CONNECTION).
 
+use crate::backend::pool::Pool;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::watch;
@@ -19,6 +20,45 @@ pub struct SessionEntry {
     query_kill: watch::Sender<bool>,
     /// True once KILL CONNECTION was requested.
     conn_kill: watch::Sender<bool>,
+    /// The backend connections its open transaction runs on (the deadlock detector's
+    /// view; shared with the session's connections).
+    pub locks: Arc<TxnLocks>,
+    /// Set when the deadlock detector chose this session's transaction as the victim of
+    /// a lock-wait cycle: the interrupted statement fails with 1213.
+    deadlock: AtomicBool,
+}
+
+/// Where a session's open transaction holds locks: each backend connection (its pool and
+/// server thread id) it joined, and when it began.
+#[derive(Default)]
+pub struct TxnLocks {
+    inner: Mutex<(u64, Vec<BackendThread>)>,
+}
+
+/// A backend connection: its pool (which server) and the server's thread id for it.
+pub type BackendThread = (Arc<Pool>, u32);
+
+impl TxnLocks {
+    /// A backend connection joined the transaction.
+    pub fn joined(&self, pool: &Arc<Pool>, thread: u32) {
+        let mut g = self.inner.lock().unwrap();
+        if g.1.is_empty() {
+            g.0 = crate::topo::now_ms();
+        }
+        g.1.push((pool.clone(), thread));
+    }
+
+    /// The transaction ended (committed, rolled back, or dropped).
+    pub fn ended(&self) {
+        let mut g = self.inner.lock().unwrap();
+        g.1.clear();
+    }
+
+    /// When the transaction began (unix ms) and its connections; None outside one.
+    pub fn view(&self) -> Option<(u64, Vec<BackendThread>)> {
+        let g = self.inner.lock().unwrap();
+        (!g.1.is_empty()).then(|| (g.0, g.1.clone()))
+    }
 }
 
 #[derive(Clone)]
@@ -53,6 +93,7 @@ impl SessionEntry {
         if *self.query_kill.borrow() {
             self.query_kill.send_replace(false);
         }
+        self.deadlock.store(false, Ordering::SeqCst);
         let mut s = self.state.lock().unwrap();
         s.command = command;
         s.info = info.cloned();
@@ -91,6 +132,24 @@ impl SessionEntry {
 
     pub fn connection_killed(&self) -> bool {
         *self.conn_kill.borrow()
+    }
+
+    /// Rolls back this session's transaction as a deadlock victim: its running statement
+    /// is stopped and fails with 1213.
+    pub fn deadlock_kill(&self) {
+        self.deadlock.store(true, Ordering::SeqCst);
+        self.query_kill.send_replace(true);
+    }
+
+    /// Whether the statement just stopped was a deadlock victim (and clears it).
+    pub fn take_deadlock(&self) -> bool {
+        self.deadlock.swap(false, Ordering::SeqCst)
+    }
+
+    /// How long the running command has run (None when idle).
+    pub fn running_for(&self) -> Option<std::time::Duration> {
+        let s = self.state.lock().unwrap();
+        (s.command != "Sleep").then(|| s.since.elapsed())
     }
 
     fn row(&self) -> ProcessRow {
@@ -145,6 +204,8 @@ impl Registry {
             }),
             query_kill: watch::channel(false).0,
             conn_kill: watch::channel(false).0,
+            locks: Arc::default(),
+            deadlock: AtomicBool::new(false),
         });
         self.sessions.lock().unwrap().insert(id, e.clone());
         e
@@ -164,6 +225,18 @@ impl Registry {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Sessions whose statement inside a transaction has run for at least `min`: those
+    /// that may be waiting for a lock (the deadlock detector looks only at them).
+    pub fn long_in_transaction(&self, min: std::time::Duration) -> Vec<Arc<SessionEntry>> {
+        self.sessions
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|e| e.running_for().is_some_and(|d| d >= min) && e.locks.view().is_some())
+            .cloned()
+            .collect()
     }
 
     /// Rows for SHOW PROCESSLIST, by id.

@@ -165,7 +165,13 @@ impl Follower {
                             );
                             break;
                         }
-                        if resp.events().is_empty() {
+                        // Lock-wait records (deadlock detection) change nothing here.
+                        let only_waits = resp.events().iter().all(|e| {
+                            e.kv().is_some_and(|kv| {
+                                self.store.relative_key(kv.key()).starts_with("waits/")
+                            })
+                        });
+                        if only_waits {
                             continue;
                         }
                         if let Err(e) = self.reload().await {

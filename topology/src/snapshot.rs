@@ -163,6 +163,9 @@ pub enum KeyPath {
     TwoPc(String),
     /// A keyspace's schema change counter (written by proxies after DDL).
     Schema(String),
+    /// A transaction waiting for a lock (`waits/<proxy>/<session>`, leased, written by
+    /// proxies for cross-shard deadlock detection; not part of the routing model).
+    LockWait(String, String),
 }
 
 /// A valid keyspace, table or workflow name: letters, digits, `_` and `-`.
@@ -194,6 +197,7 @@ impl KeyPath {
             ["workflows", w, "lock"] => Ok(KeyPath::WorkflowLock(name(w)?)),
             ["twopc", g] => Ok(KeyPath::TwoPc(g.to_string())),
             ["schema", ks] => Ok(KeyPath::Schema(name(ks)?)),
+            ["waits", proxy, session] => Ok(KeyPath::LockWait(proxy.to_string(), session.to_string())),
             _ => Err("unknown key (expected keyspaces/<ks>, keyspaces/<ks>/shards/<shard>, keyspaces/<ks>/routing, proxies/<id>, workflows/<name> or schema/<ks>)".to_string()),
         }
     }
@@ -209,6 +213,7 @@ impl KeyPath {
             KeyPath::WorkflowLock(w) => format!("workflows/{w}/lock"),
             KeyPath::TwoPc(g) => format!("twopc/{g}"),
             KeyPath::Schema(k) => format!("schema/{k}"),
+            KeyPath::LockWait(p, s) => format!("waits/{p}/{s}"),
         }
     }
 }
@@ -290,7 +295,7 @@ impl Snapshot {
                         .unwrap_or(0);
                     snapshot.schema_versions.insert(ks, version);
                 }
-                KeyPath::TwoPc(_) | KeyPath::WorkflowLock(_) => {}
+                KeyPath::TwoPc(_) | KeyPath::WorkflowLock(_) | KeyPath::LockWait(..) => {}
             }
         }
         for ks in shard_docs.keys().chain(routing_docs.keys()) {

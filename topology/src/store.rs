@@ -216,16 +216,19 @@ impl Store {
             .get(self.prefix.clone(), Some(GetOptions::new().with_prefix()))
             .await?;
         let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
-        let entries = resp
-            .kvs()
+        let entries = self.entries(&resp);
+        Ok(Loaded { revision, entries })
+    }
+
+    fn entries(&self, resp: &etcd_client::GetResponse) -> Vec<Entry> {
+        resp.kvs()
             .iter()
             .map(|kv| Entry {
                 key: self.relative(kv.key()),
                 value: kv.value().to_vec(),
                 mod_revision: kv.mod_revision(),
             })
-            .collect();
-        Ok(Loaded { revision, entries })
+            .collect()
     }
 
     /// Reads one key.
@@ -328,6 +331,22 @@ impl Store {
             ),
         )
         .await?)
+    }
+
+    /// Reads the keys under `prefix` (relative to the cluster prefix).
+    pub async fn list(&self, prefix: &str) -> Result<Vec<Entry>, StoreError> {
+        let mut kv = self.client.kv_client();
+        let resp = kv
+            .get(self.full(prefix), Some(GetOptions::new().with_prefix()))
+            .await?;
+        Ok(self.entries(&resp))
+    }
+
+    /// Deletes one key (relative to the cluster prefix), whatever it holds.
+    pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        let mut kv = self.client.kv_client();
+        kv.delete(self.full(key), None).await?;
+        Ok(())
     }
 
     /// Grants a lease of `ttl` seconds.

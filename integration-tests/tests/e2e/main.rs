@@ -7,6 +7,7 @@ mod foundation;
 mod hostile;
 mod joins;
 mod moves;
+mod pressure;
 mod resharding;
 mod routing;
 mod sessions;

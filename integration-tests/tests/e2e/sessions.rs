@@ -4,25 +4,11 @@
 //! transaction, KILL, timeouts, SHOW PROCESSLIST / WARNINGS, SQL-level PREPARE,
 //! ROW_COUNT() / FOUND_ROWS().
 
-use integration_tests::{errno, rows, url_for, TestCluster};
+use integration_tests::{connect, errno, rows, status_value, TestCluster};
 use mysql_async::prelude::*;
-use mysql_async::{Conn, Opts};
+use mysql_async::Conn;
 use shardgate_resharder::local::process;
 use std::time::{Duration, Instant};
-
-async fn connect(addr: &str, db: &str) -> Conn {
-    Conn::new(Opts::from_url(&url_for(addr, db)).unwrap())
-        .await
-        .unwrap_or_else(|e| panic!("cannot connect to {addr}: {e}"))
-}
-
-async fn status_value(conn: &mut Conn, name: &str) -> u64 {
-    let r: Option<(String, u64)> = conn
-        .query_first(format!("SHOW GLOBAL STATUS LIKE '{name}'"))
-        .await
-        .unwrap();
-    r.unwrap().1
-}
 
 async fn count_direct(c: &TestCluster, shard: &str, sql: &str) -> u64 {
     let mut d = c.direct("customer", shard).await;

@@ -48,7 +48,11 @@ pub enum BackendError {
     #[error("{}", .0.message)]
     Server(ErrPacket),
     #[error("timed out waiting for a backend connection to {addr}")]
-    PoolTimeout { addr: String },
+    PoolTimeout {
+        addr: String,
+        waited_ms: u64,
+        pool_size: usize,
+    },
 }
 
 impl From<Malformed> for BackendError {

@@ -45,6 +45,23 @@ impl Backends {
     }
 
     /// The pool for `shard` with the client's character set and mirrored capabilities.
+    /// Every shard's connection budget, by (address, database).
+    pub fn limits(&self) -> Vec<((String, String), Arc<pool::ShardLimit>)> {
+        let limits = self.limits.lock().unwrap();
+        let mut v: Vec<_> = limits.iter().map(|(k, l)| (k.clone(), l.clone())).collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    /// Whether a statement could borrow a connection to `shard` without waiting.
+    pub fn has_free_connection(&self, shard: &Shard) -> bool {
+        let limits = self.limits.lock().unwrap();
+        match limits.get(&(shard.primary.clone(), shard.database.clone())) {
+            Some(l) => l.available() > 0,
+            None => true,
+        }
+    }
+
     pub fn pool(&self, shard: &Shard, charset: u8, capabilities: u32) -> Arc<Pool> {
         let key = PoolKey {
             addr: shard.primary.clone(),
@@ -76,9 +93,7 @@ impl Backends {
             options,
             PoolSettings {
                 max_size: self.config.pool_size as usize,
-                acquire_timeout: Duration::from_millis(
-                    self.config.connect_timeout_ms.max(1000) * 2,
-                ),
+                acquire_timeout: Duration::from_millis(self.config.pool_wait_ms.max(1)),
                 health_check_idle: Duration::from_millis(self.config.health_check_idle_ms),
                 max_idle: Duration::from_millis(self.config.max_idle_ms),
             },

@@ -46,6 +46,11 @@ pub struct ShardLimit {
     permits: Arc<Semaphore>,
     open: AtomicUsize,
     pools: Mutex<Vec<Weak<Pool>>>,
+    /// Borrows that had to wait for a connection, their total wait, and the waits that
+    /// gave up (`backend.pool_wait_ms`).
+    pub waits: AtomicU64,
+    pub wait_us: AtomicU64,
+    pub wait_timeouts: AtomicU64,
 }
 
 impl ShardLimit {
@@ -56,7 +61,15 @@ impl ShardLimit {
             permits: Arc::new(Semaphore::new(max)),
             open: AtomicUsize::new(0),
             pools: Mutex::new(Vec::new()),
+            waits: AtomicU64::new(0),
+            wait_us: AtomicU64::new(0),
+            wait_timeouts: AtomicU64::new(0),
         })
+    }
+
+    /// Connections that can be borrowed right now.
+    pub fn available(&self) -> usize {
+        self.permits.available_permits()
     }
 
     /// Open connections to the shard (lent out and idle).
@@ -187,15 +200,34 @@ impl Pool {
         signature: u64,
         settings: &[String],
     ) -> Result<PooledConn, BackendError> {
-        let permit = tokio::time::timeout(
-            self.settings.acquire_timeout,
-            self.limit.permits.clone().acquire_owned(),
-        )
-        .await
-        .map_err(|_| BackendError::PoolTimeout {
-            addr: self.options.addr.clone(),
-        })?
-        .expect("pool semaphore is never closed");
+        // Borrowers queue in arrival order (tokio's semaphore is fair).
+        let permit = match self.limit.permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                let started = Instant::now();
+                let waited = tokio::time::timeout(
+                    self.settings.acquire_timeout,
+                    self.limit.permits.clone().acquire_owned(),
+                )
+                .await;
+                let metrics = &self.limit;
+                metrics.waits.fetch_add(1, Ordering::Relaxed);
+                metrics
+                    .wait_us
+                    .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                match waited {
+                    Ok(p) => p.expect("pool semaphore is never closed"),
+                    Err(_) => {
+                        metrics.wait_timeouts.fetch_add(1, Ordering::Relaxed);
+                        return Err(BackendError::PoolTimeout {
+                            addr: self.options.addr.clone(),
+                            waited_ms: started.elapsed().as_millis() as u64,
+                            pool_size: self.limit.max,
+                        });
+                    }
+                }
+            }
+        };
         self.stats.borrows.fetch_add(1, Ordering::Relaxed);
         loop {
             let candidate = {

@@ -93,6 +93,8 @@ pub trait Shards: Send {
     ) -> BoxFuture<'a, Result<(), ProxyError>>;
     /// Drops connections left unusable (broken, or mid-response after an error).
     fn drop_unusable(&mut self);
+    /// Whether the session holds a connection to `shard` now.
+    fn holds(&self, shard: &Shard) -> bool;
 }
 
 /// Everything one statement's execution needs.
@@ -213,6 +215,21 @@ impl Exec<'_> {
         self.resolve(r, ks)
     }
 
+    /// The shard for a statement that reads no table: one the session already holds,
+    /// else one whose pool has a free connection (a shard whose connections are all
+    /// pinned by transactions must not stall `SELECT 1`), else the first.
+    fn any_shard<'s>(&self, ks: &'s Keyspace) -> Option<&'s Shard> {
+        ks.serving
+            .iter()
+            .find(|s| self.conns.holds(s))
+            .or_else(|| {
+                ks.serving
+                    .iter()
+                    .find(|s| self.ctx.backends.has_free_connection(s))
+            })
+            .or_else(|| ks.serving.first())
+    }
+
     /// The shards `r` goes to in the current snapshot.
     pub fn resolve<'s>(
         &self,
@@ -242,7 +259,7 @@ impl Exec<'_> {
         };
         Ok(match &r.target {
             Target::Unsharded => one(ks.single_shard().ok_or_else(none)?),
-            Target::AnyShard => one(ks.serving.first().ok_or_else(none)?),
+            Target::AnyShard => one(self.any_shard(ks).ok_or_else(none)?),
             Target::Shard(name) => one(ks
                 .shards
                 .get(name)

@@ -47,7 +47,24 @@ pub fn of(sql: &str, stmt: Option<&Statement>) -> Facts {
         calc_found_rows: words.has("SQL_CALC_FOUND_ROWS"),
         ddl,
         atomic: false,
+        no_tables: reads_no_table(&words, stmt),
+        reads_autocommit: !is("SET") && words.has("AUTOCOMMIT"),
+        locking: words.has_sequence(&["FOR", "UPDATE"])
+            || words.has_sequence(&["FOR", "SHARE"])
+            || words.has_sequence(&["LOCK", "IN", "SHARE", "MODE"]),
     }
+}
+
+/// A query with no FROM (or only `FROM DUAL`): it reads no table.
+fn reads_no_table(words: &CodeWords, stmt: Option<&Statement>) -> bool {
+    if !matches!(stmt, Some(Statement::Query(_))) {
+        return false;
+    }
+    let w: Vec<&str> = words.words().collect();
+    w.iter().enumerate().all(|(i, word)| {
+        !word.eq_ignore_ascii_case("FROM")
+            || w.get(i + 1).is_some_and(|n| n.eq_ignore_ascii_case("DUAL"))
+    })
 }
 
 /// Statements that change tables (what schema tracking must read again).
@@ -131,6 +148,13 @@ impl<'a> CodeWords<'a> {
         self.words().any(|w| w.eq_ignore_ascii_case(word))
     }
 
+    /// The words appear one after the other (`FOR UPDATE`).
+    fn has_sequence(&self, seq: &[&str]) -> bool {
+        let w: Vec<&str> = self.words().collect();
+        w.windows(seq.len())
+            .any(|win| win.iter().zip(seq).all(|(a, b)| a.eq_ignore_ascii_case(b)))
+    }
+
     fn has_symbol(&self, sym: &str) -> bool {
         self.code.iter().any(|p| p.contains(sym))
     }
@@ -203,5 +227,18 @@ mod tests {
         assert!(facts("CREATE TABLE t (a INT)").ddl);
         assert!(of("ALTER TABLE t DISABLE KEYS", None).ddl);
         assert!(!facts("SELECT * FROM t").ddl);
+    }
+
+    #[test]
+    fn table_less_and_locking_reads() {
+        assert!(facts("SELECT 1").no_tables);
+        assert!(facts("SELECT @@autocommit, 'FROM t' FROM DUAL").no_tables);
+        assert!(!facts("SELECT a FROM t").no_tables);
+        assert!(!facts("SELECT (SELECT 1 FROM t)").no_tables);
+        assert!(!facts("INSERT INTO t VALUES (1)").no_tables);
+        assert!(facts("SELECT a FROM t WHERE id = 1 FOR UPDATE").locking);
+        assert!(facts("SELECT a FROM t LOCK IN SHARE MODE").locking);
+        assert!(facts("select a from t for share").locking);
+        assert!(!facts("SELECT 'FOR UPDATE' FROM t").locking);
     }
 }

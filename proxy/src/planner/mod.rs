@@ -75,6 +75,11 @@ pub fn plan(sql: &str, ctx: &PlanContext) -> Result<Plan, ProxyError> {
         "ROLLBACK" => savepoint(sql, SavepointAction::RollbackTo),
         "SAVEPOINT" => savepoint(sql, SavepointAction::Set),
         "RELEASE" if w(1) == "SAVEPOINT" => savepoint(sql, SavepointAction::Release),
+        "SELECT" if set::autocommit_query(sql).is_some() => {
+            Ok(Plan::Session(SessionOp::SelectAutocommit {
+                column: set::autocommit_query(sql).unwrap_or_default(),
+            }))
+        }
         "SET" => set::parse_set(sql)
             .map(|a| Plan::Session(SessionOp::Set(a)))
             .map_err(ProxyError::Syntax),

@@ -71,12 +71,29 @@ pub struct Facts {
     /// transaction the session opens one for it, committed before the answer.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub atomic: bool,
+    /// It reads no table (`SELECT 1`, `SELECT @@x`): under autocommit=0 it opens no
+    /// transaction (and so pins nothing).
+    #[serde(skip)]
+    pub no_tables: bool,
+    /// A locking read (`FOR UPDATE`, `FOR SHARE`, `LOCK IN SHARE MODE`): under
+    /// autocommit=0 it opens the implicit transaction, like a write.
+    #[serde(skip)]
+    pub locking: bool,
+    /// It reads `@@autocommit`, which only the session knows (backends keep autocommit
+    /// on); only `SELECT @@autocommit` alone is answered (by the session).
+    #[serde(skip)]
+    pub reads_autocommit: bool,
 }
 
 impl Facts {
     /// Nothing the session must do beyond running it (omitted from EXPLAIN output).
     pub fn is_plain(&self) -> bool {
-        *self == Facts::default()
+        Facts {
+            no_tables: false,
+            locking: false,
+            reads_autocommit: false,
+            ..*self
+        } == Facts::default()
     }
 }
 
@@ -130,6 +147,11 @@ pub enum SessionOp {
     /// `DEALLOCATE | DROP PREPARE name`.
     SqlDeallocate {
         name: String,
+    },
+    /// `SELECT @@autocommit` (also `@@session.` / `@@local.`, with an alias): answered
+    /// from the session, since autocommit is the proxy's (backends keep it on).
+    SelectAutocommit {
+        column: String,
     },
     /// SAVEPOINT / ROLLBACK TO / RELEASE SAVEPOINT, on every shard of the transaction.
     Savepoint {

@@ -188,9 +188,75 @@ fn split_top_level(s: &str) -> Vec<&str> {
     out
 }
 
+/// `SELECT @@autocommit [[AS] alias]` (or `@@session.autocommit`, `@@local.autocommit`):
+/// the column name MariaDB would give it, or None for any other statement.
+pub fn autocommit_query(sql: &str) -> Option<String> {
+    let code = super::sqltext::strip_comments(sql);
+    let code = code.trim().trim_end_matches(';').trim_end();
+    let mut words = code.split_whitespace();
+    if !words.next()?.eq_ignore_ascii_case("SELECT") {
+        return None;
+    }
+    let var = words.next()?;
+    let lower = var.to_ascii_lowercase();
+    if !matches!(
+        lower.as_str(),
+        "@@autocommit" | "@@session.autocommit" | "@@local.autocommit"
+    ) {
+        return None;
+    }
+    let rest: Vec<&str> = words.collect();
+    let alias = match rest.as_slice() {
+        [] => return Some(var.to_string()),
+        [as_, a] if as_.eq_ignore_ascii_case("AS") => *a,
+        [a] => *a,
+        _ => return None,
+    };
+    let b = alias.as_bytes();
+    let quoted = b.len() >= 2
+        && matches!(b[0], b'`' | b'\'' | b'"')
+        && b[b.len() - 1] == b[0]
+        && !alias[1..alias.len() - 1].contains(b[0] as char);
+    if quoted {
+        return Some(alias[1..alias.len() - 1].to_string());
+    }
+    let plain = alias
+        .bytes()
+        .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'$');
+    (plain && !alias.eq_ignore_ascii_case("FROM")).then(|| alias.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn autocommit_queries() {
+        assert_eq!(
+            autocommit_query("SELECT @@autocommit").as_deref(),
+            Some("@@autocommit")
+        );
+        assert_eq!(
+            autocommit_query("select @@SESSION.autocommit;").as_deref(),
+            Some("@@SESSION.autocommit")
+        );
+        assert_eq!(
+            autocommit_query("SELECT @@autocommit AS ac").as_deref(),
+            Some("ac")
+        );
+        assert_eq!(
+            autocommit_query("SELECT @@autocommit `a c`").as_deref(),
+            None
+        );
+        assert_eq!(
+            autocommit_query("SELECT @@autocommit `ac`").as_deref(),
+            Some("ac")
+        );
+        assert_eq!(autocommit_query("SELECT @@autocommit, 1"), None);
+        assert_eq!(autocommit_query("SELECT @@autocommit FROM t"), None);
+        assert_eq!(autocommit_query("SELECT @@autocommit + 1"), None);
+        assert_eq!(autocommit_query("SELECT @@global.autocommit"), None);
+    }
     use Assignment::*;
 
     #[test]

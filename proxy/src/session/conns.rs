@@ -98,6 +98,8 @@ pub struct Connections {
     /// Pool and backend thread id of connections taken out for a multi-shard read (to
     /// KILL their queries if the statement is interrupted).
     pub taken: Vec<(std::sync::Arc<crate::backend::pool::Pool>, u32)>,
+    /// The transaction's connections as the deadlock detector sees them.
+    locks: std::sync::Arc<crate::registry::TxnLocks>,
 }
 
 fn no_savepoint(name: &str) -> ProxyError {
@@ -118,8 +120,13 @@ fn fingerprint(settings: &[String]) -> u64 {
 }
 
 impl Connections {
-    pub fn new(charset: u8, capabilities: u32) -> Connections {
+    pub fn new(
+        charset: u8,
+        capabilities: u32,
+        locks: std::sync::Arc<crate::registry::TxnLocks>,
+    ) -> Connections {
         Connections {
+            locks,
             held: Vec::new(),
             charset,
             capabilities,
@@ -216,6 +223,7 @@ impl Connections {
                         .map_err(|e| ProxyError::from_backend(&h.label, e))?;
                 }
                 h.in_txn = true;
+                self.locks.joined(h.conn.pool(), h.conn.thread_id);
             }
         }
         Ok(h)
@@ -449,6 +457,7 @@ impl Connections {
             };
         }
         let txn = self.txn.take();
+        self.locks.ended();
         self.next_txn = None;
         if let Some(t) = &txn {
             if t.mode == TxMode::TwoPc && !t.read_only {
@@ -548,6 +557,7 @@ impl Connections {
         self.held.clear();
         self.taken.clear();
         self.txn = None;
+        self.locks.ended();
     }
 
     /// Held connections (for KILL and the status page).
@@ -606,5 +616,11 @@ impl crate::engine::Shards for Connections {
 
     fn drop_unusable(&mut self) {
         Connections::drop_unusable(self)
+    }
+
+    fn holds(&self, shard: &Shard) -> bool {
+        self.held
+            .iter()
+            .any(|h| h.key.0 == shard.primary && h.key.1 == shard.database)
     }
 }

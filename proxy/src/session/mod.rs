@@ -6,6 +6,7 @@ mod buffer;
 pub use buffer::InflightWrites;
 pub mod conns;
 mod interrupt;
+mod known_vars;
 mod ops;
 mod prepared;
 mod query;
@@ -80,7 +81,7 @@ impl Session {
             info.peer,
             info.database.clone(),
         );
-        let conns = Connections::new(info.charset, info.capabilities);
+        let conns = Connections::new(info.charset, info.capabilities, entry.locks.clone());
         let charset = crate::wire::charset::Charset::from_collation(info.charset);
         let multi_statements = info.capabilities & CLIENT_MULTI_STATEMENTS != 0;
         let tx_mode = TxMode::parse(&ctx.config.session.transaction_mode).unwrap_or(TxMode::Multi);
@@ -289,6 +290,24 @@ impl Handler for Session {
 
     fn close_signal(&self) -> Option<tokio::sync::watch::Receiver<bool>> {
         Some(self.entry.conn_kill())
+    }
+
+    fn idle_limit(&self) -> Option<std::time::Duration> {
+        let secs = self.ctx.config.session.idle_transaction_timeout_s;
+        (secs > 0 && self.conns.in_transaction()).then(|| std::time::Duration::from_secs(secs))
+    }
+
+    async fn idle_expired(&mut self) -> ErrPacket {
+        let secs = self.ctx.config.session.idle_transaction_timeout_s;
+        tracing::warn!(
+            session = self.info.connection_id,
+            user = %self.info.user,
+            idle_s = secs,
+            "transaction idle for too long; rolling it back and closing the connection"
+        );
+        let _ = self.conns.finish(&self.ctx, false).await;
+        self.ctx.metrics.idle_transactions_killed_total.inc();
+        ProxyError::IdleTransaction { seconds: secs }.to_packet()
     }
 
     async fn close(&mut self) {

@@ -104,6 +104,13 @@ impl Session {
                 }
                 None => Err(unknown_prepared(name, "DEALLOCATE PREPARE")),
             },
+            SessionOp::SelectAutocommit { column } => {
+                let mut col = ColumnDef::int(column);
+                col.length = 1;
+                let value = if self.autocommit { "1" } else { "0" };
+                self.rows(out, &[col], &[vec![Some(value.to_string())]], more);
+                Ok(())
+            }
             SessionOp::Savepoint { name, action } => {
                 if !self.autocommit && self.conns.txn.is_none() {
                     self.begin_transaction(false);
@@ -171,9 +178,14 @@ impl Session {
         let Some(ks) = ks else {
             return Err(ProxyError::NoServingShards("(none)".into()));
         };
+        // A shard whose connections are all pinned must not stall a SET check.
         let shard = match &self.shard {
             Some(s) => ks.shards.get(s),
-            None => ks.serving.first(),
+            None => ks
+                .serving
+                .iter()
+                .find(|s| self.ctx.backends.has_free_connection(s))
+                .or_else(|| ks.serving.first()),
         }
         .ok_or_else(|| ProxyError::NoServingShards(ks.name.clone()))?;
         self.conns.get(&self.ctx, &ks.name, shard).await.map(|_| ())

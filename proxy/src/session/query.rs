@@ -197,10 +197,21 @@ impl Session {
         };
         let facts = p.facts;
         let p = &p.root;
+        if facts.reads_autocommit && !self.autocommit {
+            // The backends run with autocommit on: they would answer 1.
+            self.conns.begin_statement(false);
+            self.error(
+                out,
+                &ProxyError::NotSupported(
+                    "@@autocommit inside a larger statement while autocommit is off (shardgate answers SELECT @@autocommit alone)".into(),
+                ),
+            );
+            return Ok(Flow::Stop);
+        }
         self.conns.begin_statement(false);
-        if !self.autocommit && self.conns.txn.is_none() {
-            // autocommit=0: every statement runs in a transaction until COMMIT/ROLLBACK,
-            // under the session's transaction mode like an explicit one.
+        if !self.autocommit && self.conns.txn.is_none() && self.opens_implicit_transaction(&facts) {
+            // autocommit=0: from here the statements run in a transaction until
+            // COMMIT/ROLLBACK, under the session's transaction mode like an explicit one.
             self.begin_transaction(false);
         }
         // A statement that must be atomic across shards, outside a transaction, gets one
@@ -238,8 +249,15 @@ impl Session {
         let result = match outcome {
             Ok(r) => r,
             Err(stopped) => {
+                let deadlock = self.entry.take_deadlock();
+                let stopped = if deadlock {
+                    ProxyError::DeadlockAcrossShards
+                } else {
+                    stopped
+                };
                 self.stop_backend_work().await;
-                if implicit_txn && self.conns.txn.is_some() {
+                if (implicit_txn || deadlock) && self.conns.in_transaction() {
+                    // A deadlock victim's whole transaction goes, as in MySQL.
                     let _ = self.conns.finish(&self.ctx, false).await;
                 }
                 self.row_count = -1;
@@ -334,6 +352,15 @@ impl Session {
             }
             other => other,
         }
+    }
+
+    /// Under autocommit=0, whether this statement opens the implicit transaction: never
+    /// one that reads no table; by default the first write or locking read (plain reads
+    /// before it keep multiplexing, as with ProxySQL); with
+    /// `session.autocommit_false_is_transaction` any statement that reads a table, as MySQL.
+    fn opens_implicit_transaction(&self, f: &crate::planner::Facts) -> bool {
+        !f.no_tables
+            && (f.write || f.locking || self.ctx.config.session.autocommit_false_is_transaction)
     }
 
     /// A deadlock rolled the shard's part of the transaction back; as in MySQL the whole

@@ -69,6 +69,9 @@ impl Session {
                         .contains("NO_BACKSLASH_ESCAPES");
                 }
                 if name == "autocommit" {
+                    // The proxy's own: backends keep autocommit on and the proxy opens
+                    // the transaction itself (see `query.rs`), so connections of sessions
+                    // with autocommit off can still be shared between statements.
                     let v = unquote(&literal).to_ascii_lowercase();
                     let on = match v.as_str() {
                         "1" | "on" | "true" | "default" => true,
@@ -80,9 +83,12 @@ impl Session {
                         self.conns.finish(&self.ctx, true).await?;
                     }
                     self.autocommit = on;
+                    return Ok(());
                 }
                 let sql = format!("SET SESSION {name} = {literal}");
-                self.check_on_backend(&sql).await?;
+                if !super::known_vars::variable_ok(name, &literal) {
+                    self.check_on_backend(&sql).await?;
+                }
                 self.conns.apply_setting(name, &sql).await
             }
             Assignment::Names { charset, collation } => {
@@ -90,7 +96,9 @@ impl Session {
                     Some(c) => format!("SET NAMES {charset} COLLATE {c}"),
                     None => format!("SET NAMES {charset}"),
                 };
-                self.check_on_backend(&sql).await?;
+                if !super::known_vars::names_ok(charset, collation.as_deref()) {
+                    self.check_on_backend(&sql).await?;
+                }
                 self.conns.apply_setting("names", &sql).await?;
                 self.charset = if charset.eq_ignore_ascii_case("default") {
                     Charset::from_collation(self.info.charset)
@@ -117,7 +125,9 @@ impl Session {
                 text,
             } => {
                 let sql = format!("SET SESSION TRANSACTION {text}");
-                self.check_on_backend(&sql).await?;
+                if !super::known_vars::transaction_ok(text) {
+                    self.check_on_backend(&sql).await?;
+                }
                 self.conns.apply_setting("transaction", &sql).await
             }
             Assignment::Transaction {
@@ -132,7 +142,9 @@ impl Session {
                     )));
                 }
                 let sql = format!("SET TRANSACTION {text}");
-                self.check_on_backend(&sql).await?;
+                if !super::known_vars::transaction_ok(text) {
+                    self.check_on_backend(&sql).await?;
+                }
                 self.conns.next_txn = Some(sql);
                 Ok(())
             }

@@ -149,6 +149,23 @@ pub trait Handler: Send + 'static {
     fn close_signal(&self) -> Option<watch::Receiver<bool>> {
         None
     }
+    /// How long the client may stay silent between commands (None: forever). Sessions
+    /// idle inside a transaction are limited, so they cannot hold locks and backend
+    /// connections forever.
+    fn idle_limit(&self) -> Option<Duration> {
+        None
+    }
+    /// The client stayed silent past [`Handler::idle_limit`]: undo what is open. The
+    /// error returned is sent to the client before the connection closes.
+    fn idle_expired(&mut self) -> impl Future<Output = ErrPacket> + Send {
+        async {
+            ErrPacket::new(
+                4031,
+                "HY000",
+                "The client was disconnected by the server because of inactivity",
+            )
+        }
+    }
 }
 
 /// Serves one client until it quits, fails, or `shutdown` turns true between commands.
@@ -205,12 +222,22 @@ pub async fn serve<S: Service>(
     tokio::pin!(stop);
     loop {
         io.set_seq(0);
+        let idle = handler.idle_limit();
         let packet = tokio::select! {
             biased;
             _ = &mut stop => {
                 break;
             }
             p = io.read_packet(max) => p,
+            _ = idle_timer(idle) => {
+                let err = handler.idle_expired().await;
+                // Numbered as the answer to the client's next command (which it reads
+                // after sending one), so drivers report this error, not a protocol one.
+                io.set_seq(1);
+                Responder::new(&mut io, capabilities.0).error(&err);
+                let _ = io.flush().await;
+                break;
+            }
         };
         let packet = match packet {
             Ok(p) => p,
@@ -275,6 +302,14 @@ pub async fn serve<S: Service>(
 
 /// The capabilities negotiated at handshake, tracked because COM_SET_OPTION changes them.
 struct Caps(u32);
+
+/// Sleeps for `limit` (forever when None).
+async fn idle_timer(limit: Option<Duration>) {
+    match limit {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}
 
 async fn wait_shutdown(mut rx: watch::Receiver<bool>) {
     loop {
