@@ -366,14 +366,46 @@ pub async fn proxy_status(http: &str) -> Result<serde_json::Value> {
 }
 
 impl TestCluster {
+    /// Applies the sample customer VSchema (customer and corder, sharded by customer_id
+    /// with `hash`) plus `extra` tables (a JSON object of table name -> spec; vindexes
+    /// `hash` and `xx` (xxhash) are declared), and waits for the proxies to follow.
+    pub async fn apply_customer_vschema(&self, extra: serde_json::Value) {
+        let mut tables = serde_json::json!({
+            "customer": {"column_vindexes": [{"column": "customer_id", "name": "hash"}],
+                         "auto_increment": {"column": "customer_id", "sequence": "customer_seq"}},
+            "corder": {"column_vindexes": [{"column": "customer_id", "name": "hash"}],
+                       "auto_increment": {"column": "order_id", "sequence": "corder_seq"}}
+        });
+        if let (Some(t), Some(e)) = (tables.as_object_mut(), extra.as_object()) {
+            t.extend(e.clone());
+        }
+        let vschema = serde_json::json!({
+            "sharded": true,
+            "vindexes": {"hash": {"type": "hash"}, "xx": {"type": "xxhash"}},
+            "tables": tables
+        });
+        let file = self.dir.join("vschema.json");
+        std::fs::write(&file, vschema.to_string()).unwrap();
+        let (ok, out) = self.shardctl(&["vschema", "apply", "customer", file.to_str().unwrap()]);
+        assert!(ok, "shardctl vschema apply failed:\n{out}");
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+
     /// Runs `shardctl` against this cluster; returns (success, stdout + stderr).
     pub fn shardctl(&self, args: &[&str]) -> (bool, String) {
+        self.shardctl_env(args, &[])
+    }
+
+    /// Like [`TestCluster::shardctl`], with extra environment variables (for example
+    /// `SHARDGATE_CRASH_AT`, which makes the controller die at a step boundary).
+    pub fn shardctl_env(&self, args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
         let bin =
             shardgate_resharder::local::process::find_program("shardctl").expect("shardctl built");
         let out = std::process::Command::new(bin)
             .arg("--dir")
             .arg(&self.dir)
             .args(args)
+            .envs(env.iter().copied())
             .output()
             .expect("run shardctl");
         (

@@ -171,6 +171,14 @@ pub struct WriteBufferDoc {
     pub shards: Vec<String>,
     /// Longest a write is held before it proceeds against the current routing.
     pub max_wait_ms: u64,
+    /// When the buffer stops counting (unix ms; 0: never), so one left behind by a
+    /// controller that died mid-cutover does not delay writes forever.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub expires_ms: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 /// `proxies/<id>`: a live proxy's registration (lease-backed).

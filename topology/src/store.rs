@@ -27,6 +27,8 @@ pub enum StoreError {
     Invalid(TopoProblems),
     #[error("{0}")]
     Config(String),
+    #[error("the lock {key} is no longer held by this process (it expired or another process took it); nothing was written")]
+    Fenced { key: String },
 }
 
 impl From<etcd_client::Error> for StoreError {
@@ -126,6 +128,10 @@ pub struct Store {
     client: Client,
     prefix: String,
     endpoints: Vec<String>,
+    /// A lock this store's writes are fenced by: (key relative to the prefix, the lock's
+    /// create revision). Every commit also requires that the lock still exists with that
+    /// create revision, so a holder that lost its lock can write nothing more.
+    fence: Option<(String, i64)>,
 }
 
 /// The key prefix of a cluster.
@@ -187,6 +193,7 @@ impl Store {
             client,
             prefix: cluster_prefix(&cfg.cluster),
             endpoints,
+            fence: None,
         })
     }
 
@@ -273,6 +280,13 @@ impl Store {
                 Write::Delete { .. } => TxnOp::delete(full, None),
             });
         }
+        if let Some((key, token)) = &self.fence {
+            compares.push(Compare::create_revision(
+                self.full(key),
+                CompareOp::Equal,
+                *token,
+            ));
+        }
         if let Some(rev) = unchanged_since {
             compares.push(
                 Compare::mod_revision(self.full("keyspaces/"), CompareOp::Less, rev + 1)
@@ -282,6 +296,12 @@ impl Store {
         let mut kv = self.client.kv_client();
         let resp = kv.txn(Txn::new().when(compares).and_then(ops)).await?;
         if !resp.succeeded() {
+            if let Some((key, token)) = &self.fence {
+                let held = kv.get(self.full(key), None).await?;
+                if held.kvs().first().map(|k| k.create_revision()) != Some(*token) {
+                    return Err(StoreError::Fenced { key: key.clone() });
+                }
+            }
             let key = writes
                 .iter()
                 .map(|w| w.key().to_string())
@@ -347,6 +367,54 @@ impl Store {
         let mut kv = self.client.kv_client();
         kv.delete(self.full(key), None).await?;
         Ok(())
+    }
+
+    /// Creates `key` attached to `lease` if it does not exist: `Ok(token)`, its create
+    /// revision (a fencing token: it changes whenever the key is created anew), or
+    /// `Err(value)` with the current value when the key exists.
+    pub async fn create_leased(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        lease: i64,
+    ) -> Result<Result<i64, Vec<u8>>, StoreError> {
+        let full = self.full(key);
+        let mut kv = self.client.kv_client();
+        let txn = Txn::new()
+            .when(vec![Compare::create_revision(
+                full.clone(),
+                CompareOp::Equal,
+                0,
+            )])
+            .and_then(vec![TxnOp::put(
+                full.clone(),
+                value,
+                Some(etcd_client::PutOptions::new().with_lease(lease)),
+            )])
+            .or_else(vec![TxnOp::get(full, None)]);
+        let resp = kv.txn(txn).await?;
+        if resp.succeeded() {
+            return Ok(Ok(resp.header().map(|h| h.revision()).unwrap_or(0)));
+        }
+        let current = resp
+            .op_responses()
+            .into_iter()
+            .find_map(|r| match r {
+                etcd_client::TxnOpResponse::Get(g) => g.kvs().first().map(|k| k.value().to_vec()),
+                _ => None,
+            })
+            .unwrap_or_default();
+        Ok(Err(current))
+    }
+
+    /// This store with its writes fenced by the lock `key` created at `token` (see
+    /// [`Store::create_leased`]): once the lock is gone or re-created, every commit fails
+    /// with [`StoreError::Fenced`].
+    pub fn fenced(&self, key: &str, token: i64) -> Store {
+        Store {
+            fence: Some((key.to_string(), token)),
+            ..self.clone()
+        }
     }
 
     /// Grants a lease of `ttl` seconds.

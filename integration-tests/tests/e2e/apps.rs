@@ -117,23 +117,11 @@ async fn schema_tracking_follows_ddl_through_any_proxy_and_on_the_shards() {
             .await
             .unwrap();
     }
-    let vschema = serde_json::json!({
-        "sharded": true,
-        "vindexes": {"hash": {"type": "hash"}},
-        "tables": {
-            "customer": {"column_vindexes": [{"column": "customer_id", "name": "hash"}],
-                         "auto_increment": {"column": "customer_id", "sequence": "customer_seq"}},
-            "corder": {"column_vindexes": [{"column": "customer_id", "name": "hash"}],
-                       "auto_increment": {"column": "order_id", "sequence": "corder_seq"}},
-            "gadget": {"column_vindexes": [{"column": "g_id", "name": "hash"}]},
-            "widget": {"column_vindexes": [{"column": "w_id", "name": "hash"}]}
-        }
-    });
-    let file = c.dir().join("vschema.json");
-    std::fs::write(&file, vschema.to_string()).unwrap();
-    let (ok, out) = c.shardctl(&["vschema", "apply", "customer", file.to_str().unwrap()]);
-    assert!(ok, "{out}");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    c.apply_customer_vschema(serde_json::json!({
+        "gadget": {"column_vindexes": [{"column": "g_id", "name": "hash"}]},
+        "widget": {"column_vindexes": [{"column": "w_id", "name": "hash"}]}
+    }))
+    .await;
     a.query_drop("INSERT INTO widget VALUES (1, 'x'), (2, 'y')")
         .await
         .unwrap();

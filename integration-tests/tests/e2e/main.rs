@@ -8,6 +8,7 @@ mod hostile;
 mod joins;
 mod moves;
 mod pressure;
+mod races;
 mod resharding;
 mod routing;
 mod sessions;

@@ -229,6 +229,26 @@ mod tests {
         assert!(!facts("SELECT * FROM t").ddl);
     }
 
+    /// A cutover holds what it counts as writes: the shapes a review found uncounted.
+    #[test]
+    fn writes_in_every_shape_are_writes() {
+        use crate::planner::lexer::{normalize, ReadOptions};
+        assert!(facts("WITH x AS (SELECT 1 AS a) UPDATE t SET a = 1").write);
+        assert!(facts("WITH x AS (SELECT 1 AS a) DELETE FROM t").write);
+        assert!(facts("CALL p()").write);
+        assert!(facts("LOAD DATA LOCAL INFILE 'f' INTO TABLE t").write);
+        let versioned = normalize(
+            "/*!40000 INSERT INTO t VALUES (1) */",
+            ReadOptions::default(),
+        );
+        assert!(facts(&versioned).write, "{versioned}");
+        let mariadb_only = normalize(
+            "/*M!100100 REPLACE INTO t VALUES (1) */",
+            ReadOptions::default(),
+        );
+        assert!(facts(&mariadb_only).write, "{mariadb_only}");
+    }
+
     #[test]
     fn table_less_and_locking_reads() {
         assert!(facts("SELECT 1").no_tables);

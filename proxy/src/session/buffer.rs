@@ -91,6 +91,10 @@ impl Session {
             let Some(buf) = &ks.routing.write_buffer else {
                 continue;
             };
+            if buf.expires_ms != 0 && crate::topo::now_ms() > buf.expires_ms {
+                // Left behind by a controller that died mid-cutover.
+                continue;
+            }
             // A transaction already open on any buffered shard must finish (the drain
             // waits for it), so its writes go on, to whichever of those shards they reach.
             let in_open_txn = buf.shards.iter().any(|s| {

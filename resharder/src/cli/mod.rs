@@ -1,6 +1,7 @@
 //! The `shardctl` command line.
 
 mod cluster;
+mod progress;
 mod reshard;
 mod target;
 mod topo;

@@ -5,7 +5,7 @@ use crate::local::{ClusterInfo, ShardInfo};
 use crate::reshard::db::{Credentials, ShardConn};
 use crate::reshard::setup::{self, Request};
 use crate::reshard::workflow::{self, now_ms, Options, Phase, WorkflowDoc};
-use crate::reshard::{cutover, finish, verify, Controller};
+use crate::reshard::{cutover, finish, plan, verify, Controller};
 use anyhow::{anyhow, Result};
 use clap::{Args, Subcommand};
 use shardgate_topology::docs::{ShardDoc, ShardState};
@@ -16,6 +16,31 @@ use std::time::Duration;
 
 #[derive(Subcommand, Debug)]
 pub enum ReshardCommand {
+    /// Before anything changes: rows and bytes to move, refusals and why, the copy rate
+    /// measured on a sample, predicted duration and finish, disk needed per target.
+    Plan {
+        #[arg(long)]
+        keyspace: String,
+        /// Source shards, comma-separated.
+        #[arg(
+            long,
+            required = true,
+            allow_hyphen_values = true,
+            value_delimiter = ','
+        )]
+        from: Vec<String>,
+        /// Target shards, comma-separated (need not exist yet).
+        #[arg(
+            long,
+            required = true,
+            allow_hyphen_values = true,
+            value_delimiter = ','
+        )]
+        to: Vec<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Start a workflow: schema copy, change capture, backfill (then stop at Backfilled).
     Start(StartArgs),
     /// Every step in order: start, backfill, verify, cutover, complete.
@@ -114,6 +139,9 @@ pub struct StartArgs {
     /// At complete, delete the moved rows from the sources.
     #[arg(long)]
     pub delete_source_rows: bool,
+    /// Progress as JSON lines on stdout (instead of bars on a terminal).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Backend credentials: --config's [backend] user/password, else SHARDGATE_BACKEND_USER /
@@ -121,7 +149,7 @@ pub struct StartArgs {
 fn credentials(cli: &Cli) -> Result<Credentials> {
     if let Some(path) = &cli.config {
         let cfg = shardgate_config::Config::load(Some(path), std::env::vars(), &[])
-            .map_err(|e| anyhow!("{e}"))?;
+            .map_err(anyhow::Error::new)?;
         return Ok(Credentials {
             user: cfg.backend.user,
             password: cfg.backend.password,
@@ -137,6 +165,30 @@ pub async fn run(cli: &Cli, cmd: &ReshardCommand) -> Result<()> {
     let store = target::store(cli).await?;
     let creds = credentials(cli)?;
     match cmd {
+        ReshardCommand::Plan {
+            keyspace,
+            from,
+            to,
+            json,
+        } => {
+            let snapshot = crate::reshard::snapshot(&store).await?;
+            let ks = snapshot
+                .keyspace(keyspace)
+                .ok_or_else(|| anyhow!("no keyspace {keyspace:?}"))?;
+            let p = plan::make(ks, from, to, &creds).await?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&p)?);
+            } else {
+                print!("{}", plan::render(&p));
+            }
+            if !p.refusals.is_empty() {
+                anyhow::bail!(
+                    "the workflow would be refused ({} reasons above)",
+                    p.refusals.len()
+                );
+            }
+            Ok(())
+        }
         ReshardCommand::Start(a) => start(cli, &store, &creds, a, Phase::Backfilled).await,
         ReshardCommand::Run(a) => start(cli, &store, &creds, a, Phase::Complete).await,
         ReshardCommand::Status { wf, watch, json } => {
@@ -165,11 +217,14 @@ pub async fn run(cli: &Cli, cmd: &ReshardCommand) -> Result<()> {
         }
         ReshardCommand::Abort(wf) => step(&store, &creds, wf, |c| Box::pin(finish::abort(c))).await,
         ReshardCommand::Resume(wf) => {
-            step(&store, &creds, wf, |c| {
+            let progress = super::progress::spawn(store.clone(), wf.name()?, false);
+            let r = step(&store, &creds, wf, |c| {
                 let goal = c.wf.doc.goal;
                 Box::pin(c.drive(goal))
             })
-            .await
+            .await;
+            progress.finish().await;
+            r
         }
     }
 }
@@ -223,7 +278,9 @@ async fn start(
         a.to.join(",")
     );
     let mut c = Controller::open(store, &name, creds).await?;
+    let progress = super::progress::spawn(store.clone(), name.clone(), a.json);
     let r = c.drive(goal).await;
+    progress.finish().await;
     println!(
         "{}: {:?} - {}",
         c.wf.doc.name, c.wf.doc.phase, c.wf.doc.message
@@ -235,7 +292,7 @@ async fn start(
 /// Makes sure every target shard has a shard document (state `new`): from --target, or a
 /// new local MariaDB under a local cluster.
 async fn register_targets(cli: &Cli, store: &Store, a: &StartArgs) -> Result<()> {
-    let loaded = store.load().await.map_err(|e| anyhow!("{e}"))?;
+    let loaded = store.load().await.map_err(anyhow::Error::new)?;
     let mut writes = Vec::new();
     let mut local: Option<ClusterInfo> = None;
     for shard in &a.to {

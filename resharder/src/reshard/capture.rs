@@ -112,6 +112,42 @@ pub async fn install(c: &mut ShardConn, meta: &TableMeta) -> Result<()> {
     Ok(())
 }
 
+/// Whether the tables of a side that does not serve refuse writes (see [`guard`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guard {
+    /// Writes are accepted (the side serves, or no cutover happened yet).
+    Off,
+    /// Writes from anyone but the controller fail until this time (unix ms): set before
+    /// a flip, so a controller that dies before the flip blocks nothing for long.
+    Until(u64),
+    /// Writes from anyone but the controller fail: the side no longer serves.
+    On,
+}
+
+/// Sets the guard of a table on one shard: `BEFORE` triggers that make any write not
+/// from the controller (which sets `@sg_replicating`) fail with SQLSTATE 45000 (error
+/// 1644). A proxy with a stale routing (cut off from etcd, a held write released late)
+/// then gets an error from a retired side instead of writing where nobody reads.
+pub async fn guard(c: &mut ShardConn, table: &str, mode: Guard) -> Result<()> {
+    let db = ident(&c.database);
+    for (kind, event) in [("gi", "INSERT"), ("gu", "UPDATE"), ("gd", "DELETE")] {
+        let name = ident(&trigger_name(kind, table));
+        c.run(&format!("DROP TRIGGER IF EXISTS {db}.{name}"))
+            .await?;
+        let until = match mode {
+            Guard::Off => continue,
+            Guard::Until(ms) => format!(" AND UNIX_TIMESTAMP(NOW(3)) * 1000 < {ms}"),
+            Guard::On => String::new(),
+        };
+        c.run(&format!(
+            "CREATE TRIGGER {db}.{name} BEFORE {event} ON {db}.{} FOR EACH ROW BEGIN IF @sg_replicating IS NULL{until} THEN SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'shardgate: this shard no longer serves the table (resharding cutover); retry'; END IF; END",
+            ident(table)
+        ))
+        .await?;
+    }
+    Ok(())
+}
+
 /// Drops a table's triggers and capture table (idempotent).
 pub async fn remove(c: &mut ShardConn, table: &str) -> Result<()> {
     let db = ident(&c.database);
@@ -169,7 +205,42 @@ pub async fn apply_batch(
         "SELECT c.sg_seq, t.{first_pk} IS NOT NULL, {key_cols}, {row_cols} FROM {cap} c LEFT JOIN {} t ON {join} ORDER BY c.sg_seq LIMIT {BATCH}",
         ident(&meta.name)
     );
-    let rows = from.exec(&sql, vec![]).await?;
+    // Appliers of one capture serialize on a named lock of the source server: two
+    // controllers (one that lost its etcd lock without knowing yet) never interleave a
+    // read of the latest rows with the other's write of older ones.
+    // MariaDB limits lock names to 64 characters: the name is hashed on the server.
+    let lock = format!("sg_apply/{}/{}", from.database, meta.name);
+    let got = from
+        .exec(
+            "SELECT GET_LOCK(CONCAT('sga/', MD5(?)), 30)",
+            vec![Value::from(lock.as_str())],
+        )
+        .await?;
+    if got.first().map(|r| super::db::int(r, 0)) != Some(1) {
+        anyhow::bail!("another controller is applying the captured changes of {} (lock {lock}); is a second controller running?", meta.name);
+    }
+    let applied = apply_locked(from, to, meta, router, &sql, &cap, nk).await;
+    let released = from
+        .exec(
+            "SELECT RELEASE_LOCK(CONCAT('sga/', MD5(?)))",
+            vec![Value::from(lock.as_str())],
+        )
+        .await;
+    let n = applied?;
+    released?;
+    Ok(n)
+}
+
+async fn apply_locked(
+    from: &mut ShardConn,
+    to: &mut [ShardConn],
+    meta: &TableMeta,
+    router: &Router,
+    sql: &str,
+    cap: &str,
+    nk: usize,
+) -> Result<usize> {
+    let rows = from.exec(sql, vec![]).await?;
     if rows.is_empty() {
         return Ok(0);
     }

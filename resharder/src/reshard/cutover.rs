@@ -15,9 +15,10 @@
 //! out, the buffer is lifted with the old routing: held writes proceed against the old
 //! side, and the client sees latency, never an error.
 
+use super::capture::{self, Guard};
 use super::db::ShardConn;
 use super::routing;
-use super::workflow::{now_ms, CutoverReport, Phase};
+use super::workflow::{now_ms, CutoverReport, Phase, VerifyReport};
 use super::Controller;
 use anyhow::{anyhow, bail, Result};
 use shardgate_topology::docs::{DualWriteDoc, WriteBufferDoc};
@@ -35,9 +36,49 @@ async fn open_transactions(c: &mut ShardConn) -> Result<u64> {
     Ok(r.first().map(|r| super::db::int(r, 0)).unwrap_or(0))
 }
 
+/// Whether a cutover may start (a go/no-go decision, from the workflow document alone).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CutoverGate {
+    Go,
+    /// No verify has passed since the copy: checksums must match first.
+    NotVerified,
+    /// The last verify found chunks that still differ.
+    VerifyFailed {
+        still_differ: u64,
+    },
+    /// Before the copy ended, or after the cutover / the end.
+    WrongPhase(Phase),
+}
+
+/// The gate: verified (or back from a rollback after a verify that passed).
+pub fn cutover_gate(phase: Phase, verify: Option<&VerifyReport>) -> CutoverGate {
+    match (phase, verify) {
+        (Phase::Verified, _) => CutoverGate::Go,
+        (Phase::Backfilled, Some(v)) if v.failed > 0 => CutoverGate::VerifyFailed {
+            still_differ: v.failed,
+        },
+        (Phase::Backfilled, Some(_)) => CutoverGate::Go,
+        (Phase::Backfilled, None) => CutoverGate::NotVerified,
+        (p, _) => CutoverGate::WrongPhase(p),
+    }
+}
+
 /// `cutover`: the targets take over. Tries up to `attempts` times.
 pub async fn run(c: &mut Controller, attempts: u32) -> Result<()> {
-    super::require(c, &[Phase::Backfilled, Phase::Verified], "cutover")?;
+    match cutover_gate(c.wf.doc.phase, c.wf.doc.verify.as_ref()) {
+        CutoverGate::Go => {}
+        CutoverGate::NotVerified => bail!(
+            "workflow {} has not been verified; run `shardctl reshard verify` first",
+            c.wf.doc.name
+        ),
+        CutoverGate::VerifyFailed { still_differ } => bail!(
+            "workflow {}: the last verify found {still_differ} chunks that still differ; cutover refused (run verify again)",
+            c.wf.doc.name
+        ),
+        CutoverGate::WrongPhase(_) => {
+            super::require(c, &[Phase::Backfilled, Phase::Verified], "cutover")?
+        }
+    }
     switch(c, true, attempts).await
 }
 
@@ -80,7 +121,7 @@ async fn switch(c: &mut Controller, forward: bool, attempts: u32) -> Result<()> 
                 failures += 1;
                 last_failure = Some(format!("{e:#}"));
                 let msg = format!("{what} attempt {failures} gave up, routing restored: {e:#}");
-                eprintln!("{msg}");
+                tracing::warn!("{msg}");
                 c.note(msg).await?;
                 if failures >= attempts as u64 {
                     bail!("{what} failed {failures} times; the old side still serves: {e:#}");
@@ -114,13 +155,17 @@ async fn attempt(c: &mut Controller, forward: bool) -> Result<Duration> {
     // 2. Hold writes.
     let started = Instant::now();
     let budget = started + Duration::from_millis(max_wait / 2);
+    let expires_ms = now_ms() + max_wait * 4;
     let (buffer_version, _) = routing::update(&c.store, &ks, vec![], |r| {
         r.write_buffer = Some(WriteBufferDoc {
             shards: old.clone(),
             max_wait_ms: max_wait,
+            // Lifted well before this; the expiry only matters if this controller dies.
+            expires_ms,
         });
     })
     .await?;
+    super::crash_point("buffer-set");
     let held = async {
         routing::wait_acks(&c.store, &ks, buffer_version, budget).await?;
         // 3. Drain.
@@ -142,8 +187,12 @@ async fn attempt(c: &mut Controller, forward: bool) -> Result<Duration> {
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        // 4. Last changes.
+        // 4. Last changes; then the old side refuses writes from anyone but the
+        //    controller (for a while: if this controller dies before the flip, the
+        //    guard lapses by itself), and the new side accepts them.
         c.catch_up(forward, 0).await?;
+        set_guards(c, forward, Guard::Until(expires_ms)).await?;
+        set_guards(c, !forward, Guard::Off).await?;
         if Instant::now() >= budget {
             bail!("out of time before the flip");
         }
@@ -151,7 +200,7 @@ async fn attempt(c: &mut Controller, forward: bool) -> Result<Duration> {
     }
     .await;
     if let Err(e) = held {
-        restore(c, &ks).await?;
+        restore(c, &ks, forward).await?;
         return Err(e);
     }
     // 5. Flip and release.
@@ -187,12 +236,15 @@ async fn attempt(c: &mut Controller, forward: bool) -> Result<Duration> {
     let (flip_version, revision) = match flip {
         Ok(v) => v,
         Err(e) => {
-            restore(c, &ks).await?;
+            restore(c, &ks, forward).await?;
             return Err(anyhow!("cannot flip the routing: {e:#}"));
         }
     };
+    super::crash_point("after-flip");
     c.wf.doc = doc;
     c.wf.revision = revision;
+    // The old side no longer serves: from now on its guard holds for good.
+    set_guards(c, forward, Guard::On).await?;
     let acked = routing::wait_acks(
         &c.store,
         &ks,
@@ -202,15 +254,82 @@ async fn attempt(c: &mut Controller, forward: bool) -> Result<Duration> {
     .await;
     let pause = started.elapsed();
     if let Err(e) = acked {
-        eprintln!("warning: {e:#} (their held writes go to the old side and are carried over)");
+        tracing::warn!("{e:#} (their held writes go to the old side and are carried over)");
     }
     // Writes a slow proxy let through to the old side are carried over.
     c.catch_up(forward, 0).await?;
     Ok(pause)
 }
 
-/// Lifts the write buffer, leaving the routing as it was.
-async fn restore(c: &mut Controller, ks: &str) -> Result<()> {
+/// After a failed attempt: the side that serves accepts writes again, the other stays
+/// guarded, and the write buffer is lifted, leaving the routing as it was.
+async fn restore(c: &mut Controller, ks: &str, forward: bool) -> Result<()> {
+    set_guards(c, forward, Guard::Off).await?;
+    set_guards(c, !forward, Guard::On).await?;
     routing::update(&c.store, ks, vec![], |r| r.write_buffer = None).await?;
     Ok(())
+}
+
+/// Sets the guard of every table on one side (`sources`: true for the sources), the
+/// shards in parallel.
+async fn set_guards(c: &mut Controller, sources: bool, mode: Guard) -> Result<()> {
+    let names: Vec<String> = c.tables.iter().map(|t| t.name.clone()).collect();
+    let side = if sources {
+        &mut c.sources
+    } else {
+        &mut c.targets
+    };
+    let work = side.iter_mut().map(|s| {
+        let names = &names;
+        async move {
+            for t in names {
+                capture::guard(s, t, mode).await?;
+            }
+            anyhow::Ok(())
+        }
+    });
+    for r in futures::future::join_all(work).await {
+        r?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(failed: u64) -> VerifyReport {
+        VerifyReport {
+            failed,
+            ..VerifyReport::default()
+        }
+    }
+
+    #[test]
+    fn cutover_needs_a_verify_that_passed() {
+        let cases: &[(Phase, Option<VerifyReport>, CutoverGate)] = &[
+            (Phase::Verified, Some(report(0)), CutoverGate::Go),
+            (Phase::Backfilled, None, CutoverGate::NotVerified),
+            (
+                Phase::Backfilled,
+                Some(report(2)),
+                CutoverGate::VerifyFailed { still_differ: 2 },
+            ),
+            // Back from a rollback: the verify before the first cutover passed.
+            (Phase::Backfilled, Some(report(0)), CutoverGate::Go),
+            (
+                Phase::Copying,
+                None,
+                CutoverGate::WrongPhase(Phase::Copying),
+            ),
+            (
+                Phase::CutOver,
+                Some(report(0)),
+                CutoverGate::WrongPhase(Phase::CutOver),
+            ),
+        ];
+        for (phase, verify, want) in cases {
+            assert_eq!(&cutover_gate(*phase, verify.as_ref()), want, "{phase:?}");
+        }
+    }
 }

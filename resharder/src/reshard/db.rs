@@ -179,6 +179,10 @@ pub struct TableMeta {
     /// Stored columns (generated columns are recomputed by the target).
     pub columns: Vec<Column>,
     pub primary_key: Vec<Column>,
+    /// The table has a unique key besides the primary key: rows are written with a
+    /// delete by primary key and a plain INSERT, never REPLACE (which would silently
+    /// delete another row holding the same unique value).
+    pub unique_secondary: bool,
 }
 
 impl TableMeta {
@@ -251,6 +255,18 @@ impl TableMeta {
     }
 
     /// `(pk) = (?, ?)` for one key.
+    /// The primary-key values of a full row (columns in `columns` order).
+    pub fn key_of(&self, row: &[Value]) -> Vec<Value> {
+        self.primary_key
+            .iter()
+            .map(|k| {
+                self.column_index(&k.name)
+                    .and_then(|i| row.get(i).cloned())
+                    .unwrap_or(Value::NULL)
+            })
+            .collect()
+    }
+
     pub fn key_equals(&self, prefix: &str) -> String {
         self.primary_key
             .iter()
@@ -318,10 +334,17 @@ pub async fn table_meta(c: &mut ShardConn, table: &str) -> Result<TableMeta> {
             primary_key.push(col.clone());
         }
     }
+    let unique = c
+        .exec(
+            "SELECT COUNT(*) FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND INDEX_NAME <> 'PRIMARY' AND NON_UNIQUE = 0",
+            vec![c.database.clone().into(), table.into()],
+        )
+        .await?;
     Ok(TableMeta {
         name: table.to_string(),
         columns,
         primary_key,
+        unique_secondary: unique.first().map(|r| int(r, 0)).unwrap_or(0) > 0,
     })
 }
 
@@ -422,16 +445,86 @@ pub async fn replace_rows(c: &mut ShardConn, meta: &TableMeta, rows: &[Vec<Value
     let per = (MAX_PARAMS / ncols).max(1);
     let one = format!("({})", vec!["?"; ncols].join(", "));
     for part in rows.chunks(per) {
-        let sql = format!(
-            "REPLACE INTO {} ({}) VALUES {}",
-            ident(&meta.name),
-            meta.column_list(),
-            vec![one.as_str(); part.len()].join(", ")
-        );
+        let values = vec![one.as_str(); part.len()].join(", ");
         let params: Vec<Value> = part.iter().flat_map(|r| r.iter().cloned()).collect();
-        c.exec(&sql, params).await?;
+        if !meta.unique_secondary {
+            // Only the primary key can conflict: REPLACE is exactly "this row, now".
+            let sql = format!(
+                "REPLACE INTO {} ({}) VALUES {values}",
+                ident(&meta.name),
+                meta.column_list()
+            );
+            c.exec(&sql, params).await?;
+            continue;
+        }
+        let keys: Vec<Vec<Value>> = part.iter().map(|r| meta.key_of(r)).collect();
+        delete_keys(c, meta, &keys).await?;
+        let sql = format!(
+            "INSERT INTO {} ({}) VALUES {values}",
+            ident(&meta.name),
+            meta.column_list()
+        );
+        if let Err(e) = c.exec(&sql, params).await {
+            let duplicate = e.chain().any(|cause| {
+                matches!(cause.downcast_ref::<mysql_async::Error>(),
+                    Some(mysql_async::Error::Server(s)) if s.code == 1062)
+            });
+            if duplicate {
+                return Err(anyhow::Error::new(UniqueCollision {
+                    table: meta.name.clone(),
+                    shard: c.shard.clone(),
+                    detail: format!("{e:#}"),
+                }));
+            }
+            return Err(e);
+        }
     }
     Ok(())
+}
+
+/// Rows of different sources hold the same value of a unique secondary key: the target
+/// cannot hold both, and overwriting one would lose it. The workflow stops.
+#[derive(Debug, thiserror::Error)]
+#[error("table {table}: rows from different source shards hold the same value of a unique key, which target shard {shard} cannot hold both of; nothing was overwritten and the workflow stops (make the values unique, or do not merge these shards): {detail}")]
+pub struct UniqueCollision {
+    pub table: String,
+    pub shard: String,
+    pub detail: String,
+}
+
+/// What about `table` change capture cannot follow, as refusals: foreign keys (a cascade
+/// changes rows without firing triggers, so the targets would miss it) and triggers of
+/// the application (they would not be copied, and capture installs its own).
+pub async fn unsupported_links(c: &mut ShardConn, table: &str) -> Result<Vec<String>> {
+    let db = c.database.clone();
+    let mut problems = Vec::new();
+    let fks = c
+        .exec(
+            "SELECT CONSTRAINT_NAME, TABLE_NAME, REFERENCED_TABLE_NAME FROM information_schema.REFERENTIAL_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = ? AND (TABLE_NAME = ? OR REFERENCED_TABLE_NAME = ?)",
+            vec![db.clone().into(), table.into(), table.into()],
+        )
+        .await?;
+    for r in &fks {
+        problems.push(format!(
+            "{table}: foreign key {} ({} references {}); cascades do not fire the change capture's triggers, so drop the foreign key first",
+            text(r, 0),
+            text(r, 1),
+            text(r, 2)
+        ));
+    }
+    let triggers = c
+        .exec(
+            "SELECT TRIGGER_NAME FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = ? AND EVENT_OBJECT_TABLE = ?",
+            vec![db.into(), table.into()],
+        )
+        .await?;
+    for r in &triggers {
+        problems.push(format!(
+            "{table}: trigger {} of the application (it would not be copied with the rows, and change capture needs the table's triggers); drop it first",
+            text(r, 0)
+        ));
+    }
+    Ok(problems)
 }
 
 /// Deletes the rows with the given primary keys.
@@ -467,6 +560,7 @@ mod tests {
             name: "t".into(),
             columns: vec![col("a"), col("b"), col("c")],
             primary_key: pk.iter().map(|n| col(n)).collect(),
+            unique_secondary: false,
         }
     }
 

@@ -18,7 +18,7 @@ async fn shard_states(c: &Controller, names: &[String], state: ShardState) -> Re
             .store
             .get(&key)
             .await
-            .map_err(|e| anyhow!("{e}"))?
+            .map_err(anyhow::Error::new)?
             .ok_or_else(|| anyhow!("{key} is missing"))?;
         let mut doc: ShardDoc = serde_json::from_slice(&e.value)?;
         doc.state = state;
@@ -93,7 +93,8 @@ pub async fn complete(c: &mut Controller) -> Result<()> {
         extra,
     )
     .await?;
-    remove_capture(c).await?;
+    super::crash_point("after-complete");
+    remove_leftovers(c).await?;
     if c.wf.doc.options.delete_source_rows {
         let deleted = delete_source_rows(c).await?;
         c.note(format!(
@@ -153,14 +154,26 @@ pub async fn abort(c: &mut Controller) -> Result<()> {
         vec![],
     )
     .await?;
-    remove_capture(c).await?;
-    let names: Vec<String> = c.tables.iter().map(|t| t.name.clone()).collect();
-    for tc in c.targets.iter_mut() {
-        for t in &names {
-            tc.run(&format!("DROP TABLE IF EXISTS {}", db::ident(t)))
-                .await?;
-        }
-    }
+    super::crash_point("after-abort");
+    remove_leftovers(c).await?;
     c.note("aborted; change capture removed and the targets' copies dropped")
         .await
+}
+
+/// After the workflow ended (complete or abort): removes the change capture on both sides
+/// and, after an abort, the targets' copies; then records that it is done. Idempotent, so
+/// `resume` finishes it after a controller died between the end and the cleanup.
+pub async fn remove_leftovers(c: &mut Controller) -> Result<()> {
+    remove_capture(c).await?;
+    if c.wf.doc.phase == Phase::Aborted {
+        let names: Vec<String> = c.tables.iter().map(|t| t.name.clone()).collect();
+        for tc in c.targets.iter_mut() {
+            for t in &names {
+                tc.run(&format!("DROP TABLE IF EXISTS {}", db::ident(t)))
+                    .await?;
+            }
+        }
+    }
+    c.wf.doc.leftovers_removed = true;
+    c.checkpoint(true).await
 }

@@ -1,48 +1,43 @@
-//! One controller per workflow: a lease-backed lock key (`workflows/<name>/lock`). A
-//! controller killed with SIGKILL stops renewing it; the lease expires within its TTL and
-//! `resume` takes over.
+//! One controller per workflow: a lease-backed lock key (`workflows/<name>/lock`),
+//! created only if absent (one etcd transaction, so two controllers starting at once
+//! cannot both believe they hold it). Its create revision is a fencing token: the
+//! controller's store is fenced by it ([`Store::fenced`]), so every workflow or routing
+//! write also checks that the lock is still this controller's. A controller that lost
+//! its lease (killed, frozen, cut off from etcd) can write nothing more to etcd, and the
+//! capture appliers serialize on a named lock in the databases (see `capture.rs`).
+//!
+//! A controller killed with SIGKILL stops renewing the lease; it expires within its TTL
+//! and `resume` takes over.
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{bail, Result};
 use shardgate_topology::Store;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Lease TTL in seconds.
 const TTL: i64 = 5;
 
+/// The key of a workflow's lock.
+pub fn key(workflow: &str) -> String {
+    format!("workflows/{workflow}/lock")
+}
+
 /// Held while the value lives; dropping it releases the lock.
 pub struct Lock {
     store: Store,
     lease: i64,
+    /// The lock's create revision (the fencing token).
+    pub token: i64,
+    lost: Arc<AtomicBool>,
     keeper: tokio::task::JoinHandle<()>,
 }
 
 impl Lock {
     /// Takes the lock, waiting out a dead holder's lease.
     pub async fn take(store: &Store, workflow: &str) -> Result<Lock> {
-        let key = format!("workflows/{workflow}/lock");
+        let key = key(workflow);
         let deadline = Instant::now() + Duration::from_secs(TTL as u64 + 3);
-        let mut told = false;
-        loop {
-            let held = store.get(&key).await.map_err(|e| anyhow!("{e}"))?;
-            match held {
-                None => break,
-                Some(e) if Instant::now() >= deadline => bail!(
-                    "workflow {workflow} is being driven by another controller ({}); stop it first",
-                    String::from_utf8_lossy(&e.value)
-                ),
-                Some(e) => {
-                    if !told {
-                        eprintln!(
-                            "waiting for the previous controller's lock to expire ({})",
-                            String::from_utf8_lossy(&e.value)
-                        );
-                        told = true;
-                    }
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                }
-            }
-        }
-        let lease = store.grant_lease(TTL).await.map_err(|e| anyhow!("{e}"))?;
         let holder = format!(
             "pid {} on {}",
             std::process::id(),
@@ -50,16 +45,43 @@ impl Lock {
                 .unwrap_or_default()
                 .trim()
         );
-        store
-            .put_leased(&key, holder.into_bytes(), lease)
-            .await
-            .map_err(|e| anyhow!("{e}"))?;
+        let mut told = false;
+        let (lease, token) = loop {
+            let lease = store.grant_lease(TTL).await.map_err(anyhow::Error::new)?;
+            match store
+                .create_leased(&key, holder.clone().into_bytes(), lease)
+                .await
+                .map_err(anyhow::Error::new)?
+            {
+                Ok(token) => break (lease, token),
+                Err(current) => {
+                    let _ = store.revoke_lease(lease).await;
+                    let other = String::from_utf8_lossy(&current).into_owned();
+                    if Instant::now() >= deadline {
+                        bail!(LockHeld {
+                            workflow: workflow.to_string(),
+                            holder: other,
+                        });
+                    }
+                    if !told {
+                        tracing::info!(holder = %other, "waiting for the previous controller's lock to expire");
+                        told = true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            }
+        };
+        let lost = Arc::new(AtomicBool::new(false));
         let s = store.clone();
+        let flag = lost.clone();
         let keeper = tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_millis(1500)).await;
                 if let Ok(0) = s.keep_alive_once(lease).await {
-                    tracing::error!("the workflow lock's lease expired");
+                    tracing::error!(
+                        "the workflow lock's lease expired; this controller stops writing"
+                    );
+                    flag.store(true, Ordering::SeqCst);
                     return;
                 }
             }
@@ -67,8 +89,15 @@ impl Lock {
         Ok(Lock {
             store: store.clone(),
             lease,
+            token,
+            lost,
             keeper,
         })
+    }
+
+    /// Whether the lease was seen to expire (every etcd write fails from then on anyway).
+    pub fn lost(&self) -> bool {
+        self.lost.load(Ordering::SeqCst)
     }
 
     /// Releases the lock now.
@@ -82,4 +111,12 @@ impl Drop for Lock {
     fn drop(&mut self) {
         self.keeper.abort();
     }
+}
+
+/// Another controller drives the workflow.
+#[derive(Debug, thiserror::Error)]
+#[error("workflow {workflow} is being driven by another controller ({holder}); stop it first")]
+pub struct LockHeld {
+    pub workflow: String,
+    pub holder: String,
 }

@@ -26,6 +26,7 @@ pub mod cutover;
 pub mod db;
 pub mod finish;
 pub mod lock;
+pub mod plan;
 pub mod routing;
 pub mod rows;
 pub mod setup;
@@ -56,6 +57,16 @@ pub struct Controller {
     last_save: Instant,
 }
 
+/// The validated topology as etcd holds it now.
+pub async fn snapshot(store: &Store) -> Result<shardgate_topology::Snapshot> {
+    store
+        .load()
+        .await
+        .map_err(anyhow::Error::new)?
+        .snapshot()
+        .map_err(|e| anyhow!("the topology is invalid: {e}"))
+}
+
 /// The shards named `names` of a keyspace.
 pub fn shards_named(ks: &Keyspace, names: &[String]) -> Result<Vec<Shard>> {
     names
@@ -73,13 +84,10 @@ impl Controller {
     /// Takes the workflow's lock and connects to its shards.
     pub async fn open(store: &Store, name: &str, creds: &Credentials) -> Result<Controller> {
         let lock = lock::Lock::take(store, name).await?;
+        // Every etcd write of this controller checks that the lock is still its own.
+        let store = &store.fenced(&lock::key(name), lock.token);
         let wf = workflow::load(store, name).await?;
-        let snapshot = store
-            .load()
-            .await
-            .map_err(|e| anyhow!("{e}"))?
-            .snapshot()
-            .map_err(|e| anyhow!("the topology is invalid: {e}"))?;
+        let snapshot = snapshot(store).await?;
         let keyspace = snapshot
             .keyspace(&wf.doc.keyspace)
             .cloned()
@@ -97,8 +105,23 @@ impl Controller {
             lock: Some(lock),
             last_save: Instant::now(),
         };
+        c.lift_leftover_buffer().await?;
         c.connect().await?;
         Ok(c)
+    }
+
+    /// A write buffer still set when a controller takes the lock was left by one that died
+    /// mid-cutover (a cutover only runs under the lock): lift it, so writes stop waiting.
+    async fn lift_leftover_buffer(&mut self) -> Result<()> {
+        if self.keyspace.routing.write_buffer.is_none() {
+            return Ok(());
+        }
+        tracing::warn!(keyspace = %self.keyspace.name, "lifting a write buffer left by a previous controller");
+        routing::update(&self.store, &self.keyspace.name, Vec::new(), |r| {
+            r.write_buffer = None
+        })
+        .await?;
+        Ok(())
     }
 
     async fn connect(&mut self) -> Result<()> {
@@ -207,6 +230,10 @@ impl Controller {
         let mut paused: Option<Instant> = None;
         loop {
             let phase = self.wf.doc.phase;
+            if phase.finished() && !self.wf.doc.leftovers_removed {
+                // A controller died between the end and the cleanup.
+                finish::remove_leftovers(self).await?;
+            }
             if phase >= goal || phase.finished() {
                 return Ok(());
             }
@@ -225,7 +252,7 @@ impl Controller {
                     if since.elapsed() > Duration::from_secs(600) {
                         return Err(e.context("etcd unreachable for 10 minutes"));
                     }
-                    eprintln!("etcd unreachable; workflow paused, retrying: {e:#}");
+                    tracing::warn!(error = %format!("{e:#}"), "etcd unreachable; workflow paused, retrying");
                     tokio::time::sleep(Duration::from_secs(2)).await;
                     // Pick up where the document says (the step's last checkpoint).
                     if let Ok(w) = workflow::load(&self.store, &self.wf.doc.name).await {
@@ -238,10 +265,23 @@ impl Controller {
     }
 }
 
+/// A step boundary where tests make the controller die as if SIGKILLed: the process
+/// aborts when `SHARDGATE_CRASH_AT` names this point (never set in production).
+pub fn crash_point(name: &str) {
+    if std::env::var("SHARDGATE_CRASH_AT").as_deref() == Ok(name) {
+        tracing::error!(point = name, "SHARDGATE_CRASH_AT: dying here");
+        std::process::abort();
+    }
+}
+
 /// Whether an error comes from etcd being unreachable (the workflow can wait for it).
 fn etcd_unreachable(e: &anyhow::Error) -> bool {
-    e.chain()
-        .any(|c| c.to_string().contains("etcd is unavailable"))
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<shardgate_topology::StoreError>(),
+            Some(shardgate_topology::StoreError::Unavailable(_))
+        )
+    })
 }
 
 /// Refuses a step that the workflow's phase does not allow.

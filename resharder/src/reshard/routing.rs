@@ -17,7 +17,7 @@ pub async fn update(
 ) -> Result<(u64, i64)> {
     let key = format!("keyspaces/{keyspace}/routing");
     for _ in 0..5 {
-        let base = store.load().await.map_err(|e| anyhow!("{e}"))?;
+        let base = store.load().await.map_err(anyhow::Error::new)?;
         let entry = base
             .get(&key)
             .ok_or_else(|| anyhow!("keyspace {keyspace} has no routing document ({key})"))?;
@@ -34,7 +34,10 @@ pub async fn update(
         match store.commit_validated(&base, &writes).await {
             Ok(rev) => return Ok((doc.version, rev)),
             Err(shardgate_topology::StoreError::Conflict { .. }) => continue,
-            Err(e) => bail!("cannot change the routing of {keyspace}: {e}"),
+            Err(e) => {
+                return Err(anyhow::Error::new(e)
+                    .context(format!("cannot change the routing of {keyspace}")))
+            }
         }
     }
     bail!("the routing of {keyspace} keeps changing under the controller; retry")
@@ -46,7 +49,7 @@ pub async fn current_version(store: &Store, keyspace: &str) -> Result<u64> {
     let e = store
         .get(&key)
         .await
-        .map_err(|e| anyhow!("{e}"))?
+        .map_err(anyhow::Error::new)?
         .ok_or_else(|| anyhow!("{key} is missing"))?;
     let doc: RoutingDoc = serde_json::from_slice(&e.value)?;
     Ok(doc.version)
@@ -66,7 +69,7 @@ pub async fn wait_acks(
     // lease and fenced itself yet).
     let mut seen: std::collections::BTreeMap<String, (Instant, u64)> = Default::default();
     loop {
-        let loaded = store.load().await.map_err(|e| anyhow!("{e}"))?;
+        let loaded = store.load().await.map_err(anyhow::Error::new)?;
         let mut behind = Vec::new();
         let mut present = std::collections::BTreeSet::new();
         for e in loaded

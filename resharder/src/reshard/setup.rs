@@ -25,102 +25,26 @@ pub struct Request {
 /// Checks a request against the topology and the source schema, and writes the workflow
 /// document (phase `Created`). Every refusal names what is wrong.
 pub async fn create(store: &Store, req: &Request, creds: &Credentials) -> Result<Stored> {
-    let snapshot = store
-        .load()
-        .await
-        .map_err(|e| anyhow!("{e}"))?
-        .snapshot()
-        .map_err(|e| anyhow!("the topology is invalid: {e}"))?;
-    let ks = snapshot
-        .keyspace(&req.keyspace)
-        .ok_or_else(|| anyhow!("no keyspace {:?}", req.keyspace))?;
-    if !ks.sharded {
-        bail!(
-            "keyspace {} is unsharded; only sharded keyspaces can be resharded",
-            ks.name
-        );
-    }
-    if let Some(w) = &ks.routing.workflow {
-        bail!(
-            "keyspace {} already has workflow {w:?}; finish or abort it first",
-            ks.name
-        );
-    }
+    let snapshot = super::snapshot(store).await?;
     if let Some(old) = snapshot.workflows.get(&req.name) {
         let phase = old.get("phase").and_then(|p| p.as_str()).unwrap_or("");
         if phase != "complete" && phase != "aborted" {
             bail!("a workflow named {:?} exists (phase {phase})", req.name);
         }
     }
-    if req.from.is_empty() || req.to.is_empty() {
-        bail!("--from and --to each need at least one shard");
-    }
-    let from = shards_named(ks, &req.from)?;
-    let to = shards_named(ks, &req.to)?;
-    for s in &from {
-        if !ks.routing.serving.contains(&s.name) {
-            bail!("source shard {} is not serving", s.name);
-        }
-    }
-    for s in &to {
-        if ks.routing.serving.contains(&s.name) {
-            bail!("target shard {} is already serving", s.name);
-        }
-        if req.from.contains(&s.name) {
-            bail!("shard {} is both a source and a target", s.name);
-        }
-    }
-    let from_ranges: Vec<KeyRange> = from.iter().map(|s| s.range.clone()).collect();
-    let to_ranges: Vec<KeyRange> = to.iter().map(|s| s.range.clone()).collect();
-    let whole = union_range(&from_ranges).ok_or_else(|| {
-        anyhow!(
-            "the source shards {:?} are not one contiguous range",
-            req.from
-        )
-    })?;
-    check_partition(&whole, &to_ranges).map_err(|e| {
-        anyhow!(
-            "the target shards {:?} do not partition the source range {}: {e}",
-            req.to,
-            whole.name()
-        )
-    })?;
-
-    // The tables, as the first source has them.
+    let ks = snapshot
+        .keyspace(&req.keyspace)
+        .ok_or_else(|| anyhow!("no keyspace {:?}", req.keyspace))?;
+    let to: Vec<(String, KeyRange)> = shards_named(ks, &req.to)?
+        .into_iter()
+        .map(|s| (s.name, s.range))
+        .collect();
+    let from = check_shards(ks, &req.from, &to)?;
     let mut sources = Vec::with_capacity(from.len());
     for s in &from {
         sources.push(ShardConn::open(s, creds, false).await?);
     }
-    let mut tables = BTreeMap::new();
-    let mut problems = Vec::new();
-    for t in db::tables(&mut sources[0]).await? {
-        let meta = db::table_meta(&mut sources[0], &t).await?;
-        let kind = match ks.table(&t).map(|x| &x.kind) {
-            Some(TableKind::Sharded) => "sharded",
-            Some(TableKind::Reference) => "reference",
-            _ => {
-                problems.push(format!("{t}: not in the keyspace's VSchema"));
-                continue;
-            }
-        };
-        if meta.primary_key.is_empty() {
-            problems.push(format!("{t}: no primary key"));
-            continue;
-        }
-        let mut estimate = 0;
-        for c in sources.iter_mut() {
-            estimate += db::row_estimate(c, &t).await?;
-        }
-        tables.insert(
-            t.clone(),
-            TableProgress {
-                kind: kind.into(),
-                primary_key: meta.primary_key.iter().map(|c| c.name.clone()).collect(),
-                rows_estimate: estimate,
-                ..TableProgress::default()
-            },
-        );
-    }
+    let (tables, problems) = inspect_tables(ks, &mut sources).await?;
     if !problems.is_empty() {
         bail!(
             "these tables cannot be resharded:\n  {}",
@@ -146,9 +70,10 @@ pub async fn create(store: &Store, req: &Request, creds: &Credentials) -> Result
         updated_ms: now,
         copy_started_ms: 0,
         message: "created".into(),
+        leftovers_removed: false,
     };
     let key = super::workflow::key(&req.name);
-    let existing = store.get(&key).await.map_err(|e| anyhow!("{e}"))?;
+    let existing = store.get(&key).await.map_err(anyhow::Error::new)?;
     let expect = match &existing {
         Some(e) => Expect::Revision(e.mod_revision),
         None => Expect::Absent,
@@ -160,8 +85,105 @@ pub async fn create(store: &Store, req: &Request, creds: &Credentials) -> Result
             expect,
         }])
         .await
-        .map_err(|e| anyhow!("{e}"))?;
+        .map_err(anyhow::Error::new)?;
     Ok(Stored { doc, revision: rev })
+}
+
+/// The request's source and target shards, checked against the topology: a sharded
+/// keyspace without a workflow, serving sources forming one contiguous range, new targets
+/// partitioning it.
+pub fn check_shards(
+    ks: &shardgate_topology::Keyspace,
+    from_names: &[String],
+    to: &[(String, KeyRange)],
+) -> Result<Vec<shardgate_topology::Shard>> {
+    let to_names: Vec<String> = to.iter().map(|(n, _)| n.clone()).collect();
+    if !ks.sharded {
+        bail!(
+            "keyspace {} is unsharded; only sharded keyspaces can be resharded",
+            ks.name
+        );
+    }
+    if let Some(w) = &ks.routing.workflow {
+        bail!(
+            "keyspace {} already has workflow {w:?}; finish or abort it first",
+            ks.name
+        );
+    }
+    if from_names.is_empty() || to_names.is_empty() {
+        bail!("--from and --to each need at least one shard");
+    }
+    let from = shards_named(ks, from_names)?;
+    for s in &from {
+        if !ks.routing.serving.contains(&s.name) {
+            bail!("source shard {} is not serving", s.name);
+        }
+    }
+    for name in &to_names {
+        if ks.routing.serving.contains(name) {
+            bail!("target shard {name} is already serving");
+        }
+        if from_names.contains(name) {
+            bail!("shard {name} is both a source and a target");
+        }
+    }
+    let from_ranges: Vec<KeyRange> = from.iter().map(|s| s.range.clone()).collect();
+    let to_ranges: Vec<KeyRange> = to.iter().map(|(_, r)| r.clone()).collect();
+    let whole = union_range(&from_ranges).ok_or_else(|| {
+        anyhow!(
+            "the source shards {:?} are not one contiguous range",
+            from_names
+        )
+    })?;
+    check_partition(&whole, &to_ranges).map_err(|e| {
+        anyhow!(
+            "the target shards {:?} do not partition the source range {}: {e}",
+            to_names,
+            whole.name()
+        )
+    })?;
+    Ok(from)
+}
+
+/// The tables of the sources (as the first has them) with their row estimates, and what
+/// refuses each table that cannot be moved (not in the VSchema, no primary key, foreign
+/// keys, triggers of the application).
+pub async fn inspect_tables(
+    ks: &shardgate_topology::Keyspace,
+    sources: &mut [ShardConn],
+) -> Result<(BTreeMap<String, TableProgress>, Vec<String>)> {
+    let mut tables = BTreeMap::new();
+    let mut problems = Vec::new();
+    for t in db::tables(&mut sources[0]).await? {
+        let meta = db::table_meta(&mut sources[0], &t).await?;
+        let kind = match ks.table(&t).map(|x| &x.kind) {
+            Some(TableKind::Sharded) => "sharded",
+            Some(TableKind::Reference) => "reference",
+            _ => {
+                problems.push(format!("{t}: not in the keyspace's VSchema"));
+                continue;
+            }
+        };
+        if meta.primary_key.is_empty() {
+            problems.push(format!("{t}: no primary key"));
+            continue;
+        }
+        problems.extend(db::unsupported_links(&mut sources[0], &t).await?);
+        let mut estimate = 0;
+        for c in sources.iter_mut() {
+            estimate += db::row_estimate(c, &t).await?;
+        }
+        tables.insert(
+            t.clone(),
+            TableProgress {
+                kind: kind.into(),
+                primary_key: meta.primary_key.iter().map(|c| c.name.clone()).collect(),
+                rows_estimate: estimate,
+                ..TableProgress::default()
+            },
+        );
+    }
+    Ok((tables, problems))
 }
 
 /// Copies the schema, installs change capture on both sides, and announces the workflow

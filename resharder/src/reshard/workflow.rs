@@ -1,7 +1,7 @@
 //! The workflow document (`workflows/<name>` in etcd): everything a controller needs to
 //! resume a resharding after a crash, and everything `shardctl reshard status` shows.
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, Result};
 use serde::{Deserialize, Serialize};
 use shardgate_topology::store::{Expect, Store, Write};
 use std::collections::BTreeMap;
@@ -137,6 +137,11 @@ pub struct WorkflowDoc {
     pub copy_started_ms: u64,
     /// The last thing that happened.
     pub message: String,
+    /// After `complete` or `abort`: change capture (and an abort's target copies) removed.
+    /// A controller that died between the end and the cleanup leaves this false, and
+    /// `resume` finishes the cleanup.
+    #[serde(default)]
+    pub leftovers_removed: bool,
 }
 
 pub fn now_ms() -> u64 {
@@ -161,7 +166,7 @@ pub async fn load(store: &Store, name: &str) -> Result<Stored> {
     let e = store
         .get(&key(name))
         .await
-        .map_err(|e| anyhow!("{e}"))?
+        .map_err(anyhow::Error::new)?
         .ok_or_else(|| anyhow!("no workflow {name:?} (shardctl reshard list shows them)"))?;
     let doc = serde_json::from_slice(&e.value)
         .map_err(|err| anyhow!("workflow {name:?} cannot be read: {err}"))?;
@@ -173,7 +178,7 @@ pub async fn load(store: &Store, name: &str) -> Result<Stored> {
 
 /// Every workflow of the cluster.
 pub async fn list(store: &Store) -> Result<Vec<WorkflowDoc>> {
-    let loaded = store.load().await.map_err(|e| anyhow!("{e}"))?;
+    let loaded = store.load().await.map_err(anyhow::Error::new)?;
     Ok(loaded
         .entries
         .iter()
@@ -196,7 +201,10 @@ impl Stored {
                 self.revision = rev;
                 Ok(())
             }
-            Err(e) => bail!("cannot save workflow {}: {e}", self.doc.name),
+            Err(e) => {
+                Err(anyhow::Error::new(e)
+                    .context(format!("cannot save workflow {}", self.doc.name)))
+            }
         }
     }
 
