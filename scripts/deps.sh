@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what shardgate needs on Debian (as root), only if something is missing:
 # MariaDB server and client, etcd, protoc (for the etcd client), sysbench, HAProxy,
-# PyMySQL, and a Rust toolchain.
+# promtool, PyMySQL, and a Rust toolchain (with rustfmt and clippy).
 set -euo pipefail
 
 need=()
@@ -14,6 +14,8 @@ command -v sysbench >/dev/null 2>&1 || need+=(sysbench)
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
 command -v cc >/dev/null 2>&1 || need+=(build-essential)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+# promtool lints /metrics in the tests (Debian's prometheus package; its server is not used).
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"

@@ -111,6 +111,32 @@ fn reserved_message(r: &crate::planner::lexer::Reserved) -> String {
 }
 
 impl ProxyError {
+    /// Who the error comes from, for metrics: `backend` (a MySQL server's own error),
+    /// `client` (the statement or value the client sent is wrong), or `proxy` (the proxy
+    /// could not or would not run it: limits, shards unavailable, not supported).
+    pub fn origin(&self) -> &'static str {
+        match self {
+            ProxyError::Backend(_) | ProxyError::DuplicateKey { .. } => "backend",
+            ProxyError::UnknownDatabase(_)
+            | ProxyError::NoDatabaseSelected
+            | ProxyError::UnknownTable { .. }
+            | ProxyError::Syntax(_)
+            | ProxyError::UnknownStatement { .. }
+            | ProxyError::WrongArguments(_)
+            | ProxyError::WrongValue(_)
+            | ProxyError::AccessDenied(_)
+            | ProxyError::UnknownVariable(_)
+            | ProxyError::WrongVariableValue { .. }
+            | ProxyError::UnknownThread(_)
+            | ProxyError::Reserved(_)
+            | ProxyError::ValueCount(_)
+            | ProxyError::SchemaUnknown { .. }
+            | ProxyError::ShardKeyChange { .. }
+            | ProxyError::Interrupted => "client",
+            _ => "proxy",
+        }
+    }
+
     /// (errno, SQLSTATE) of this error.
     pub fn code(&self) -> (u16, &'static str) {
         match self {

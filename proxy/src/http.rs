@@ -25,9 +25,9 @@ pub async fn run(listener: TcpListener, ctx: Arc<Context>) {
 }
 
 async fn metrics(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
-    for (k, p) in ctx.backends.pools() {
-        let _ = (k, p);
-    }
+    ctx.metrics
+        .fenced
+        .set(ctx.fenced.load(std::sync::atomic::Ordering::SeqCst) as i64);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         ctx.metrics.render() + &pool_metrics(&ctx),
@@ -35,58 +35,83 @@ async fn metrics(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
 }
 
 fn pool_metrics(ctx: &Context) -> String {
-    use crate::backend::pool::ShardLimit;
+    use crate::backend::pool::WAIT_BUCKETS;
     use std::sync::atomic::Ordering;
     let mut s = String::new();
-    s.push_str("# HELP shardgate_backend_connections_in_use Backend connections lent out, by backend.\n# TYPE shardgate_backend_connections_in_use gauge\n");
+    // Pools are keyed by client options too; the series are per shard server.
+    let mut per_shard: std::collections::BTreeMap<(String, String), (usize, usize)> =
+        Default::default();
     for (k, p) in ctx.backends.pools() {
-        let _ = writeln!(
-            s,
-            "shardgate_backend_connections_in_use{{backend=\"{}\",database=\"{}\"}} {}",
-            k.addr,
-            k.database,
-            p.in_use()
-        );
+        let e = per_shard
+            .entry((k.addr.clone(), k.database.clone()))
+            .or_default();
+        e.0 += p.in_use();
+        e.1 += p.idle_count();
     }
-    s.push_str("# HELP shardgate_backend_connections_idle Idle pooled backend connections, by backend.\n# TYPE shardgate_backend_connections_idle gauge\n");
-    for (k, p) in ctx.backends.pools() {
-        let _ = writeln!(
-            s,
-            "shardgate_backend_connections_idle{{backend=\"{}\",database=\"{}\"}} {}",
-            k.addr,
-            k.database,
-            p.idle_count()
-        );
-    }
-    let limits = ctx.backends.limits();
-    for (name, help, read) in [
+    for (name, help, pick) in [
         (
-            "backend_pool_waits_total",
-            "Statements that waited for a backend connection (every connection of the shard was busy), by shard server.",
-            (|l: &ShardLimit| l.waits.load(Ordering::Relaxed) as f64) as fn(&ShardLimit) -> f64,
+            "backend_connections_in_use",
+            "Backend connections lent out, by shard server.",
+            (|v: &(usize, usize)| v.0) as fn(&(usize, usize)) -> usize,
         ),
         (
-            "backend_pool_wait_timeouts_total",
-            "Waits for a backend connection that gave up after backend.pool_wait_ms (error 1040).",
-            |l: &ShardLimit| l.wait_timeouts.load(Ordering::Relaxed) as f64,
-        ),
-        (
-            "backend_pool_wait_seconds_total",
-            "Time statements spent waiting for a backend connection.",
-            |l: &ShardLimit| l.wait_us.load(Ordering::Relaxed) as f64 / 1e6,
+            "backend_connections_idle",
+            "Idle pooled backend connections, by shard server.",
+            |v: &(usize, usize)| v.1,
         ),
     ] {
         let _ = writeln!(
             s,
-            "# HELP shardgate_{name} {help}\n# TYPE shardgate_{name} counter"
+            "# HELP shardgate_{name} {help}\n# TYPE shardgate_{name} gauge"
         );
-        for ((addr, db), l) in &limits {
+        for ((addr, db), v) in &per_shard {
             let _ = writeln!(
                 s,
                 "shardgate_{name}{{backend=\"{addr}\",database=\"{db}\"}} {}",
-                read(l)
+                pick(v)
             );
         }
+    }
+    let limits = ctx.backends.limits();
+    let _ = writeln!(
+        s,
+        "# HELP shardgate_backend_pool_wait_seconds How long statements waited for a backend connection when every connection of the shard was busy, by shard server.\n# TYPE shardgate_backend_pool_wait_seconds histogram"
+    );
+    for ((addr, db), l) in &limits {
+        let labels = format!("backend=\"{addr}\",database=\"{db}\"");
+        let mut cumulative = 0;
+        for (i, bound) in WAIT_BUCKETS.iter().enumerate() {
+            cumulative += l.wait_buckets[i].load(Ordering::Relaxed);
+            let _ = writeln!(
+                s,
+                "shardgate_backend_pool_wait_seconds_bucket{{{labels},le=\"{bound}\"}} {cumulative}"
+            );
+        }
+        let count = l.waits.load(Ordering::Relaxed);
+        let _ = writeln!(
+            s,
+            "shardgate_backend_pool_wait_seconds_bucket{{{labels},le=\"+Inf\"}} {count}"
+        );
+        let _ = writeln!(
+            s,
+            "shardgate_backend_pool_wait_seconds_sum{{{labels}}} {}",
+            l.wait_us.load(Ordering::Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(
+            s,
+            "shardgate_backend_pool_wait_seconds_count{{{labels}}} {count}"
+        );
+    }
+    let _ = writeln!(
+        s,
+        "# HELP shardgate_backend_pool_wait_timeouts_total Waits for a backend connection that gave up after backend.pool_wait_ms (error 1040), by shard server.\n# TYPE shardgate_backend_pool_wait_timeouts_total counter"
+    );
+    for ((addr, db), l) in &limits {
+        let _ = writeln!(
+            s,
+            "shardgate_backend_pool_wait_timeouts_total{{backend=\"{addr}\",database=\"{db}\"}} {}",
+            l.wait_timeouts.load(Ordering::Relaxed)
+        );
     }
     s
 }

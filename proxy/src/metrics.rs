@@ -1,6 +1,9 @@
 //! Prometheus metrics of the proxy, served on /metrics.
 
-use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
 
 /// Every metric the proxy exports.
 pub struct Metrics {
@@ -14,6 +17,12 @@ pub struct Metrics {
     /// `queries_total{kind="session"}`.
     pub queries_session: IntCounter,
     pub query_errors_total: IntCounterVec,
+    /// Statement latency by keyspace and plan type.
+    pub query_duration_seconds: HistogramVec,
+    /// Per-shard latency of what the proxy sent.
+    pub backend_query_duration_seconds: HistogramVec,
+    pub build_info: IntGaugeVec,
+    pub fenced: IntGauge,
     pub plan_cache_hits: IntCounter,
     pub plan_cache_misses: IntCounter,
     pub topology_revision: IntGauge,
@@ -24,8 +33,8 @@ pub struct Metrics {
     pub backend_connect_errors_total: IntCounter,
     /// Writes held by a resharding cutover's write buffer.
     pub writes_buffered_total: IntCounter,
-    /// The longest a write was held by a cutover, in milliseconds.
-    pub write_buffer_max_ms: IntGauge,
+    /// The longest a write was held by a cutover.
+    pub write_buffer_max_seconds: prometheus::Gauge,
     /// Commands that panicked (each closed its connection, nothing else).
     pub session_panics_total: IntCounter,
     /// Schema snapshots swapped in, and failed schema reads.
@@ -54,6 +63,24 @@ impl Metrics {
             registry.register(Box::new(g.clone())).expect("register");
             g
         };
+        let histogram = |name: &str, help: &str, labels: &[&str]| {
+            let h = HistogramVec::new(
+                HistogramOpts::new(name, help).buckets(vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    10.0,
+                ]),
+                labels,
+            )
+            .expect("metric");
+            registry.register(Box::new(h.clone())).expect("register");
+            h
+        };
+        #[cfg(target_os = "linux")]
+        {
+            // RSS, CPU seconds, open and max file descriptors, start time.
+            let pc = prometheus::process_collector::ProcessCollector::for_self();
+            let _ = registry.register(Box::new(pc));
+        }
         let vec = |name: &str, help: &str, labels: &[&str]| {
             let c = IntCounterVec::new(Opts::new(name, help), labels).expect("metric");
             registry.register(Box::new(c.clone())).expect("register");
@@ -76,8 +103,32 @@ impl Metrics {
             connections_current: gauge("connections_current", "Client connections open now."),
             query_errors_total: vec(
                 "query_errors_total",
-                "Statements that returned an error, by errno.",
-                &["code"],
+                "Statements that returned an error, by errno and origin (client: the statement or a value was wrong; proxy: refused or failed in the proxy; backend: a MySQL server's error).",
+                &["code", "origin"],
+            ),
+            query_duration_seconds: histogram(
+                "query_duration_seconds",
+                "Time from a statement's arrival to its last packet, by keyspace and plan type (route, scatter, merge, union, insert, write, join, ... and session).",
+                &["keyspace", "plan"],
+            ),
+            backend_query_duration_seconds: histogram(
+                "backend_query_duration_seconds",
+                "Time from sending a statement to a shard to reading its whole answer, by keyspace and shard.",
+                &["keyspace", "shard"],
+            ),
+            build_info: {
+                let g = IntGaugeVec::new(
+                    Opts::new("build_info", "Always 1; the labels say which build runs."),
+                    &["version"],
+                )
+                .expect("metric");
+                registry.register(Box::new(g.clone())).expect("register");
+                g.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+                g
+            },
+            fenced: gauge(
+                "fenced",
+                "1 while this proxy's etcd registration is lost and writes to keyspaces under a workflow are held (fencing).",
             ),
             plan_cache_hits: counter("plan_cache_hits_total", "Plans served from the cache."),
             plan_cache_misses: counter("plan_cache_misses_total", "Statements planned anew."),
@@ -106,10 +157,15 @@ impl Metrics {
                 "writes_buffered_total",
                 "Writes held by a resharding cutover's write buffer.",
             ),
-            write_buffer_max_ms: gauge(
-                "write_buffer_max_ms",
-                "The longest a write was held by a resharding cutover, in milliseconds.",
-            ),
+            write_buffer_max_seconds: {
+                let g = prometheus::Gauge::new(
+                    "write_buffer_max_seconds",
+                    "The longest a write was held by a resharding cutover.",
+                )
+                .expect("metric");
+                registry.register(Box::new(g.clone())).expect("register");
+                g
+            },
             session_panics_total: counter(
                 "session_panics_total",
                 "Commands that hit a bug in the proxy; each closed only its own connection.",

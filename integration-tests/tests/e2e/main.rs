@@ -7,6 +7,7 @@ mod foundation;
 mod hostile;
 mod joins;
 mod moves;
+mod observability;
 mod pressure;
 mod races;
 mod resharding;

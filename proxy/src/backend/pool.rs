@@ -46,12 +46,17 @@ pub struct ShardLimit {
     permits: Arc<Semaphore>,
     open: AtomicUsize,
     pools: Mutex<Vec<Weak<Pool>>>,
-    /// Borrows that had to wait for a connection, their total wait, and the waits that
-    /// gave up (`backend.pool_wait_ms`).
+    /// Borrows that had to wait for a connection, their total wait, how long each waited
+    /// (counts per [`WAIT_BUCKETS`] bound, not cumulative), and the waits that gave up
+    /// (`backend.pool_wait_ms`).
     pub waits: AtomicU64,
     pub wait_us: AtomicU64,
+    pub wait_buckets: [AtomicU64; WAIT_BUCKETS.len()],
     pub wait_timeouts: AtomicU64,
 }
+
+/// Upper bounds (seconds) of the pool wait histogram.
+pub const WAIT_BUCKETS: [f64; 10] = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0];
 
 impl ShardLimit {
     pub fn new(max: usize) -> Arc<ShardLimit> {
@@ -63,6 +68,7 @@ impl ShardLimit {
             pools: Mutex::new(Vec::new()),
             waits: AtomicU64::new(0),
             wait_us: AtomicU64::new(0),
+            wait_buckets: Default::default(),
             wait_timeouts: AtomicU64::new(0),
         })
     }
@@ -205,17 +211,21 @@ impl Pool {
             Ok(p) => p,
             Err(_) => {
                 let started = Instant::now();
-                let waited = tokio::time::timeout(
+                let acquired = tokio::time::timeout(
                     self.settings.acquire_timeout,
                     self.limit.permits.clone().acquire_owned(),
                 )
                 .await;
                 let metrics = &self.limit;
+                let waited = started.elapsed();
                 metrics.waits.fetch_add(1, Ordering::Relaxed);
                 metrics
                     .wait_us
-                    .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-                match waited {
+                    .fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
+                if let Some(i) = WAIT_BUCKETS.iter().position(|b| waited.as_secs_f64() <= *b) {
+                    metrics.wait_buckets[i].fetch_add(1, Ordering::Relaxed);
+                }
+                match acquired {
                     Ok(p) => p.expect("pool semaphore is never closed"),
                     Err(_) => {
                         metrics.wait_timeouts.fetch_add(1, Ordering::Relaxed);

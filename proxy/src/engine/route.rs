@@ -28,6 +28,7 @@ impl Exec<'_> {
             let sql = (!r.query.verbatim || self.params.is_none())
                 .then(|| self.render(&r.query.template, t.shard, t.values.as_deref(), None));
             let _ = snapshot;
+            let started = std::time::Instant::now();
             let held = self.conns.get(self.ctx, &r.keyspace, t.shard).await?;
             let sent = match (self.params, sql) {
                 (Some(params), None) => match held.conn.prepared_id(&r.query.text).await {
@@ -44,7 +45,10 @@ impl Exec<'_> {
                 more_results: self.more_results,
             };
             return match relay_response(&mut held.conn, out, opts).await {
-                Ok(s) => Ok(s),
+                Ok(s) => {
+                    observe_shard(self.ctx, &r.keyspace, &t.shard.name, started);
+                    Ok(s)
+                }
                 Err(RelayError::Backend(_)) => {
                     self.conns.drop_unusable();
                     Err(ExecError::Reported)
@@ -53,6 +57,7 @@ impl Exec<'_> {
             };
         }
         // Several shards: send everything first, so they work in parallel.
+        let started = std::time::Instant::now();
         let mut helds: Vec<Held> = Vec::with_capacity(targets.len());
         let mut failure = None;
         for t in &targets {
@@ -86,7 +91,7 @@ impl Exec<'_> {
             self.give_back_all(helds).await;
             return Err(e.into());
         }
-        let result = self.concat(&mut helds, out).await;
+        let result = self.concat(&mut helds, out, started).await;
         self.give_back_all(helds).await;
         result
     }
@@ -96,6 +101,7 @@ impl Exec<'_> {
         &mut self,
         helds: &mut [Held],
         out: &mut Responder<'_>,
+        started: std::time::Instant,
     ) -> Result<RelaySummary, ExecError> {
         let mut summary = RelaySummary::default();
         let mut header_sent = false;
@@ -157,6 +163,8 @@ impl Exec<'_> {
             }
             match relay_rows_only(&mut h.conn, out).await {
                 Ok(r) => {
+                    let (keyspace, shard) = h.label.split_once('/').unwrap_or((&h.label, ""));
+                    observe_shard(self.ctx, keyspace, shard, started);
                     summary.rows += r.rows;
                     summary.warnings = summary.warnings.saturating_add(r.warnings);
                     if let Some(e) = r.error {
@@ -254,4 +262,17 @@ async fn skip_result(h: &mut Held, first: bytes::Bytes) -> Result<(), ()> {
             _ => {}
         }
     }
+}
+
+/// Records how long a shard took (statement sent to answer read).
+fn observe_shard(
+    ctx: &crate::context::Context,
+    keyspace: &str,
+    shard: &str,
+    started: std::time::Instant,
+) {
+    ctx.metrics
+        .backend_query_duration_seconds
+        .with_label_values(&[keyspace, shard])
+        .observe(started.elapsed().as_secs_f64());
 }

@@ -26,6 +26,11 @@ pub struct QueryPlan {
     pub root: Primitive,
     #[serde(skip_serializing_if = "Facts::is_plain")]
     pub facts: Facts,
+    /// What metrics call it: the plan type and its first keyspace (found once).
+    #[serde(skip)]
+    pub kind: &'static str,
+    #[serde(skip)]
+    pub keyspace: String,
 }
 
 impl QueryPlan {
@@ -37,7 +42,14 @@ impl QueryPlan {
             }
             _ => false,
         };
-        QueryPlan { root, facts }
+        let kind = root.kind();
+        let keyspace = root.keyspaces().into_iter().next().unwrap_or_default();
+        QueryPlan {
+            root,
+            facts,
+            kind,
+            keyspace,
+        }
     }
 }
 
@@ -248,6 +260,39 @@ pub enum Primitive {
 }
 
 impl Primitive {
+    /// The plan type metrics and logs name it by: `route` (one shard), `scatter` (several
+    /// shards, rows relayed), `merge` (several shards, merged by the proxy), `union`,
+    /// `insert`, `write`, `insert_select`, `move`, `join` (gathered: joins and subqueries
+    /// across shards), `join_write`, or `none`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Primitive::Route(r) => match r.target {
+                Target::Scatter | Target::Lookup { .. } | Target::In { .. } => "scatter",
+                Target::Nowhere => "none",
+                _ => "route",
+            },
+            Primitive::MergeSort { input, .. }
+            | Primitive::Aggregate { input, .. }
+            | Primitive::Filter { input, .. }
+            | Primitive::Sort { input, .. }
+            | Primitive::Distinct { input, .. }
+            | Primitive::Limit { input, .. }
+            | Primitive::Project { input, .. } => match input.kind() {
+                "route" => "route",
+                "none" => "none",
+                _ => "merge",
+            },
+            Primitive::Concat(_) => "union",
+            Primitive::Insert(_) => "insert",
+            Primitive::Write(_) => "write",
+            Primitive::InsertSelect(_) => "insert_select",
+            Primitive::MoveRows(_) => "move",
+            Primitive::Gather(_) => "join",
+            Primitive::GatherWrite(_) => "join_write",
+            Primitive::Fallback { first, .. } => first.kind(),
+        }
+    }
+
     /// The keyspaces its routes go to, in the order they appear.
     pub fn keyspaces(&self) -> Vec<String> {
         fn walk(p: &Primitive, out: &mut Vec<String>) {

@@ -196,10 +196,10 @@ impl Session {
     }
 
     fn record_hold(&self, started: Instant) {
-        let ms = started.elapsed().as_millis() as i64;
-        let m = &self.ctx.metrics.write_buffer_max_ms;
-        if ms > m.get() {
-            m.set(ms);
+        let held = started.elapsed().as_secs_f64();
+        let m = &self.ctx.metrics.write_buffer_max_seconds;
+        if held > m.get() {
+            m.set(held);
         }
     }
 }

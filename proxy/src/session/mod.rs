@@ -147,7 +147,7 @@ impl Session {
         self.ctx
             .metrics
             .query_errors_total
-            .with_label_values(&[&p.code.to_string()])
+            .with_label_values(&[&p.code.to_string(), e.origin()])
             .inc();
         out.error(&p);
     }

@@ -145,10 +145,20 @@ impl Session {
         more: bool,
         params: Option<&Execute>,
     ) -> Result<Flow, PacketError> {
+        let started = std::time::Instant::now();
         let r = self
             .run_plan_held(plan, sql, snapshot, out, more, params)
             .await;
         self.write_ticket = None;
+        let (keyspace, kind) = match plan {
+            Plan::Query(q) => (q.keyspace.as_str(), q.kind),
+            Plan::Session(_) => (self.keyspace.as_deref().unwrap_or(""), "session"),
+        };
+        self.ctx
+            .metrics
+            .query_duration_seconds
+            .with_label_values(&[keyspace, kind])
+            .observe(started.elapsed().as_secs_f64());
         r
     }
 
@@ -283,7 +293,7 @@ impl Session {
                     self.ctx
                         .metrics
                         .query_errors_total
-                        .with_label_values(&["backend"])
+                        .with_label_values(&[&err.code.to_string(), "backend"])
                         .inc();
                     self.row_count = -1;
                     self.conns.end_statement(pin_effect(&facts), warnings);

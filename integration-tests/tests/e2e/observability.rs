@@ -1,0 +1,84 @@
+//! What operators see (issue 14): /metrics is valid Prometheus exposition (checked with
+//! `promtool check metrics`), every series unique, latency histograms by keyspace and plan
+//! type and by shard, errors by errno and origin, process and build metrics.
+
+use integration_tests::{http_get, TestCluster};
+use mysql_async::prelude::*;
+use std::collections::HashSet;
+use std::io::Write;
+
+/// promtool from Debian's `prometheus` package (scripts/deps.sh installs it).
+fn promtool_check(exposition: &str) -> (bool, String) {
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool installed (apt-get install prometheus)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(exposition.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_valid_unique_and_tell_where_time_went() {
+    let c = TestCluster::start(2).await;
+    let p = &c.info.proxies[0];
+    let mut conn = c.conn("customer").await;
+    // One of each: a single-shard route, a scatter, a merge, an error of each origin.
+    conn.query_drop("SELECT name FROM customer WHERE customer_id = 1")
+        .await
+        .unwrap();
+    conn.query_drop("SELECT name FROM customer").await.unwrap();
+    conn.query_drop("SELECT COUNT(*) FROM customer")
+        .await
+        .unwrap();
+    assert!(conn.query_drop("USE no_such_keyspace").await.is_err());
+    assert!(conn
+        .query_drop("INSERT INTO customer (customer_id, email) VALUES (1, 'dup')")
+        .await
+        .is_err());
+    let (code, body) = http_get(&p.http, "/metrics").await.unwrap();
+    assert_eq!(code, 200);
+    let (ok, out) = promtool_check(&body);
+    assert!(
+        ok && out.trim().is_empty(),
+        "promtool check metrics:\n{out}"
+    );
+    // Every series once.
+    let mut seen = HashSet::new();
+    for line in body
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let series = line.rsplit_once(' ').map(|(s, _)| s).unwrap_or(line);
+        assert!(seen.insert(series.to_string()), "duplicate series {series}");
+    }
+    let has = |needle: &str| body.lines().any(|l| l.contains(needle));
+    for needle in [
+        "shardgate_query_duration_seconds_bucket{keyspace=\"customer\",plan=\"route\"",
+        "shardgate_query_duration_seconds_bucket{keyspace=\"customer\",plan=\"scatter\"",
+        "shardgate_query_duration_seconds_bucket{keyspace=\"customer\",plan=\"merge\"",
+        "shardgate_backend_query_duration_seconds_bucket{keyspace=\"customer\",shard=\"-80\"",
+        "shardgate_backend_query_duration_seconds_bucket{keyspace=\"customer\",shard=\"80-\"",
+        "shardgate_query_errors_total{code=\"1049\",origin=\"client\"}",
+        "shardgate_query_errors_total{code=\"1062\",origin=\"backend\"}",
+        "shardgate_backend_pool_wait_seconds_bucket",
+        "shardgate_process_resident_memory_bytes",
+        "shardgate_process_open_fds",
+        "shardgate_build_info{version=",
+        "shardgate_fenced 0",
+        "shardgate_topology_stale 0",
+    ] {
+        assert!(has(needle), "no {needle} in\n{body}");
+    }
+}
