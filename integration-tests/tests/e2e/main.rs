@@ -6,6 +6,7 @@ mod clients;
 mod foundation;
 mod hostile;
 mod joins;
+mod local_cluster;
 mod moves;
 mod observability;
 mod pressure;

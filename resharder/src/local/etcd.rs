@@ -13,6 +13,9 @@ pub struct Etcd {
     pub peer_port: u16,
     pub datadir: PathBuf,
     pub pid: u32,
+    /// The process's start time (see `process::start_ticks`).
+    #[serde(default)]
+    pub started: u64,
 }
 
 impl Etcd {
@@ -59,5 +62,6 @@ pub async fn start(datadir: &Path, client_port: u16, peer_port: u16) -> Result<E
         peer_port,
         datadir: datadir.to_path_buf(),
         pid,
+        started: super::process::start_ticks(pid).unwrap_or(0),
     })
 }

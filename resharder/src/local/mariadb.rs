@@ -15,6 +15,9 @@ pub struct MariaDb {
     pub port: u16,
     pub datadir: PathBuf,
     pub pid: u32,
+    /// The process's start time (see `process::start_ticks`).
+    #[serde(default)]
+    pub started: u64,
 }
 
 impl MariaDb {
@@ -148,6 +151,7 @@ pub async fn start(name: &str, datadir: &Path, port: u16) -> Result<MariaDb> {
         port,
         datadir: datadir.to_path_buf(),
         pid,
+        started: super::process::start_ticks(pid).unwrap_or(0),
     };
     wait_port(
         &db.addr(),

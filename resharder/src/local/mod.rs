@@ -24,6 +24,9 @@ use std::time::Duration;
 pub struct ProxyProc {
     pub id: String,
     pub pid: u32,
+    /// The process's start time (see `process::start_ticks`).
+    #[serde(default)]
+    pub started: u64,
     pub mysql: String,
     pub http: String,
     pub config: PathBuf,
@@ -118,9 +121,15 @@ impl ClusterInfo {
 
     /// Whether any process of the cluster is running.
     pub fn any_alive(&self) -> bool {
-        process::alive(self.etcd.pid)
-            || self.mariadb.iter().any(|m| process::alive(m.pid))
-            || self.proxies.iter().any(|p| process::alive(p.pid))
+        process::same_process(self.etcd.pid, self.etcd.started)
+            || self
+                .mariadb
+                .iter()
+                .any(|m| process::same_process(m.pid, m.started))
+            || self
+                .proxies
+                .iter()
+                .any(|p| process::same_process(p.pid, p.started))
     }
 
     /// Starts one more proxy (tests run two). `port` 0 picks a free one.
@@ -136,6 +145,12 @@ impl ClusterInfo {
         http_port: u16,
         env: &[(&str, &str)],
     ) -> Result<ProxyProc> {
+        if port != 0 && !process::port_free(port) {
+            bail!("port {port} is taken by another program; choose another with --port");
+        }
+        if http_port != 0 && !process::port_free(http_port) {
+            bail!("port {http_port} is taken by another program; choose another with --http-port");
+        }
         let port = if port == 0 { free_port()? } else { port };
         let http_port = if http_port == 0 {
             free_port()?
@@ -184,6 +199,7 @@ impl ClusterInfo {
         let p = ProxyProc {
             id: id.to_string(),
             pid,
+            started: process::start_ticks(pid).unwrap_or(0),
             mysql,
             http: format!("127.0.0.1:{http_port}"),
             config,
@@ -197,6 +213,11 @@ impl ClusterInfo {
 
     /// Starts one more private MariaDB (e.g. for a resharding target) and records it.
     pub async fn add_instance(&mut self, name: &str) -> Result<MariaDb> {
+        self.add_instance_on(name, free_port()?).await
+    }
+
+    /// Like [`ClusterInfo::add_instance`], on `port`.
+    pub async fn add_instance_on(&mut self, name: &str, port: u16) -> Result<MariaDb> {
         if let Some(m) = self.instance(name) {
             if process::alive(m.pid) {
                 return Ok(m.clone());
@@ -204,7 +225,7 @@ impl ClusterInfo {
         }
         tokio::task::spawn_blocking(mariadb::template).await??;
         let datadir = self.dir.join("mysql").join(name);
-        let m = mariadb::start(name, &datadir, free_port()?).await?;
+        let m = mariadb::start(name, &datadir, port).await?;
         self.mariadb.retain(|x| x.name != name);
         self.mariadb.push(m.clone());
         self.save()?;
@@ -214,12 +235,12 @@ impl ClusterInfo {
     /// Stops everything: proxies, then MariaDB, then etcd.
     pub fn stop_all(&self) {
         for p in &self.proxies {
-            process::stop(p.pid, Duration::from_secs(10));
+            process::stop_ours(p.pid, p.started, Duration::from_secs(10));
         }
         for m in &self.mariadb {
-            process::stop(m.pid, Duration::from_secs(30));
+            process::stop_ours(m.pid, m.started, Duration::from_secs(30));
         }
-        process::stop(self.etcd.pid, Duration::from_secs(10));
+        process::stop_ours(self.etcd.pid, self.etcd.started, Duration::from_secs(10));
     }
 }
 
@@ -245,9 +266,29 @@ pub async fn up(opts: &UpOptions) -> Result<ClusterInfo> {
     if opts.shards == 0 || opts.shards > 64 {
         bail!("--shards must be between 1 and 64");
     }
+    for port in [opts.port, opts.http_port] {
+        if port != 0 && !process::port_free(port) {
+            bail!("port {port} is taken by another program; choose another (--port, --http-port)");
+        }
+    }
+    let previous_proxy = previous
+        .as_ref()
+        .and_then(|p| p.proxies.iter().find(|x| x.id == "proxy1").cloned());
     let etcd_dir = dir.join("etcd");
     let fresh = !etcd_dir.exists();
-    let etcd = etcd::start(&etcd_dir, free_port()?, free_port()?).await?;
+    // A cluster directory keeps its ports across down/up (each one that is still free).
+    let ports: Vec<(String, u16)> = previous
+        .iter()
+        .flat_map(|p| p.mariadb.iter().map(|m| (m.name.clone(), m.port)))
+        .collect();
+    let remembered =
+        |name: &str| -> Option<u16> { ports.iter().find(|(n, _)| n == name).map(|(_, p)| *p) };
+    let etcd = etcd::start(
+        &etcd_dir,
+        process::reuse_port(previous.as_ref().map(|p| p.etcd.client_port))?,
+        process::reuse_port(previous.as_ref().map(|p| p.etcd.peer_port))?,
+    )
+    .await?;
     let mut info = ClusterInfo {
         cluster: opts.cluster.clone(),
         dir: dir.clone(),
@@ -275,7 +316,7 @@ pub async fn up(opts: &UpOptions) -> Result<ClusterInfo> {
     let mut starts = Vec::new();
     for (name, _, _) in &instances {
         let datadir = dir.join("mysql").join(name);
-        let port = free_port()?;
+        let port = process::reuse_port(remembered(name))?;
         let name = name.clone();
         starts.push(tokio::spawn(async move {
             mariadb::start(&name, &datadir, port).await
@@ -309,7 +350,8 @@ pub async fn up(opts: &UpOptions) -> Result<ClusterInfo> {
             if info.shards.iter().any(|x| x.instance == s.instance) {
                 continue;
             }
-            let m = match info.add_instance(&s.instance).await {
+            let port = process::reuse_port(remembered(&s.instance))?;
+            let m = match info.add_instance_on(&s.instance, port).await {
                 Ok(m) => m,
                 Err(e) => {
                     info.stop_all();
@@ -337,7 +379,20 @@ pub async fn up(opts: &UpOptions) -> Result<ClusterInfo> {
         return Err(e);
     }
     if opts.start_proxy {
-        if let Err(e) = info.start_proxy("proxy1", opts.port, opts.http_port).await {
+        let last = previous_proxy.as_ref();
+        let (port, http_port) = if opts.port == 0 {
+            (
+                process::reuse_port(last.and_then(|p| port_of(&p.mysql)))?,
+                if opts.http_port == 0 {
+                    process::reuse_port(last.and_then(|p| port_of(&p.http)))?
+                } else {
+                    opts.http_port
+                },
+            )
+        } else {
+            (opts.port, opts.http_port)
+        };
+        if let Err(e) = info.start_proxy("proxy1", port, http_port).await {
             info.stop_all();
             return Err(e);
         }
@@ -415,7 +470,13 @@ async fn write_topology(info: &ClusterInfo) -> Result<()> {
     Ok(())
 }
 
-/// On a restart the servers listen on new ports: point the shard documents at them.
+/// The port of a `host:port` address.
+fn port_of(addr: &str) -> Option<u16> {
+    addr.rsplit_once(':')?.1.parse().ok()
+}
+
+/// On a restart a server whose port was taken meanwhile listens on a new one: point the
+/// shard documents at the addresses in use.
 async fn update_addresses(info: &ClusterInfo) -> Result<()> {
     let store = info.store().await?;
     let base = store.load().await.map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -32,6 +32,47 @@ pub fn spawn(cmd: &mut Command, log: &Path) -> Result<u32> {
     Ok(pid)
 }
 
+/// When `pid` started, in clock ticks since boot (`/proc/<pid>/stat`, field 22). With the
+/// pid it names one process: a pid reused after a reboot or a crash has another.
+pub fn start_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether `pid` is alive and still the process that started at `started` (0: not
+/// recorded, as in clusters started by older versions: the pid alone is trusted).
+pub fn same_process(pid: u32, started: u64) -> bool {
+    alive(pid) && (started == 0 || start_ticks(pid) == Some(started))
+}
+
+/// Stops `pid` (like [`stop`]) only if it is still the process recorded; a pid now used
+/// by another program is left alone. Returns whether it was ours and is gone.
+pub fn stop_ours(pid: u32, started: u64, grace: Duration) -> bool {
+    if !alive(pid) {
+        return true;
+    }
+    if !same_process(pid, started) {
+        eprintln!("pid {pid} now belongs to another program; not signalling it");
+        return false;
+    }
+    stop(pid, grace)
+}
+
+/// Whether nothing listens on 127.0.0.1:`port` (it can be bound now).
+pub fn port_free(port: u16) -> bool {
+    std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+}
+
+/// `remembered` if it is still free, else any free port.
+pub fn reuse_port(remembered: Option<u16>) -> Result<u16> {
+    match remembered {
+        Some(p) if p != 0 && port_free(p) => Ok(p),
+        _ => free_port(),
+    }
+}
+
 /// Whether `pid` is alive (and not a zombie we could reap).
 pub fn alive(pid: u32) -> bool {
     reap(pid);
