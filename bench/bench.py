@@ -356,7 +356,7 @@ def main():
     args = ap.parse_args()
     suites = set(args.suites.split(","))
 
-    subprocess.run([SHARDCTL, "--dir", args.dir, "down", "--purge"], capture_output=True)
+    subprocess.run([SHARDCTL, "--dir", args.dir, "down", "--purge", "--yes"], capture_output=True)
     shutil.rmtree(args.dir, ignore_errors=True)
     pport = free_port()
     up = sh([SHARDCTL, "--dir", args.dir, "up", "--detach", "--shards", "2", "--port", str(pport),

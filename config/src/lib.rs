@@ -171,6 +171,10 @@ pub struct LogConfig {
     pub format: String,
     /// A tracing filter such as `info` or `shardgate=debug`; `RUST_LOG` overrides it.
     pub filter: String,
+    /// Statements kept in the query log (`/debug/querylog`, `SHOW LAST QUERY TRACE`).
+    pub query_log_entries: u64,
+    /// Statements slower than this (ms) are logged as warnings with their trace (0: never).
+    pub slow_query_ms: u64,
 }
 
 /// One client account.
@@ -262,6 +266,8 @@ impl Default for LogConfig {
         LogConfig {
             format: "text".into(),
             filter: "info".into(),
+            query_log_entries: 1000,
+            slow_query_ms: 1000,
         }
     }
 }

@@ -396,6 +396,29 @@ impl TestCluster {
         self.shardctl_env(args, &[])
     }
 
+    /// Runs `shardctl` with `stdin` as its input; returns (exit code, stdout + stderr).
+    pub fn shardctl_input(&self, args: &[&str], stdin: &str) -> (i32, String) {
+        use std::io::Write as _;
+        let bin =
+            shardgate_resharder::local::process::find_program("shardctl").expect("shardctl built");
+        let mut child = std::process::Command::new(bin)
+            .arg("--dir")
+            .arg(&self.dir)
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run shardctl");
+        let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
+        let out = child.wait_with_output().expect("shardctl output");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    }
+
     /// Like [`TestCluster::shardctl`], with extra environment variables (for example
     /// `SHARDGATE_CRASH_AT`, which makes the controller die at a step boundary).
     pub fn shardctl_env(&self, args: &[&str], env: &[(&str, &str)]) -> (bool, String) {

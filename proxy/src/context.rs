@@ -37,6 +37,8 @@ pub struct Context {
     pub sequences: crate::engine::sequence::Sequences,
     /// The etcd store, for VSchema changes made by DDL (None in unit tests).
     pub store: Option<shardgate_topology::Store>,
+    /// The query log and statistics per statement digest.
+    pub querylog: crate::querylog::QueryLog,
     /// Writes running on keyspaces under a resharding workflow, by the revision they were
     /// planned against (a cutover is acknowledged once the older ones are done).
     pub inflight_writes: Arc<crate::session::InflightWrites>,
@@ -62,7 +64,17 @@ impl Context {
         } else {
             config.proxy.server_version.clone()
         };
+        let started_unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let querylog = crate::querylog::QueryLog::new(
+            config.log.query_log_entries.min(1_000_000) as usize,
+            config.log.slow_query_ms,
+            format!("{started_unix_ms:x}"),
+        );
         Arc::new(Context {
+            querylog,
             backends: Backends::new(config.backend.clone()),
             config,
             topology: ArcSwap::from_pointee(snapshot),
@@ -70,10 +82,7 @@ impl Context {
             metrics: Metrics::new(),
             registry: Registry::default(),
             started: Instant::now(),
-            started_unix_ms: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(0),
+            started_unix_ms,
             server_version: Mutex::new(version),
             backend_version: std::sync::atomic::AtomicU32::new(
                 crate::planner::lexer::DEFAULT_SERVER_VERSION,
@@ -172,7 +181,7 @@ impl Context {
             return Ok(p);
         }
         self.metrics.plan_cache_misses.inc();
-        let p = Arc::new(planner::plan(
+        let mut plan = planner::plan(
             sql,
             &PlanContext {
                 snapshot,
@@ -180,7 +189,11 @@ impl Context {
                 keyspace,
                 shard,
             },
-        )?);
+        )?;
+        if let Plan::Query(q) = &mut plan {
+            q.digest = Arc::from(planner::lexer::digest(sql));
+        }
+        let p = Arc::new(plan);
         // Huge statements (bulk INSERTs) are rarely repeated and would make the cache hold
         // megabytes of text and plans: plan them each time.
         if sql.len() <= MAX_CACHED_SQL {

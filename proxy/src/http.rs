@@ -1,5 +1,6 @@
-//! The HTTP endpoint: `/metrics` (Prometheus), `/healthz`, `/status` (JSON) and `/` (a
-//! status page for operators: topology in use, last topology error, pools, sessions).
+//! The HTTP endpoint: `/metrics` (Prometheus), `/healthz`, `/status` (JSON) and `/` (the
+//! status page, see `status.rs`), `/debug/querylog` and `/debug/queries` (see
+//! `querylog.rs`).
 
 use crate::context::Context;
 use axum::extract::State;
@@ -18,6 +19,8 @@ pub async fn run(listener: TcpListener, ctx: Arc<Context>) {
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/status", get(status_json))
+        .route("/debug/querylog", get(querylog))
+        .route("/debug/queries", get(query_stats))
         .with_state(ctx);
     if let Err(e) = axum::serve(listener, app).await {
         tracing::error!(error = %e, "http server stopped");
@@ -116,6 +119,21 @@ fn pool_metrics(ctx: &Context) -> String {
     s
 }
 
+/// The latest statements, one JSON object per line, oldest first.
+async fn querylog(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
+    let mut body = String::new();
+    for e in ctx.querylog.latest(usize::MAX) {
+        body.push_str(&serde_json::to_string(&*e).unwrap_or_default());
+        body.push('\n');
+    }
+    ([(header::CONTENT_TYPE, "application/x-ndjson")], body)
+}
+
+/// Statistics per statement digest, the most total time first.
+async fn query_stats(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
+    axum::Json(ctx.querylog.stats())
+}
+
 async fn healthz(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
     if ctx.snapshot().keyspaces.is_empty() {
         (StatusCode::SERVICE_UNAVAILABLE, "no topology\n")
@@ -124,115 +142,10 @@ async fn healthz(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
     }
 }
 
-fn status(ctx: &Context) -> serde_json::Value {
-    let snap = ctx.snapshot();
-    let keyspaces: Vec<serde_json::Value> = snap
-        .keyspaces
-        .values()
-        .map(|k| {
-            serde_json::json!({
-                "name": k.name,
-                "sharded": k.sharded,
-                "routing_version": k.routing.version,
-                "serving": k.serving.iter().map(|s| serde_json::json!({
-                    "shard": s.name, "primary": s.primary, "database": s.database
-                })).collect::<Vec<_>>(),
-                "tables": k.tables.keys().collect::<Vec<_>>(),
-            })
-        })
-        .collect();
-    serde_json::json!({
-        "version": env!("CARGO_PKG_VERSION"),
-        "server_version": *ctx.server_version.lock().unwrap(),
-        "uptime_s": ctx.started.elapsed().as_secs(),
-        "topology_revision": snap.revision,
-        "topology_error": *ctx.topology_error.lock().unwrap(),
-        "topology_stale": ctx.metrics.topology_stale.get() == 1,
-        "sessions": ctx.registry.len(),
-        "plan_cache_entries": ctx.plans.len(),
-        "keyspaces": keyspaces,
-        "proxies": snap.proxies.values().collect::<Vec<_>>(),
-        "pools": ctx.backends.pools().iter().map(|(k, p)| serde_json::json!({
-            "backend": k.addr, "database": k.database, "in_use": p.in_use(), "idle": p.idle_count(), "shard_open": p.shard_open(),
-            "retired": p.is_retired(),
-        })).collect::<Vec<_>>(),
-    })
-}
-
 async fn status_json(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
-    axum::Json(status(&ctx))
+    axum::Json(crate::status::status(&ctx))
 }
 
 async fn page(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
-    let s = status(&ctx);
-    let esc = |v: &str| {
-        v.replace('&', "&amp;")
-            .replace('<', "&lt;")
-            .replace('>', "&gt;")
-    };
-    let mut h = String::from("<!doctype html><html><head><meta charset=utf-8><title>shardgate</title><style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}.err{color:#b00}</style></head><body>");
-    let _ = write!(
-        h,
-        "<h1>shardgate</h1><p>version {} &middot; backend {} &middot; up {} s &middot; {} sessions &middot; topology revision {}{}</p>",
-        esc(s["version"].as_str().unwrap_or("")),
-        esc(s["server_version"].as_str().unwrap_or("")),
-        s["uptime_s"],
-        s["sessions"],
-        s["topology_revision"],
-        if s["topology_stale"].as_bool() == Some(true) { " <b class=err>(etcd unreachable: serving the last good topology)</b>" } else { "" },
-    );
-    if let Some(e) = s["topology_error"].as_str() {
-        let _ = write!(
-            h,
-            "<p class=err><b>Rejected topology change:</b> {}</p>",
-            esc(e)
-        );
-    }
-    h.push_str("<h2>Keyspaces</h2><table><tr><th>keyspace</th><th>sharded</th><th>routing version</th><th>serving shards</th></tr>");
-    for k in s["keyspaces"].as_array().into_iter().flatten() {
-        let shards: Vec<String> = k["serving"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|x| {
-                format!(
-                    "{} ({} / {})",
-                    x["shard"].as_str().unwrap_or(""),
-                    x["primary"].as_str().unwrap_or(""),
-                    x["database"].as_str().unwrap_or("")
-                )
-            })
-            .collect();
-        let _ = write!(
-            h,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            esc(k["name"].as_str().unwrap_or("")),
-            k["sharded"],
-            k["routing_version"],
-            esc(&shards.join(", "))
-        );
-    }
-    h.push_str("</table><h2>Backend pools</h2><table><tr><th>backend</th><th>database</th><th>in use</th><th>idle</th></tr>");
-    for p in s["pools"].as_array().into_iter().flatten() {
-        let _ = write!(
-            h,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            esc(p["backend"].as_str().unwrap_or("")),
-            esc(p["database"].as_str().unwrap_or("")),
-            p["in_use"],
-            p["idle"]
-        );
-    }
-    h.push_str("</table><h2>Proxies</h2><table><tr><th>id</th><th>mysql</th><th>applied revision</th></tr>");
-    for p in s["proxies"].as_array().into_iter().flatten() {
-        let _ = write!(
-            h,
-            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
-            esc(p["id"].as_str().unwrap_or("")),
-            esc(p["mysql_addr"].as_str().unwrap_or("")),
-            p["applied_revision"]
-        );
-    }
-    h.push_str("</table><p><a href=/metrics>metrics</a> &middot; <a href=/status>status JSON</a></p></body></html>");
-    Html(h)
+    Html(crate::status::page(&ctx))
 }

@@ -15,6 +15,6 @@ async fn main() {
     let cli = Cli::parse();
     if let Err(e) = run(cli).await {
         eprintln!("error: {e:#}");
-        std::process::exit(1);
+        std::process::exit(shardgate_resharder::cli::exit_code(&e));
     }
 }

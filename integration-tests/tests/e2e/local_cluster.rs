@@ -77,5 +77,76 @@ fn up_and_down_are_safe_to_repeat() {
     assert!(alive(stranger.id()), "down signalled an unrelated process");
     let _ = stranger.kill();
     let _ = stranger.wait();
-    let _ = shardctl(&dir, &["down", "--purge"]);
+    let _ = shardctl(&dir, &["down", "--purge", "--yes"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shardctl_asks_previews_and_says_what_kind_of_failure() {
+    let c = integration_tests::TestCluster::start_with(2, false).await;
+    // hash-password reads stdin, never argv.
+    let (code, out) = c.shardctl_input(&["hash-password"], "s3cret\n");
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out.trim(), shardgate_config::hash_password("s3cret"));
+
+    let store = c.info.store().await.unwrap();
+    let before = store.get("keyspaces/customer").await.unwrap().unwrap();
+    // A dry run prints the diff and the verdict, and writes nothing.
+    let doc = r#"{"sharded": true, "vindexes": {"hash": {"type": "hash"}}, "tables": {"t": {"column_vindexes": [{"column": "id", "name": "hash"}]}}}"#;
+    let (code, out) = c.shardctl_input(
+        &["topo", "put", "keyspaces/customer", "-", "--dry-run"],
+        doc,
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("+") && out.contains("valid"), "{out}");
+    let bad = r#"{"sharded": true, "vindexes": {}, "tables": {"t": {"column_vindexes": [{"column": "id", "name": "nope"}]}}}"#;
+    let (code, out) = c.shardctl_input(
+        &["topo", "put", "keyspaces/customer", "-", "--dry-run"],
+        bad,
+    );
+    assert_eq!(code, 65, "an invalid change is an invalid request:\n{out}");
+    assert!(out.contains("refused"), "{out}");
+    let after = store.get("keyspaces/customer").await.unwrap().unwrap();
+    assert_eq!(before.mod_revision, after.mod_revision, "a dry run wrote");
+    // A stale compare-and-swap is a retryable conflict.
+    let (code, out) = c.shardctl_input(
+        &[
+            "topo",
+            "put",
+            "keyspaces/customer",
+            "-",
+            "--expect-revision",
+            "1",
+        ],
+        doc,
+    );
+    assert_eq!(code, 75, "{out}");
+    // Destructive commands want --yes when nobody can be asked.
+    let (code, out) = c.shardctl_input(&["topo", "delete", "keyspaces/customer/routing"], "");
+    assert_eq!(code, 65, "{out}");
+    assert!(out.contains("--yes"), "{out}");
+
+    // explain works offline from a VSchema file.
+    let file = c.dir().join("explain-vschema.json");
+    std::fs::write(
+        &file,
+        r#"{"sharded": true, "vindexes": {"hash": {"type": "hash"}}, "tables": {"customer": {"column_vindexes": [{"column": "customer_id", "name": "hash"}]}}}"#,
+    )
+    .unwrap();
+    let out = std::process::Command::new(find_program("shardctl").unwrap())
+        .args(["--etcd", "127.0.0.1:1", "explain", "--vschema"])
+        .arg(&file)
+        .args([
+            "--keyspace",
+            "customer",
+            "SELECT name FROM customer WHERE customer_id = 7",
+        ])
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("\"route\"") && text.contains("customer_id"),
+        "{text}"
+    );
 }

@@ -82,3 +82,92 @@ async fn metrics_are_valid_unique_and_tell_where_time_went() {
         assert!(has(needle), "no {needle} in\n{body}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_statement_is_traced_to_its_shards() {
+    let c = TestCluster::start(2).await;
+    let p = &c.info.proxies[0];
+    let mut conn = c.conn("customer").await;
+    let (a, b) = c.ids_on_two_shards(1);
+    for _ in 0..3 {
+        conn.query_drop(format!(
+            "SELECT name FROM customer WHERE customer_id IN ({a}, {b}) /* hello */"
+        ))
+        .await
+        .unwrap();
+    }
+    // The session sees where its previous statement went.
+    let trace: Vec<(String, String, Option<String>, String)> = conn
+        .query_map(
+            "SHOW LAST QUERY TRACE",
+            |(t, p, s, r, _ms, _e): (
+                String,
+                String,
+                Option<String>,
+                String,
+                String,
+                Option<String>,
+            )| (t, p, s, r),
+        )
+        .await
+        .unwrap();
+    assert_eq!(trace.len(), 3, "{trace:?}");
+    assert_eq!(trace[0].1, "scatter");
+    assert_eq!(trace[0].3, "2", "two rows in all: {trace:?}");
+    let shards: HashSet<String> = trace[1..].iter().filter_map(|t| t.2.clone()).collect();
+    assert_eq!(
+        shards,
+        HashSet::from(["customer/-80".to_string(), "customer/80-".to_string()])
+    );
+    let digest = "SELECT name FROM customer WHERE customer_id IN (?, ...)";
+    // The query log names both shards, with the digest and the same trace id.
+    let (_, log) = http_get(&p.http, "/debug/querylog").await.unwrap();
+    let entry: serde_json::Value = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["trace_id"] == trace[0].0.as_str())
+        .unwrap_or_else(|| panic!("no entry {} in\n{log}", trace[0].0));
+    assert_eq!(entry["sql"], digest, "{entry}");
+    assert_eq!(entry["shards"].as_array().unwrap().len(), 2, "{entry}");
+    // Statistics per digest.
+    let stats: Vec<(String, String, String)> = conn
+        .query_map("SHOW QUERY STATS", |row: mysql_async::Row| {
+            (
+                row.get::<String, _>(0).unwrap(),
+                row.get::<String, _>(1).unwrap(),
+                row.get::<String, _>(2).unwrap(),
+            )
+        })
+        .await
+        .unwrap();
+    let mine = stats
+        .iter()
+        .find(|s| s.0 == digest)
+        .unwrap_or_else(|| panic!("{stats:?}"));
+    assert_eq!((mine.1.as_str(), mine.2.as_str()), ("scatter", "3"));
+    let (_, json) = http_get(&p.http, "/debug/queries").await.unwrap();
+    assert!(json.contains(digest), "{json}");
+
+    // The status document and page: sessions, per-shard latency, fencing, workflows.
+    let status = integration_tests::proxy_status(&p.http).await.unwrap();
+    assert_eq!(status["fenced"], false, "{status}");
+    assert!(
+        !status["sessions"].as_array().unwrap().is_empty(),
+        "{status}"
+    );
+    let customer = status["keyspaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == "customer")
+        .unwrap();
+    for s in customer["serving"].as_array().unwrap() {
+        assert!(s["statements"].as_u64().unwrap() >= 3, "{s}");
+        assert!(s["avg_ms"].as_f64().unwrap() > 0.0, "{s}");
+    }
+    let (code, page) = http_get(&p.http, "/").await.unwrap();
+    assert_eq!(code, 200);
+    for heading in ["Sessions", "Shards", "Workflows", "http-equiv=refresh"] {
+        assert!(page.contains(heading), "no {heading} on the status page");
+    }
+}

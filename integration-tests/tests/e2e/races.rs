@@ -228,7 +228,7 @@ async fn a_merge_with_colliding_unique_values_stops_instead_of_overwriting() {
         .await
         .unwrap();
     assert_eq!(n, Some(2));
-    let (ok, out) = c.shardctl(&["reshard", "abort", "--keyspace", "customer"]);
+    let (ok, out) = c.shardctl(&["reshard", "abort", "--keyspace", "customer", "--yes"]);
     assert!(ok, "{out}");
 }
 

@@ -100,6 +100,8 @@ pub trait Shards: Send {
 /// Everything one statement's execution needs.
 pub struct Exec<'a> {
     pub ctx: &'a Context,
+    /// Each shard the statement read, with rows and time (for the query log).
+    pub trace: Vec<crate::querylog::ShardTime>,
     pub snapshot: &'a Snapshot,
     pub conns: &'a mut dyn Shards,
     /// Bound parameters of a prepared statement (binary protocol), if any.

@@ -9,6 +9,7 @@ use crate::backend::relay::{
 };
 use crate::error::ProxyError;
 use crate::planner::plan::Route;
+use crate::querylog::ShardTime;
 use crate::wire::codec::Reader;
 use crate::wire::consts::*;
 use crate::wire::packets::{ErrPacket, OkPacket};
@@ -46,7 +47,13 @@ impl Exec<'_> {
             };
             return match relay_response(&mut held.conn, out, opts).await {
                 Ok(s) => {
-                    observe_shard(self.ctx, &r.keyspace, &t.shard.name, started);
+                    let took = started.elapsed();
+                    observe_shard(self.ctx, &r.keyspace, &t.shard.name, took);
+                    self.trace.push(ShardTime {
+                        shard: held.label.clone(),
+                        rows: s.rows,
+                        ms: took.as_secs_f64() * 1000.0,
+                    });
                     Ok(s)
                 }
                 Err(RelayError::Backend(_)) => {
@@ -163,8 +170,14 @@ impl Exec<'_> {
             }
             match relay_rows_only(&mut h.conn, out).await {
                 Ok(r) => {
+                    let took = started.elapsed();
                     let (keyspace, shard) = h.label.split_once('/').unwrap_or((&h.label, ""));
-                    observe_shard(self.ctx, keyspace, shard, started);
+                    observe_shard(self.ctx, keyspace, shard, took);
+                    self.trace.push(ShardTime {
+                        shard: h.label.clone(),
+                        rows: r.rows,
+                        ms: took.as_secs_f64() * 1000.0,
+                    });
                     summary.rows += r.rows;
                     summary.warnings = summary.warnings.saturating_add(r.warnings);
                     if let Some(e) = r.error {
@@ -269,10 +282,10 @@ fn observe_shard(
     ctx: &crate::context::Context,
     keyspace: &str,
     shard: &str,
-    started: std::time::Instant,
+    took: std::time::Duration,
 ) {
     ctx.metrics
         .backend_query_duration_seconds
         .with_label_values(&[keyspace, shard])
-        .observe(started.elapsed().as_secs_f64());
+        .observe(took.as_secs_f64());
 }

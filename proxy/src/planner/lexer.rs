@@ -466,9 +466,129 @@ pub fn nesting_depth(sql: &str) -> usize {
     max
 }
 
+/// The statement's digest: its text with literals (strings, numbers) replaced by `?`,
+/// lists of them shortened to `?, ...`, comments dropped and spaces collapsed; what query
+/// statistics and the query log group by. Identifiers (also quoted with backticks) stay.
+pub fn digest(sql: &str) -> String {
+    let b = sql.as_bytes();
+    let mut regions = vec![Region::Code; b.len()];
+    scan(b, |i, r| regions[i] = r);
+    let mut out = String::with_capacity(sql.len().min(1024));
+    let mut i = 0;
+    let mut space = false;
+    let push = |out: &mut String, piece: &str, space: &mut bool| {
+        if *space && !out.is_empty() {
+            out.push(' ');
+        }
+        *space = false;
+        out.push_str(piece);
+    };
+    while i < b.len() {
+        let c = b[i];
+        match regions[i] {
+            Region::Comment => {
+                space = true;
+                i += 1;
+            }
+            Region::Quoted => {
+                // A quoted run: an identifier in backticks stays, a string literal (with
+                // its escapes and doubled quotes) becomes `?`.
+                let start = i;
+                while i < b.len() && regions[i] == Region::Quoted {
+                    i += 1;
+                }
+                let piece = if c == b'`' {
+                    sql.get(start..i).unwrap_or("?")
+                } else {
+                    "?"
+                };
+                push(&mut out, piece, &mut space);
+            }
+            Region::Code if c.is_ascii_whitespace() => {
+                space = true;
+                i += 1;
+            }
+            Region::Code if c.is_ascii_digit() && !prev_is_word(&out, space) => {
+                while i < b.len()
+                    && regions[i] == Region::Code
+                    && (b[i].is_ascii_alphanumeric() || b[i] == b'.')
+                {
+                    i += 1;
+                }
+                push(&mut out, "?", &mut space);
+            }
+            Region::Code => {
+                let start = i;
+                i += 1;
+                while i < b.len() && !sql.is_char_boundary(i) {
+                    i += 1;
+                }
+                push(&mut out, &sql[start..i], &mut space);
+            }
+        }
+    }
+    shorten_lists(out.trim_end_matches(';').trim_end())
+}
+
+/// Whether the digest so far ends inside a word (a digit there is part of a name: `t1`).
+fn prev_is_word(out: &str, space: bool) -> bool {
+    !space
+        && out
+            .chars()
+            .last()
+            .is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '$' || c == '@')
+}
+
+/// `?, ?, ?` (any spacing) becomes `?, ...`, so IN lists and multi-row VALUES of any length
+/// share one digest.
+fn shorten_lists(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(at) = rest.find('?') {
+        out.push_str(&rest[..at]);
+        let mut tail = &rest[at + 1..];
+        let mut more = false;
+        loop {
+            let t = tail.trim_start();
+            let Some(after_comma) = t.strip_prefix(',') else {
+                break;
+            };
+            let t2 = after_comma.trim_start();
+            let Some(after_q) = t2.strip_prefix('?') else {
+                break;
+            };
+            tail = after_q;
+            more = true;
+        }
+        out.push_str(if more { "?, ..." } else { "?" });
+        rest = tail;
+    }
+    out.push_str(rest);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn digests_group_statements_by_shape() {
+        assert_eq!(
+            digest("SELECT name FROM t1 WHERE id = 42 AND s = 'it''s'"),
+            "SELECT name FROM t1 WHERE id = ? AND s = ?"
+        );
+        assert_eq!(
+            digest("select * from `t 2` where x in (1, 2,3) /* c */ limit 10;"),
+            "select * from `t 2` where x in (?, ...) limit ?"
+        );
+        assert_eq!(
+            digest("INSERT INTO t VALUES (1,'a'),(2,'b')"),
+            "INSERT INTO t VALUES (?, ...),(?, ...)"
+        );
+        assert_eq!(digest("SELECT \"x\\\"y\", -1.5e3"), "SELECT ?, -?");
+        assert_eq!(digest("SELECT café, 'é' FROM t"), "SELECT café, ? FROM t");
+        assert_eq!(digest("SELECT @a1, x2"), "SELECT @a1, x2");
+    }
 
     fn norm(s: &str) -> String {
         normalize(s, ReadOptions::default()).into_owned()

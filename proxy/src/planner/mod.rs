@@ -92,6 +92,10 @@ pub fn plan(sql: &str, ctx: &PlanContext) -> Result<Plan, ProxyError> {
                 Ok(Plan::Session(SessionOp::ShowWarnings))
             }
             "PROCESSLIST" => Ok(Plan::Session(SessionOp::ShowProcesslist { full: false })),
+            "QUERY" if w(2) == "STATS" => Ok(Plan::Session(SessionOp::ShowQueryStats)),
+            "LAST" if w(2) == "QUERY" && w(3) == "TRACE" => {
+                Ok(Plan::Session(SessionOp::ShowLastTrace))
+            }
             "FULL" if w(2) == "PROCESSLIST" => {
                 Ok(Plan::Session(SessionOp::ShowProcesslist { full: true }))
             }

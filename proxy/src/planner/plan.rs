@@ -31,6 +31,9 @@ pub struct QueryPlan {
     pub kind: &'static str,
     #[serde(skip)]
     pub keyspace: String,
+    /// The statement's digest (literals replaced), set by the plan cache.
+    #[serde(skip)]
+    pub digest: Arc<str>,
 }
 
 impl QueryPlan {
@@ -49,6 +52,7 @@ impl QueryPlan {
             facts,
             kind,
             keyspace,
+            digest: Arc::from(""),
         }
     }
 }
@@ -165,6 +169,11 @@ pub enum SessionOp {
     SelectAutocommit {
         column: String,
     },
+    /// `SHOW QUERY STATS`: statistics per statement digest.
+    ShowQueryStats,
+    /// `SHOW LAST QUERY TRACE`: where the session's previous statement went (trace id,
+    /// plan type, each shard with rows and milliseconds).
+    ShowLastTrace,
     /// SAVEPOINT / ROLLBACK TO / RELEASE SAVEPOINT, on every shard of the transaction.
     Savepoint {
         name: String,

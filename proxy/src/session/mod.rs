@@ -61,6 +61,9 @@ pub struct Session {
     last_error: std::sync::Mutex<Option<ErrPacket>>,
     /// The running write's registration (cutover drains wait for it).
     write_ticket: Option<buffer::WriteTicket>,
+    /// What the running statement did, and the query-log entry of the previous one.
+    stmt: query::StatementTrace,
+    last_trace: Option<Arc<crate::querylog::Entry>>,
 }
 
 impl Session {
@@ -111,6 +114,8 @@ impl Session {
             query_kill,
             last_error: Default::default(),
             write_ticket: None,
+            stmt: Default::default(),
+            last_trace: None,
         })
     }
 

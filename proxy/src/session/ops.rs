@@ -104,6 +104,71 @@ impl Session {
                 }
                 None => Err(unknown_prepared(name, "DEALLOCATE PREPARE")),
             },
+            SessionOp::ShowQueryStats => {
+                let cols = [
+                    "digest",
+                    "plan",
+                    "count",
+                    "errors",
+                    "total_ms",
+                    "avg_ms",
+                    "p99_ms",
+                    "max_ms",
+                    "rows",
+                    "max_shards",
+                ]
+                .map(ColumnDef::text);
+                let rows: Vec<Vec<Option<String>>> = self
+                    .ctx
+                    .querylog
+                    .stats()
+                    .into_iter()
+                    .map(|s| {
+                        vec![
+                            Some(s.sql.to_string()),
+                            Some(s.plan.to_string()),
+                            Some(s.count.to_string()),
+                            Some(s.errors.to_string()),
+                            Some(format!("{:.3}", s.total_ms)),
+                            Some(format!("{:.3}", s.avg_ms)),
+                            Some(format!("{:.3}", s.p99_ms)),
+                            Some(format!("{:.3}", s.max_ms)),
+                            Some(s.rows.to_string()),
+                            Some(s.max_shards.to_string()),
+                        ]
+                    })
+                    .collect();
+                self.rows(out, &cols, &rows, more);
+                Ok(())
+            }
+            SessionOp::ShowLastTrace => {
+                let cols =
+                    ["trace_id", "plan", "shard", "rows", "ms", "error"].map(ColumnDef::text);
+                let mut rows = Vec::new();
+                if let Some(e) = &self.last_trace {
+                    let err = e.error.map(|c| c.to_string());
+                    rows.push(vec![
+                        Some(e.trace_id.clone()),
+                        Some(e.plan.to_string()),
+                        None,
+                        Some(e.rows.to_string()),
+                        Some(format!("{:.3}", e.ms)),
+                        err.clone(),
+                    ]);
+                    for s in &e.shards {
+                        rows.push(vec![
+                            Some(e.trace_id.clone()),
+                            Some(e.plan.to_string()),
+                            Some(s.shard.clone()),
+                            Some(s.rows.to_string()),
+                            Some(format!("{:.3}", s.ms)),
+                            None,
+                        ]);
+                    }
+                }
+                self.rows(out, &cols, &rows, more);
+                Ok(())
+            }
             SessionOp::SelectAutocommit { column } => {
                 let mut col = ColumnDef::int(column);
                 col.length = 1;

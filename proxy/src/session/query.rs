@@ -24,6 +24,14 @@ fn pin_effect(f: &crate::planner::Facts) -> PinEffect {
 /// MySQL's "Deadlock found when trying to get lock; try restarting transaction".
 const ER_LOCK_DEADLOCK: u16 = 1213;
 
+/// What the running statement did, for the query log.
+#[derive(Default)]
+pub(super) struct StatementTrace {
+    pub shards: Vec<crate::querylog::ShardTime>,
+    pub rows: u64,
+    pub error: Option<u16>,
+}
+
 /// Whether a batch goes on after a statement.
 pub(super) enum Flow {
     Continue,
@@ -146,10 +154,12 @@ impl Session {
         params: Option<&Execute>,
     ) -> Result<Flow, PacketError> {
         let started = std::time::Instant::now();
+        self.stmt = StatementTrace::default();
         let r = self
             .run_plan_held(plan, sql, snapshot, out, more, params)
             .await;
         self.write_ticket = None;
+        let took = started.elapsed();
         let (keyspace, kind) = match plan {
             Plan::Query(q) => (q.keyspace.as_str(), q.kind),
             Plan::Session(_) => (self.keyspace.as_deref().unwrap_or(""), "session"),
@@ -158,7 +168,24 @@ impl Session {
             .metrics
             .query_duration_seconds
             .with_label_values(&[keyspace, kind])
-            .observe(started.elapsed().as_secs_f64());
+            .observe(took.as_secs_f64());
+        if let Plan::Query(q) = plan {
+            let stmt = std::mem::take(&mut self.stmt);
+            let entry = crate::querylog::Entry {
+                time_ms: crate::topo::now_ms(),
+                trace_id: self.ctx.querylog.trace_id(),
+                session: self.info.connection_id,
+                user: self.info.user.clone(),
+                keyspace: q.keyspace.clone(),
+                sql: q.digest.clone(),
+                plan: q.kind,
+                shards: stmt.shards,
+                ms: took.as_secs_f64() * 1000.0,
+                rows: stmt.rows,
+                error: stmt.error,
+            };
+            self.last_trace = Some(self.ctx.querylog.record(entry));
+        }
         r
     }
 
@@ -236,6 +263,7 @@ impl Session {
         let status_flags = self.status_flags();
         let mut exec = Exec {
             ctx: &self.ctx,
+            trace: Vec::new(),
             snapshot,
             conns: &mut self.conns,
             params,
@@ -256,6 +284,19 @@ impl Session {
             _ = interrupt::killed(kill) => Err(ProxyError::Interrupted),
             _ = interrupt::deadline(timeout) => Err(ProxyError::QueryTimeout),
         };
+        self.stmt.shards = std::mem::take(&mut exec.trace);
+        self.stmt.error = match &outcome {
+            Ok(Ok(summary)) => summary.error.as_ref().map(|e| e.code),
+            Ok(Err(ExecError::Proxy(e))) => Some(e.code().0),
+            Ok(Err(_)) => Some(2013),
+            Err(e) => Some(e.code().0),
+        };
+        if let Ok(Ok(summary)) = &outcome {
+            self.stmt.rows = match &summary.ok {
+                Some(ok) if summary.rows == 0 => ok.affected_rows,
+                _ => summary.rows,
+            };
+        }
         let result = match outcome {
             Ok(r) => r,
             Err(stopped) => {

@@ -1,6 +1,7 @@
 //! The `shardctl` command line.
 
 mod cluster;
+mod explain;
 mod progress;
 mod reshard;
 mod target;
@@ -8,6 +9,7 @@ mod topo;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 /// shardctl: run local clusters, edit the topology in etcd, and reshard.
@@ -49,12 +51,30 @@ pub enum Command {
     },
     /// Stop a local cluster started with `up`.
     Down {
-        /// Also delete its data.
+        /// Also delete its data (asks first; --yes does not).
         #[arg(long)]
         purge: bool,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
     },
-    /// Print the mysql_native_password hash of a password (for [[users]] password_hash).
-    HashPassword { password: String },
+    /// Print the mysql_native_password hash of a password (for [[users]] password_hash),
+    /// read from a prompt on a terminal or from the first line of stdin (never argv,
+    /// which other users of the machine can see).
+    HashPassword,
+    /// Print the plan a proxy would make for SQL, offline, from a VSchema file.
+    Explain {
+        /// The keyspace's VSchema (Vitess JSON).
+        #[arg(long)]
+        vschema: PathBuf,
+        /// The keyspace's name.
+        #[arg(long, default_value = "ks")]
+        keyspace: String,
+        /// Shard names (default -80,80- when sharded, - otherwise).
+        #[arg(long, allow_hyphen_values = true, value_delimiter = ',')]
+        shards: Vec<String>,
+        sql: String,
+    },
     /// Read, edit, validate and watch the topology in etcd.
     Topo {
         #[command(subcommand)]
@@ -104,11 +124,24 @@ pub enum TopoCommand {
         /// Fail unless the key's mod_revision is still this (0: must not exist).
         #[arg(long)]
         expect_revision: Option<i64>,
+        /// Print the diff and the validation result; write nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Edit a document in $EDITOR; validated, compare-and-swap.
-    Edit { key: String },
+    Edit {
+        key: String,
+        /// Print the diff and the validation result; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Delete a document; validated, compare-and-swap.
-    Delete { key: String },
+    Delete {
+        key: String,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
     /// Report what a proxy would reject in the topology as it is now.
     Validate,
     /// Print every change as it happens, and whether the result is valid.
@@ -157,6 +190,56 @@ pub enum RoutingCommand {
     },
 }
 
+/// A request that cannot be carried out as given (invalid topology, bad arguments,
+/// refused confirmation): exit code 65. Retryable conflicts (a document changed
+/// meanwhile, another controller holds the lock) exit with 75; other errors with 1.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Invalid(pub String);
+
+/// The exit code for an error (see [`Invalid`]).
+pub fn exit_code(e: &anyhow::Error) -> i32 {
+    use shardgate_topology::StoreError;
+    for cause in e.chain() {
+        if let Some(s) = cause.downcast_ref::<StoreError>() {
+            return match s {
+                StoreError::Conflict { .. } | StoreError::Fenced { .. } => 75,
+                StoreError::Unavailable(_) => 69,
+                StoreError::Invalid(_) | StoreError::Config(_) => 65,
+            };
+        }
+        if cause
+            .downcast_ref::<crate::reshard::lock::LockHeld>()
+            .is_some()
+        {
+            return 75;
+        }
+        if cause.downcast_ref::<Invalid>().is_some() {
+            return 65;
+        }
+    }
+    1
+}
+
+/// Asks before a destructive step: `--yes` goes ahead; on a terminal the user types
+/// `yes`; otherwise the step is refused (exit code 65), so scripts must say `--yes`.
+pub fn confirm(yes: bool, what: &str) -> Result<()> {
+    if yes {
+        return Ok(());
+    }
+    if std::io::stdin().is_terminal() {
+        eprint!("{what}? type yes to go on: ");
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        if line.trim() == "yes" {
+            return Ok(());
+        }
+    }
+    Err(anyhow::Error::new(Invalid(format!(
+        "{what} needs confirmation: add --yes"
+    ))))
+}
+
 pub async fn run(cli: Cli) -> Result<()> {
     match &cli.command {
         Command::Up {
@@ -165,20 +248,39 @@ pub async fn run(cli: Cli) -> Result<()> {
             http_port,
             detach,
         } => cluster::up(&cli, *shards, *port, *http_port, *detach).await,
-        Command::Down { purge } => cluster::down(&cli, *purge),
-        Command::HashPassword { password } => {
-            println!("{}", shardgate_config::hash_password(password));
+        Command::Down { purge, yes } => {
+            if *purge {
+                confirm(*yes, "delete the cluster's data (down --purge)")?;
+            }
+            cluster::down(&cli, *purge)
+        }
+        Command::HashPassword => {
+            let password = if std::io::stdin().is_terminal() {
+                rpassword::prompt_password("password: ")?
+            } else {
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line)?;
+                line.trim_end_matches(['\r', '\n']).to_string()
+            };
+            println!("{}", shardgate_config::hash_password(&password));
             Ok(())
         }
+        Command::Explain {
+            vschema,
+            keyspace,
+            shards,
+            sql,
+        } => explain::explain(vschema, keyspace, shards, sql),
         Command::Topo { command } => match command {
             TopoCommand::Get { key } => topo::get(&cli, key.as_deref()).await,
             TopoCommand::Put {
                 key,
                 file,
                 expect_revision,
-            } => topo::put(&cli, key, file, *expect_revision).await,
-            TopoCommand::Edit { key } => topo::edit(&cli, key).await,
-            TopoCommand::Delete { key } => topo::delete(&cli, key).await,
+                dry_run,
+            } => topo::put(&cli, key, file, *expect_revision, *dry_run).await,
+            TopoCommand::Edit { key, dry_run } => topo::edit(&cli, key, *dry_run).await,
+            TopoCommand::Delete { key, yes } => topo::delete(&cli, key, *yes).await,
             TopoCommand::Validate => topo::validate(&cli).await,
             TopoCommand::Watch => topo::watch(&cli).await,
         },

@@ -67,7 +67,7 @@ fn plain_line(doc: &WorkflowDoc, rate: f64) -> String {
         100.0
     };
     format!(
-        "{}: {:?}: {copied}/{total} rows copied ({pct:.0}%), {rate:.0} rows/s - {}",
+        "{}: {}: {copied}/{total} rows copied ({pct:.0}%), {rate:.0} rows/s - {}",
         doc.name, doc.phase, doc.message
     )
 }
@@ -106,7 +106,7 @@ async fn show(store: Store, name: String, json: bool, mut stop: watch::Receiver<
                     });
                     bar.set_length(p.rows_estimate.max(p.rows_copied));
                     bar.set_position(p.rows_copied);
-                    bar.set_message(format!("{:?}", doc.phase));
+                    bar.set_message(doc.phase.to_string());
                 }
                 if doc.message != last_message {
                     let _ = multi.println(&doc.message);

@@ -66,12 +66,21 @@ pub enum ReshardCommand {
     Complete {
         #[command(flatten)]
         wf: WorkflowArg,
-        /// Also delete the moved rows from the sources (throttled chunks).
+        /// Also delete the moved rows from the sources (throttled chunks; asks first).
         #[arg(long)]
         delete_source_rows: bool,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
     },
     /// Before cutover: stop the workflow and drop the targets' copies.
-    Abort(WorkflowArg),
+    Abort {
+        #[command(flatten)]
+        wf: WorkflowArg,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
     /// Continue a workflow whose controller stopped (or was killed).
     Resume(WorkflowArg),
     /// List workflows.
@@ -205,8 +214,12 @@ pub async fn run(cli: &Cli, cmd: &ReshardCommand) -> Result<()> {
         ReshardCommand::Complete {
             wf,
             delete_source_rows,
+            yes,
         } => {
             let delete = *delete_source_rows;
+            if delete {
+                super::confirm(*yes, "delete the moved rows from the source shards")?;
+            }
             step(&store, &creds, wf, move |c| {
                 if delete {
                     c.wf.doc.options.delete_source_rows = true;
@@ -215,7 +228,10 @@ pub async fn run(cli: &Cli, cmd: &ReshardCommand) -> Result<()> {
             })
             .await
         }
-        ReshardCommand::Abort(wf) => step(&store, &creds, wf, |c| Box::pin(finish::abort(c))).await,
+        ReshardCommand::Abort { wf, yes } => {
+            super::confirm(*yes, "abort the workflow and drop the targets' copies")?;
+            step(&store, &creds, wf, |c| Box::pin(finish::abort(c))).await
+        }
         ReshardCommand::Resume(wf) => {
             let progress = super::progress::spawn(store.clone(), wf.name()?, false);
             let r = step(&store, &creds, wf, |c| {
@@ -242,7 +258,7 @@ async fn step(
     let mut c = Controller::open(store, &name, creds).await?;
     let r = f(&mut c).await;
     println!(
-        "{}: {:?} - {}",
+        "{}: {} - {}",
         c.wf.doc.name, c.wf.doc.phase, c.wf.doc.message
     );
     c.close().await;
@@ -282,7 +298,7 @@ async fn start(
     let r = c.drive(goal).await;
     progress.finish().await;
     println!(
-        "{}: {:?} - {}",
+        "{}: {} - {}",
         c.wf.doc.name, c.wf.doc.phase, c.wf.doc.message
     );
     c.close().await;
@@ -365,7 +381,7 @@ async fn list(store: &Store, json: bool) -> Result<()> {
     }
     for w in all {
         println!(
-            "{:<16} {:<12} {} -> {}  {:?}  {}",
+            "{:<16} {:<12} {} -> {}  {}  {}",
             w.name,
             w.keyspace,
             w.from.join(","),
@@ -404,7 +420,7 @@ async fn backlogs(store: &Store, creds: &Credentials, doc: &WorkflowDoc) -> Opti
 
 fn render(doc: &WorkflowDoc, backlog: Option<(u64, u64)>) -> String {
     let mut s = format!(
-        "workflow {}  keyspace {}  {} -> {}\nphase    {:?}\nlast     {}\n",
+        "workflow {}  keyspace {}  {} -> {}\nphase    {}\nlast     {}\n",
         doc.name,
         doc.keyspace,
         doc.from.join(","),

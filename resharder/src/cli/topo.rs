@@ -17,7 +17,7 @@ use shardgate_topology::KeyRange;
 use std::io::Read;
 
 fn err(e: StoreError) -> anyhow::Error {
-    anyhow::anyhow!("{e}")
+    anyhow::Error::new(e)
 }
 
 /// Reads a document from a file or `-` (stdin) and checks it is JSON.
@@ -56,9 +56,35 @@ async fn commit(store: &Store, base: &Loaded, writes: Vec<Write>) -> Result<i64>
             for p in problems.0 {
                 msg.push_str(&format!("\n  {p}"));
             }
-            bail!(msg)
+            Err(anyhow::Error::new(super::Invalid(msg)))
         }
         Err(e) => Err(err(e)),
+    }
+}
+
+/// `--dry-run`: the change as a diff of the document, and whether the topology would be
+/// valid after it. Nothing is written; an invalid result is an error (exit code 65).
+fn preview(base: &Loaded, key: &str, new: Option<&[u8]>, writes: &[Write]) -> Result<()> {
+    let before = base.get(key).map(|e| pretty(&e.value)).unwrap_or_default();
+    let after = new.map(pretty).unwrap_or_default();
+    let diff = similar::TextDiff::from_lines(&before, &after);
+    print!(
+        "{}",
+        diff.unified_diff()
+            .header(&format!("{key} (now)"), &format!("{key} (after)"))
+    );
+    match base.apply(writes).snapshot() {
+        Ok(_) => {
+            println!("valid: proxies would apply this change (dry run: nothing written)");
+            Ok(())
+        }
+        Err(problems) => {
+            let mut msg = String::from("refused: the topology would be invalid:");
+            for p in problems.0 {
+                msg.push_str(&format!("\n  {p}"));
+            }
+            Err(anyhow::Error::new(super::Invalid(msg)))
+        }
     }
 }
 
@@ -99,8 +125,14 @@ pub async fn get(cli: &Cli, key: Option<&str>) -> Result<()> {
     Ok(())
 }
 
-pub async fn put(cli: &Cli, key: &str, source: &str, expect_revision: Option<i64>) -> Result<()> {
-    KeyPath::parse(key).map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
+pub async fn put(
+    cli: &Cli,
+    key: &str,
+    source: &str,
+    expect_revision: Option<i64>,
+    dry_run: bool,
+) -> Result<()> {
+    KeyPath::parse(key).map_err(|e| super::Invalid(format!("{key}: {e}")))?;
     let value = read_doc(source)?;
     let store = store(cli).await?;
     let base = store.load().await.map_err(err)?;
@@ -109,27 +141,27 @@ pub async fn put(cli: &Cli, key: &str, source: &str, expect_revision: Option<i64
         Some(r) => Expect::Revision(r),
         None => expect_of(&base, key),
     };
-    let rev = commit(
-        &store,
-        &base,
-        vec![Write::Put {
-            key: key.into(),
-            value,
-            expect,
-        }],
-    )
-    .await?;
+    let writes = vec![Write::Put {
+        key: key.into(),
+        value: value.clone(),
+        expect,
+    }];
+    if dry_run {
+        return preview(&base, key, Some(&value), &writes);
+    }
+    let rev = commit(&store, &base, writes).await?;
     println!("wrote {}{key} at revision {rev}", store.prefix());
     Ok(())
 }
 
-pub async fn delete(cli: &Cli, key: &str) -> Result<()> {
+pub async fn delete(cli: &Cli, key: &str, yes: bool) -> Result<()> {
     let store = store(cli).await?;
     let base = store.load().await.map_err(err)?;
     let expect = expect_of(&base, key);
     if expect == Expect::Absent {
         bail!("{}{key} does not exist", store.prefix());
     }
+    super::confirm(yes, &format!("delete {}{key}", store.prefix()))?;
     let rev = commit(
         &store,
         &base,
@@ -143,7 +175,7 @@ pub async fn delete(cli: &Cli, key: &str) -> Result<()> {
     Ok(())
 }
 
-pub async fn edit(cli: &Cli, key: &str) -> Result<()> {
+pub async fn edit(cli: &Cli, key: &str, dry_run: bool) -> Result<()> {
     KeyPath::parse(key).map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
     let store = store(cli).await?;
     let base = store.load().await.map_err(err)?;
@@ -181,17 +213,17 @@ pub async fn edit(cli: &Cli, key: &str) -> Result<()> {
     }
     let value = read_doc(&path.display().to_string())?;
     let expect = expect_of(&base, key);
-    match commit(
-        &store,
-        &base,
-        vec![Write::Put {
-            key: key.into(),
-            value,
-            expect,
-        }],
-    )
-    .await
-    {
+    let writes = vec![Write::Put {
+        key: key.into(),
+        value: value.clone(),
+        expect,
+    }];
+    if dry_run {
+        let r = preview(&base, key, Some(&value), &writes);
+        println!("(your text is in {})", path.display());
+        return r;
+    }
+    match commit(&store, &base, writes).await {
         Ok(rev) => {
             let _ = std::fs::remove_file(&path);
             println!("wrote {}{key} at revision {rev}", store.prefix());

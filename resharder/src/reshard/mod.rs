@@ -290,12 +290,12 @@ pub fn require(c: &Controller, allowed: &[Phase], what: &str) -> Result<()> {
         Ok(())
     } else {
         bail!(
-            "workflow {} is in phase {:?}; {what} needs phase {}",
+            "workflow {} is in phase {}; {what} needs phase {}",
             c.wf.doc.name,
             c.wf.doc.phase,
             allowed
                 .iter()
-                .map(|p| format!("{p:?}"))
+                .map(|p| p.to_string())
                 .collect::<Vec<_>>()
                 .join(" or ")
         )

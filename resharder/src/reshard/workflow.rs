@@ -26,6 +26,17 @@ pub enum Phase {
     Aborted,
 }
 
+/// Phases are written as in the workflow document (`cut_over`), everywhere.
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        f.write_str(&name)
+    }
+}
+
 impl Phase {
     pub fn finished(self) -> bool {
         matches!(self, Phase::Complete | Phase::Aborted)

@@ -1,0 +1,283 @@
+//! The query log and query statistics: where each statement went and how long each part
+//! took, and per statement shape (digest: literals replaced) how often it ran, failed, and
+//! how long it takes.
+//!
+//! Every statement that runs against shards gets a trace id and one [`Entry`]: its digest,
+//! plan type, each shard it read with rows and milliseconds, total time, rows, error. The
+//! latest `log.query_log_entries` entries are kept in a ring (one small lock per slot, so
+//! sessions do not contend), served at `/debug/querylog` (JSON lines) and to the session
+//! itself (`SHOW LAST QUERY TRACE`); statements slower than `log.slow_query_ms` are also
+//! logged as warnings. Statistics per digest (count, errors, total, max and p99 time, rows,
+//! shards) are served at `/debug/queries` and by `SHOW QUERY STATS`.
+
+use serde::Serialize;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// One shard's part of a statement.
+#[derive(Debug, Clone, Serialize)]
+pub struct ShardTime {
+    /// `keyspace/shard`.
+    pub shard: String,
+    pub rows: u64,
+    pub ms: f64,
+}
+
+/// One statement in the query log.
+#[derive(Debug, Clone, Serialize)]
+pub struct Entry {
+    /// Unix time in ms when it finished.
+    pub time_ms: u64,
+    pub trace_id: String,
+    pub session: u32,
+    pub user: String,
+    pub keyspace: String,
+    /// The digest (literals replaced by `?`).
+    pub sql: Arc<str>,
+    pub plan: &'static str,
+    pub shards: Vec<ShardTime>,
+    pub ms: f64,
+    pub rows: u64,
+    /// The MySQL errno when it failed.
+    pub error: Option<u16>,
+}
+
+/// Upper bounds (ms) of the latency buckets kept per digest (for p99).
+const BUCKETS_MS: [f64; 16] = [
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    25.0,
+    50.0,
+    100.0,
+    250.0,
+    500.0,
+    1000.0,
+    2500.0,
+    5000.0,
+    10000.0,
+    f64::INFINITY,
+];
+
+#[derive(Default)]
+struct Stats {
+    plan: &'static str,
+    count: u64,
+    errors: u64,
+    total_ms: f64,
+    max_ms: f64,
+    rows: u64,
+    max_shards: usize,
+    buckets: [u64; BUCKETS_MS.len()],
+}
+
+/// Statistics of one digest, as served.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatRow {
+    pub sql: Arc<str>,
+    pub plan: &'static str,
+    pub count: u64,
+    pub errors: u64,
+    pub total_ms: f64,
+    pub avg_ms: f64,
+    /// The upper bound of the latency bucket holding the 99th percentile.
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub rows: u64,
+    pub max_shards: usize,
+}
+
+/// Digests kept at most (the least run ones go first when full).
+const MAX_DIGESTS: usize = 10_000;
+const STAT_SHARDS: usize = 16;
+
+/// The log and the statistics of one proxy.
+pub struct QueryLog {
+    slots: Vec<Mutex<Option<Arc<Entry>>>>,
+    next: AtomicU64,
+    stats: Vec<Mutex<HashMap<Arc<str>, Stats>>>,
+    slow_ms: u64,
+    trace_prefix: String,
+    trace_seq: AtomicU64,
+}
+
+impl QueryLog {
+    /// A log keeping `entries` statements (0: none kept), warning about statements slower
+    /// than `slow_ms` (0: never). `trace_prefix` makes trace ids unique across proxies.
+    pub fn new(entries: usize, slow_ms: u64, trace_prefix: String) -> QueryLog {
+        QueryLog {
+            slots: (0..entries).map(|_| Mutex::new(None)).collect(),
+            next: AtomicU64::new(0),
+            stats: (0..STAT_SHARDS)
+                .map(|_| Mutex::new(HashMap::new()))
+                .collect(),
+            slow_ms,
+            trace_prefix,
+            trace_seq: AtomicU64::new(0),
+        }
+    }
+
+    /// A new trace id.
+    pub fn trace_id(&self) -> String {
+        let n = self.trace_seq.fetch_add(1, Ordering::Relaxed) + 1;
+        format!("{}-{n:x}", self.trace_prefix)
+    }
+
+    /// Records a finished statement.
+    pub fn record(&self, e: Entry) -> Arc<Entry> {
+        let e = Arc::new(e);
+        if self.slow_ms > 0 && e.ms >= self.slow_ms as f64 {
+            tracing::warn!(
+                target: "shardgate::slow_query",
+                entry = %serde_json::to_string(&*e).unwrap_or_default(),
+                "slow query ({:.1} ms)", e.ms
+            );
+        }
+        if !self.slots.is_empty() {
+            let i = self.next.fetch_add(1, Ordering::Relaxed) as usize % self.slots.len();
+            *self.slots[i].lock().unwrap() = Some(e.clone());
+        }
+        let shard = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            e.sql.hash(&mut h);
+            h.finish() as usize % STAT_SHARDS
+        };
+        let mut map = self.stats[shard].lock().unwrap();
+        if map.len() >= MAX_DIGESTS / STAT_SHARDS && !map.contains_key(&e.sql) {
+            if let Some(k) = map
+                .iter()
+                .min_by_key(|(_, s)| s.count)
+                .map(|(k, _)| k.clone())
+            {
+                map.remove(&k);
+            }
+        }
+        let s = map.entry(e.sql.clone()).or_default();
+        s.plan = e.plan;
+        s.count += 1;
+        s.errors += e.error.is_some() as u64;
+        s.total_ms += e.ms;
+        s.max_ms = s.max_ms.max(e.ms);
+        s.rows += e.rows;
+        s.max_shards = s.max_shards.max(e.shards.len());
+        let b = BUCKETS_MS.iter().position(|b| e.ms <= *b).unwrap_or(0);
+        s.buckets[b] += 1;
+        drop(map);
+        e
+    }
+
+    /// The latest `n` entries, oldest first.
+    pub fn latest(&self, n: usize) -> Vec<Arc<Entry>> {
+        let len = self.slots.len();
+        if len == 0 {
+            return Vec::new();
+        }
+        let next = self.next.load(Ordering::Relaxed) as usize;
+        let count = n.min(len).min(next);
+        (next - count..next)
+            .filter_map(|i| self.slots[i % len].lock().unwrap().clone())
+            .collect()
+    }
+
+    /// Statistics per digest, the most total time first.
+    pub fn stats(&self) -> Vec<StatRow> {
+        let mut rows: Vec<StatRow> = self
+            .stats
+            .iter()
+            .flat_map(|m| {
+                m.lock()
+                    .unwrap()
+                    .iter()
+                    .map(|(sql, s)| StatRow {
+                        sql: sql.clone(),
+                        plan: s.plan,
+                        count: s.count,
+                        errors: s.errors,
+                        total_ms: s.total_ms,
+                        avg_ms: s.total_ms / s.count.max(1) as f64,
+                        p99_ms: p99(&s.buckets, s.count, s.max_ms),
+                        max_ms: s.max_ms,
+                        rows: s.rows,
+                        max_shards: s.max_shards,
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        rows.sort_by(|a, b| b.total_ms.total_cmp(&a.total_ms));
+        rows
+    }
+}
+
+/// The upper bound of the bucket holding the 99th percentile (the max for the last one).
+fn p99(buckets: &[u64], count: u64, max: f64) -> f64 {
+    let want = (count as f64 * 0.99).ceil() as u64;
+    let mut seen = 0;
+    for (i, n) in buckets.iter().enumerate() {
+        seen += n;
+        if seen >= want.max(1) {
+            return BUCKETS_MS[i].min(max);
+        }
+    }
+    max
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(sql: &str, ms: f64, error: Option<u16>) -> Entry {
+        Entry {
+            time_ms: 0,
+            trace_id: String::new(),
+            session: 1,
+            user: "u".into(),
+            keyspace: "k".into(),
+            sql: Arc::from(sql),
+            plan: "route",
+            shards: vec![ShardTime {
+                shard: "k/-80".into(),
+                rows: 1,
+                ms,
+            }],
+            ms,
+            rows: 1,
+            error,
+        }
+    }
+
+    #[test]
+    fn the_ring_keeps_the_latest_and_stats_add_up() {
+        let log = QueryLog::new(3, 0, "p".into());
+        for i in 0..5 {
+            log.record(entry(
+                &format!("q{}", i % 2),
+                i as f64,
+                (i == 4).then_some(1062),
+            ));
+        }
+        let latest: Vec<f64> = log.latest(10).iter().map(|e| e.ms).collect();
+        assert_eq!(latest, vec![2.0, 3.0, 4.0]);
+        let stats = log.stats();
+        let q0 = stats.iter().find(|s| &*s.sql == "q0").unwrap();
+        assert_eq!((q0.count, q0.errors, q0.total_ms), (3, 1, 6.0));
+        assert_eq!(q0.max_ms, 4.0);
+        assert!(q0.p99_ms >= 2.5 && q0.p99_ms <= 4.0, "{}", q0.p99_ms);
+        assert_eq!(stats[0].sql.as_ref(), "q0", "most total time first");
+        assert_ne!(log.trace_id(), log.trace_id());
+    }
+
+    #[test]
+    fn p99_of_an_even_spread() {
+        let mut b = [0u64; BUCKETS_MS.len()];
+        b[2] = 99; // <= 1 ms
+        b[8] = 1; // <= 100 ms
+        assert_eq!(p99(&b, 100, 80.0), 1.0);
+        b[8] = 2;
+        assert_eq!(p99(&b, 101, 80.0), 80.0);
+    }
+}
