@@ -123,7 +123,7 @@ fn pool_metrics(ctx: &Context) -> String {
 async fn querylog(State(ctx): State<Arc<Context>>) -> impl IntoResponse {
     let mut body = String::new();
     for e in ctx.querylog.latest(usize::MAX) {
-        body.push_str(&serde_json::to_string(&*e).unwrap_or_default());
+        body.push_str(&e.to_json(&ctx.querylog).to_string());
         body.push('\n');
     }
     ([(header::CONTENT_TYPE, "application/x-ndjson")], body)

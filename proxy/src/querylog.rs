@@ -19,20 +19,22 @@ use std::sync::{Arc, Mutex};
 #[derive(Debug, Clone, Serialize)]
 pub struct ShardTime {
     /// `keyspace/shard`.
-    pub shard: String,
+    pub shard: Arc<str>,
     pub rows: u64,
     pub ms: f64,
 }
 
-/// One statement in the query log.
+/// One statement in the query log. Built for every statement, so it holds shared text
+/// (`Arc<str>`) and numbers only; the trace id is rendered when it is read.
 #[derive(Debug, Clone, Serialize)]
 pub struct Entry {
     /// Unix time in ms when it finished.
     pub time_ms: u64,
-    pub trace_id: String,
+    #[serde(skip)]
+    pub trace: u64,
     pub session: u32,
-    pub user: String,
-    pub keyspace: String,
+    pub user: Arc<str>,
+    pub keyspace: Arc<str>,
     /// The digest (literals replaced by `?`).
     pub sql: Arc<str>,
     pub plan: &'static str,
@@ -65,6 +67,8 @@ const BUCKETS_MS: [f64; 16] = [
 
 #[derive(Default)]
 struct Stats {
+    /// The digest (keeps the text the key points to alive).
+    sql: Option<Arc<str>>,
     plan: &'static str,
     count: u64,
     errors: u64,
@@ -91,6 +95,22 @@ pub struct StatRow {
     pub max_shards: usize,
 }
 
+impl Entry {
+    /// The trace id: this proxy's prefix and the statement's number.
+    pub fn trace_id(&self, log: &QueryLog) -> String {
+        format!("{}-{:x}", log.trace_prefix, self.trace)
+    }
+
+    /// The entry as one JSON object, with its trace id.
+    pub fn to_json(&self, log: &QueryLog) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        if let Some(o) = v.as_object_mut() {
+            o.insert("trace_id".into(), self.trace_id(log).into());
+        }
+        v
+    }
+}
+
 /// Digests kept at most (the least run ones go first when full).
 const MAX_DIGESTS: usize = 10_000;
 const STAT_SHARDS: usize = 16;
@@ -99,7 +119,10 @@ const STAT_SHARDS: usize = 16;
 pub struct QueryLog {
     slots: Vec<Mutex<Option<Arc<Entry>>>>,
     next: AtomicU64,
-    stats: Vec<Mutex<HashMap<Arc<str>, Stats>>>,
+    /// By the address of the digest text: plans are cached, so a statement's digest is
+    /// one shared string and hashing its address is enough (rows with the same text from
+    /// different plans are added up when read).
+    stats: Vec<Mutex<HashMap<usize, Stats>>>,
     slow_ms: u64,
     trace_prefix: String,
     trace_seq: AtomicU64,
@@ -121,10 +144,14 @@ impl QueryLog {
         }
     }
 
-    /// A new trace id.
-    pub fn trace_id(&self) -> String {
-        let n = self.trace_seq.fetch_add(1, Ordering::Relaxed) + 1;
-        format!("{}-{n:x}", self.trace_prefix)
+    /// Whether statements are recorded at all (`log.query_log_entries` > 0).
+    pub fn enabled(&self) -> bool {
+        !self.slots.is_empty()
+    }
+
+    /// A new trace number (see [`Entry::trace_id`]).
+    pub fn next_trace(&self) -> u64 {
+        self.trace_seq.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     /// Records a finished statement.
@@ -133,7 +160,7 @@ impl QueryLog {
         if self.slow_ms > 0 && e.ms >= self.slow_ms as f64 {
             tracing::warn!(
                 target: "shardgate::slow_query",
-                entry = %serde_json::to_string(&*e).unwrap_or_default(),
+                entry = %e.to_json(self),
                 "slow query ({:.1} ms)", e.ms
             );
         }
@@ -141,23 +168,17 @@ impl QueryLog {
             let i = self.next.fetch_add(1, Ordering::Relaxed) as usize % self.slots.len();
             *self.slots[i].lock().unwrap() = Some(e.clone());
         }
-        let shard = {
-            use std::hash::{Hash, Hasher};
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            e.sql.hash(&mut h);
-            h.finish() as usize % STAT_SHARDS
-        };
-        let mut map = self.stats[shard].lock().unwrap();
-        if map.len() >= MAX_DIGESTS / STAT_SHARDS && !map.contains_key(&e.sql) {
-            if let Some(k) = map
-                .iter()
-                .min_by_key(|(_, s)| s.count)
-                .map(|(k, _)| k.clone())
-            {
+        let key = Arc::as_ptr(&e.sql) as *const u8 as usize;
+        let mut map = self.stats[(key >> 4) % STAT_SHARDS].lock().unwrap();
+        if map.len() >= MAX_DIGESTS / STAT_SHARDS && !map.contains_key(&key) {
+            if let Some(k) = map.iter().min_by_key(|(_, s)| s.count).map(|(k, _)| *k) {
                 map.remove(&k);
             }
         }
-        let s = map.entry(e.sql.clone()).or_default();
+        let s = map.entry(key).or_default();
+        if s.sql.is_none() {
+            s.sql = Some(e.sql.clone());
+        }
         s.plan = e.plan;
         s.count += 1;
         s.errors += e.error.is_some() as u64;
@@ -186,26 +207,36 @@ impl QueryLog {
 
     /// Statistics per digest, the most total time first.
     pub fn stats(&self) -> Vec<StatRow> {
-        let mut rows: Vec<StatRow> = self
-            .stats
-            .iter()
-            .flat_map(|m| {
-                m.lock()
-                    .unwrap()
-                    .iter()
-                    .map(|(sql, s)| StatRow {
-                        sql: sql.clone(),
-                        plan: s.plan,
-                        count: s.count,
-                        errors: s.errors,
-                        total_ms: s.total_ms,
-                        avg_ms: s.total_ms / s.count.max(1) as f64,
-                        p99_ms: p99(&s.buckets, s.count, s.max_ms),
-                        max_ms: s.max_ms,
-                        rows: s.rows,
-                        max_shards: s.max_shards,
-                    })
-                    .collect::<Vec<_>>()
+        let mut merged: HashMap<Arc<str>, Stats> = HashMap::new();
+        for m in &self.stats {
+            for s in m.lock().unwrap().values() {
+                let Some(sql) = &s.sql else { continue };
+                let t = merged.entry(sql.clone()).or_default();
+                t.plan = s.plan;
+                t.count += s.count;
+                t.errors += s.errors;
+                t.total_ms += s.total_ms;
+                t.max_ms = t.max_ms.max(s.max_ms);
+                t.rows += s.rows;
+                t.max_shards = t.max_shards.max(s.max_shards);
+                for (a, b) in t.buckets.iter_mut().zip(&s.buckets) {
+                    *a += b;
+                }
+            }
+        }
+        let mut rows: Vec<StatRow> = merged
+            .into_iter()
+            .map(|(sql, s)| StatRow {
+                sql,
+                plan: s.plan,
+                count: s.count,
+                errors: s.errors,
+                total_ms: s.total_ms,
+                avg_ms: s.total_ms / s.count.max(1) as f64,
+                p99_ms: p99(&s.buckets, s.count, s.max_ms),
+                max_ms: s.max_ms,
+                rows: s.rows,
+                max_shards: s.max_shards,
             })
             .collect();
         rows.sort_by(|a, b| b.total_ms.total_cmp(&a.total_ms));
@@ -233,7 +264,7 @@ mod tests {
     fn entry(sql: &str, ms: f64, error: Option<u16>) -> Entry {
         Entry {
             time_ms: 0,
-            trace_id: String::new(),
+            trace: 0,
             session: 1,
             user: "u".into(),
             keyspace: "k".into(),
@@ -268,7 +299,7 @@ mod tests {
         assert_eq!(q0.max_ms, 4.0);
         assert!(q0.p99_ms >= 2.5 && q0.p99_ms <= 4.0, "{}", q0.p99_ms);
         assert_eq!(stats[0].sql.as_ref(), "q0", "most total time first");
-        assert_ne!(log.trace_id(), log.trace_id());
+        assert_ne!(log.next_trace(), log.next_trace());
     }
 
     #[test]

@@ -148,6 +148,34 @@ async fn every_statement_is_traced_to_its_shards() {
     let (_, json) = http_get(&p.http, "/debug/queries").await.unwrap();
     assert!(json.contains(digest), "{json}");
 
+    // EXPLAIN ANALYZE runs the statement and answers with its trace, rows per shard.
+    let analyzed: Vec<(String, Option<String>, Option<String>)> = conn
+        .query_map(
+            format!(
+                "EXPLAIN ANALYZE FORMAT=shardgate SELECT name FROM customer WHERE customer_id IN ({a}, {b})"
+            ),
+            |row: mysql_async::Row| {
+                (
+                    row.get::<String, _>(0).unwrap(),
+                    row.get::<Option<String>, _>(1).unwrap(),
+                    row.get::<Option<String>, _>(2).unwrap(),
+                )
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(analyzed[0].0, "statement", "{analyzed:?}");
+    assert_eq!(analyzed[0].2.as_deref(), Some("2"), "{analyzed:?}");
+    let per_shard: Vec<_> = analyzed.iter().filter(|r| r.0 == "shard").collect();
+    assert_eq!(per_shard.len(), 2, "{analyzed:?}");
+    assert!(
+        per_shard.iter().all(|r| r.2.as_deref() == Some("1")),
+        "{analyzed:?}"
+    );
+    assert!(analyzed.iter().any(|r| r.0 == "plan"), "{analyzed:?}");
+    let one: Option<i64> = conn.query_first("SELECT 1").await.unwrap();
+    assert_eq!(one, Some(1), "the session goes on normally");
+
     // The status document and page: sessions, per-shard latency, fencing, workflows.
     let status = integration_tests::proxy_status(&p.http).await.unwrap();
     assert_eq!(status["fenced"], false, "{status}");

@@ -9,7 +9,7 @@ pub struct Held {
     /// (address, database) of the shard's backend.
     pub key: (String, String),
     /// `keyspace/shard`, for messages.
-    pub label: String,
+    pub label: std::sync::Arc<str>,
     pub conn: PooledConn,
     /// Joined the session's explicit transaction.
     pub in_txn: bool,

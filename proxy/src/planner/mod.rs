@@ -121,6 +121,21 @@ pub fn plan(sql: &str, ctx: &PlanContext) -> Result<Plan, ProxyError> {
         "DEALLOCATE" | "DROP" if w(1) == "PREPARE" => Ok(Plan::Session(SessionOp::SqlDeallocate {
             name: w(2).to_ascii_lowercase(),
         })),
+        "EXPLAIN" if w(1) == "ANALYZE" && w(2) == "FORMAT" && w(3) == "SHARDGATE" => {
+            let upper = sql.to_ascii_uppercase();
+            let at = upper.find("SHARDGATE").unwrap_or(0) + "SHARDGATE".len();
+            let inner = sql.get(at..).unwrap_or("").trim();
+            if inner.is_empty() || leading_words(inner, 1).first().map(String::as_str) == Some("EXPLAIN") {
+                return Err(ProxyError::Syntax(
+                    "EXPLAIN ANALYZE FORMAT=shardgate analyzes one statement".into(),
+                ));
+            }
+            // Planned (and checked) when it runs, like any statement.
+            plan(inner, ctx)?;
+            Ok(Plan::Session(SessionOp::ExplainAnalyze {
+                statement: inner.to_string(),
+            }))
+        }
         "EXPLAIN" if w(1) == "FORMAT" && w(2) == "SHARDGATE" => {
             let upper = sql.to_ascii_uppercase();
             let at = upper.find("SHARDGATE").unwrap_or(0) + "SHARDGATE".len();

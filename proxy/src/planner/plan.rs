@@ -30,7 +30,7 @@ pub struct QueryPlan {
     #[serde(skip)]
     pub kind: &'static str,
     #[serde(skip)]
-    pub keyspace: String,
+    pub keyspace: Arc<str>,
     /// The statement's digest (literals replaced), set by the plan cache.
     #[serde(skip)]
     pub digest: Arc<str>,
@@ -46,7 +46,12 @@ impl QueryPlan {
             _ => false,
         };
         let kind = root.kind();
-        let keyspace = root.keyspaces().into_iter().next().unwrap_or_default();
+        let keyspace: Arc<str> = root
+            .keyspaces()
+            .into_iter()
+            .next()
+            .unwrap_or_default()
+            .into();
         QueryPlan {
             root,
             facts,
@@ -168,6 +173,11 @@ pub enum SessionOp {
     /// from the session, since autocommit is the proxy's (backends keep it on).
     SelectAutocommit {
         column: String,
+    },
+    /// `EXPLAIN ANALYZE FORMAT=shardgate <stmt>`: runs the statement (its result is not
+    /// sent) and answers with its plan and trace: rows and time per shard.
+    ExplainAnalyze {
+        statement: String,
     },
     /// `SHOW QUERY STATS`: statistics per statement digest.
     ShowQueryStats,

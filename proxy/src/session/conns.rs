@@ -163,7 +163,7 @@ impl Connections {
             Some(p) => p,
             None => {
                 let key = (shard.primary.clone(), shard.database.clone());
-                let label = format!("{keyspace}/{}", shard.name);
+                let label: std::sync::Arc<str> = format!("{keyspace}/{}", shard.name).into();
                 if let Some(t) = &self.txn {
                     if t.mode == TxMode::Single {
                         if let Some(other) = self.held.iter().find(|h| h.in_txn) {
@@ -256,7 +256,7 @@ impl Connections {
         keyspace: &str,
         shard: &Shard,
     ) -> Result<Held, ProxyError> {
-        let label = format!("{keyspace}/{}", shard.name);
+        let label: std::sync::Arc<str> = format!("{keyspace}/{}", shard.name).into();
         let pool = ctx.backends.pool(shard, self.charset, self.capabilities);
         let conn = pool
             .get_with(self.signature, &self.settings)
@@ -335,7 +335,7 @@ impl Connections {
         self.held.retain(|h| {
             let k = keep(h);
             if !k && h.in_txn {
-                lost.get_or_insert_with(|| h.label.clone());
+                lost.get_or_insert_with(|| h.label.to_string());
             }
             k
         });

@@ -2,6 +2,7 @@
 //! and backend connections. [`Session`] implements the wire layer's [`Handler`]; each
 //! command is handled in the submodule named after it.
 
+mod analyze;
 mod buffer;
 pub use buffer::InflightWrites;
 pub mod conns;
@@ -64,6 +65,8 @@ pub struct Session {
     /// What the running statement did, and the query-log entry of the previous one.
     stmt: query::StatementTrace,
     last_trace: Option<Arc<crate::querylog::Entry>>,
+    /// The user name, shared with query-log entries.
+    user: Arc<str>,
 }
 
 impl Session {
@@ -90,6 +93,7 @@ impl Session {
         let tx_mode = TxMode::parse(&ctx.config.session.transaction_mode).unwrap_or(TxMode::Multi);
         let timeout_ms = ctx.config.session.query_timeout_ms;
         let query_kill = entry.query_kill();
+        let user: Arc<str> = Arc::from(info.user.as_str());
         Ok(Session {
             ctx,
             entry,
@@ -116,6 +120,7 @@ impl Session {
             write_ticket: None,
             stmt: Default::default(),
             last_trace: None,
+            user,
         })
     }
 

@@ -147,8 +147,9 @@ impl Session {
                 let mut rows = Vec::new();
                 if let Some(e) = &self.last_trace {
                     let err = e.error.map(|c| c.to_string());
+                    let trace_id = e.trace_id(&self.ctx.querylog);
                     rows.push(vec![
-                        Some(e.trace_id.clone()),
+                        Some(trace_id.clone()),
                         Some(e.plan.to_string()),
                         None,
                         Some(e.rows.to_string()),
@@ -157,9 +158,9 @@ impl Session {
                     ]);
                     for s in &e.shards {
                         rows.push(vec![
-                            Some(e.trace_id.clone()),
+                            Some(trace_id.clone()),
                             Some(e.plan.to_string()),
-                            Some(s.shard.clone()),
+                            Some(s.shard.to_string()),
                             Some(s.rows.to_string()),
                             Some(format!("{:.3}", s.ms)),
                             None,
@@ -185,6 +186,9 @@ impl Session {
                     .await
                     .map(|()| self.ok(out, more))
             }
+            SessionOp::ExplainAnalyze { statement } => {
+                self.explain_analyze(statement, out, more).await?
+            }
             SessionOp::Explain(plan) => {
                 let text = explain_text(plan);
                 let rows: Vec<Vec<Option<String>>> =
@@ -202,7 +206,7 @@ impl Session {
         }
     }
 
-    fn rows(
+    pub(super) fn rows(
         &self,
         out: &mut Responder<'_>,
         cols: &[ColumnDef],

@@ -161,7 +161,7 @@ impl Session {
         self.write_ticket = None;
         let took = started.elapsed();
         let (keyspace, kind) = match plan {
-            Plan::Query(q) => (q.keyspace.as_str(), q.kind),
+            Plan::Query(q) => (&*q.keyspace, q.kind),
             Plan::Session(_) => (self.keyspace.as_deref().unwrap_or(""), "session"),
         };
         self.ctx
@@ -169,13 +169,13 @@ impl Session {
             .query_duration_seconds
             .with_label_values(&[keyspace, kind])
             .observe(took.as_secs_f64());
-        if let Plan::Query(q) = plan {
+        if let (Plan::Query(q), true) = (plan, self.ctx.querylog.enabled()) {
             let stmt = std::mem::take(&mut self.stmt);
             let entry = crate::querylog::Entry {
                 time_ms: crate::topo::now_ms(),
-                trace_id: self.ctx.querylog.trace_id(),
+                trace: self.ctx.querylog.next_trace(),
                 session: self.info.connection_id,
-                user: self.info.user.clone(),
+                user: self.user.clone(),
                 keyspace: q.keyspace.clone(),
                 sql: q.digest.clone(),
                 plan: q.kind,

@@ -44,6 +44,9 @@ pub struct PacketIo<S> {
     seq: u8,
     /// Longest a flush may wait for the peer to read (None: forever).
     write_timeout: Option<std::time::Duration>,
+    /// Flushes drop what is buffered instead of sending it (EXPLAIN ANALYZE runs a
+    /// statement whose answer the client does not get).
+    discard: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> PacketIo<S> {
@@ -54,6 +57,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketIo<S> {
             wbuf: BytesMut::new(),
             seq: 0,
             write_timeout: None,
+            discard: false,
         }
     }
 
@@ -223,8 +227,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketIo<S> {
         }
     }
 
+    /// Starts (or ends) dropping what is written instead of sending it; what is buffered
+    /// when it ends is dropped too.
+    pub fn set_discard(&mut self, on: bool) {
+        if !on {
+            self.wbuf.clear();
+        }
+        self.discard = on;
+    }
+
     /// Sends everything buffered.
     pub async fn flush(&mut self) -> Result<(), PacketError> {
+        if self.discard {
+            self.wbuf.clear();
+            return Ok(());
+        }
         if !self.wbuf.is_empty() {
             let write = self.stream.write_all(&self.wbuf);
             tokio::pin!(write);

@@ -192,4 +192,21 @@ impl<'a> Responder<'a> {
     pub async fn flush(&mut self) -> Result<(), PacketError> {
         self.io.flush().await
     }
+
+    /// From now on what is written goes nowhere (EXPLAIN ANALYZE runs a statement and
+    /// answers with its trace instead of its result). What was written before is sent
+    /// first. Returns the state [`Responder::stop_discarding`] restores.
+    pub async fn start_discarding(&mut self) -> Result<(u8, bool), PacketError> {
+        self.io.flush().await?;
+        self.io.set_discard(true);
+        Ok((self.io.seq(), self.replied))
+    }
+
+    /// Ends [`Responder::start_discarding`]: the next packet is numbered and counted as
+    /// if nothing had been written since.
+    pub fn stop_discarding(&mut self, saved: (u8, bool)) {
+        self.io.set_discard(false);
+        self.io.set_seq(saved.0);
+        self.replied = saved.1;
+    }
 }

@@ -143,7 +143,11 @@ pub enum TopoCommand {
         yes: bool,
     },
     /// Report what a proxy would reject in the topology as it is now.
-    Validate,
+    Validate {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print every change as it happens, and whether the result is valid.
     Watch,
 }
@@ -281,7 +285,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             } => topo::put(&cli, key, file, *expect_revision, *dry_run).await,
             TopoCommand::Edit { key, dry_run } => topo::edit(&cli, key, *dry_run).await,
             TopoCommand::Delete { key, yes } => topo::delete(&cli, key, *yes).await,
-            TopoCommand::Validate => topo::validate(&cli).await,
+            TopoCommand::Validate { json } => topo::validate(&cli, *json).await,
             TopoCommand::Watch => topo::watch(&cli).await,
         },
         Command::Keyspace {

@@ -233,27 +233,46 @@ pub async fn edit(cli: &Cli, key: &str, dry_run: bool) -> Result<()> {
     }
 }
 
-pub async fn validate(cli: &Cli) -> Result<()> {
+pub async fn validate(cli: &Cli, json: bool) -> Result<()> {
     let store = store(cli).await?;
     let loaded = store.load().await.map_err(err)?;
-    match loaded.snapshot() {
+    let result = loaded.snapshot();
+    if json {
+        let doc = match &result {
+            Ok(s) => serde_json::json!({
+                "valid": true, "revision": loaded.revision, "keyspaces": s.keyspaces.len(),
+                "shards": s.keyspaces.values().map(|k| k.shards.len()).sum::<usize>(),
+                "problems": [],
+            }),
+            Err(problems) => serde_json::json!({
+                "valid": false, "revision": loaded.revision,
+                "problems": problems.0.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
+            }),
+        };
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    }
+    match result {
         Ok(s) => {
-            println!(
-                "valid: {} keyspaces, {} shards, revision {}",
-                s.keyspaces.len(),
-                s.keyspaces.values().map(|k| k.shards.len()).sum::<usize>(),
-                loaded.revision
-            );
+            if !json {
+                println!(
+                    "valid: {} keyspaces, {} shards, revision {}",
+                    s.keyspaces.len(),
+                    s.keyspaces.values().map(|k| k.shards.len()).sum::<usize>(),
+                    loaded.revision
+                );
+            }
             Ok(())
         }
         Err(problems) => {
-            for p in &problems.0 {
-                println!("{p}");
+            if !json {
+                for p in &problems.0 {
+                    println!("{p}");
+                }
             }
-            bail!(
+            Err(anyhow::Error::new(super::Invalid(format!(
                 "{} problem(s): proxies will keep serving their last good topology",
                 problems.0.len()
-            )
+            ))))
         }
     }
 }
