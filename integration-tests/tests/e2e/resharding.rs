@@ -357,7 +357,7 @@ async fn resharding_under_load_split_kill_resume_merge_rollback() {
     let merge_pause = merged["cutover"]["pause_ms"].as_u64().unwrap();
     shardctl_ok(&c, &["reshard", "complete", "--keyspace", "customer"]);
     let status = shardctl_ok(&c, &["reshard", "status", "--keyspace", "customer"]);
-    assert!(status.contains("Complete"), "{status}");
+    assert!(status.contains("phase    complete"), "{status}");
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     stop.store(true, Ordering::Relaxed);
