@@ -175,6 +175,8 @@ pub struct LogConfig {
     pub query_log_entries: u64,
     /// Statements slower than this (ms) are logged as warnings with their trace (0: never).
     pub slow_query_ms: u64,
+    /// Also append every query-log entry to this file, one JSON object per line ("": no).
+    pub query_log_file: String,
 }
 
 /// One client account.
@@ -268,6 +270,7 @@ impl Default for LogConfig {
             filter: "info".into(),
             query_log_entries: 1000,
             slow_query_ms: 1000,
+            query_log_file: String::new(),
         }
     }
 }

@@ -145,6 +145,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         tokio::spawn(http::run(l, ctx.clone()));
     }
     tokio::spawn(shardgate_proxy::deadlock::run(ctx.clone()));
+    if !ctx.config.log.query_log_file.is_empty() {
+        let (tx, rx) = tokio::sync::mpsc::channel(10_000);
+        ctx.querylog.attach_file(tx);
+        tokio::spawn(shardgate_proxy::querylog::write_file(
+            std::path::PathBuf::from(&ctx.config.log.query_log_file),
+            rx,
+        ));
+    }
     tokio::spawn(shardgate_proxy::session::twopc::recovery_loop(
         ctx.clone(),
         std::time::Duration::from_secs(ctx.config.session.twopc_recovery_interval_s.max(1)),

@@ -126,6 +126,10 @@ pub struct QueryLog {
     slow_ms: u64,
     trace_prefix: String,
     trace_seq: AtomicU64,
+    /// Where entries also go when `log.query_log_file` is set (see [`write_file`]).
+    file: std::sync::OnceLock<tokio::sync::mpsc::Sender<String>>,
+    /// Entries the file writer could not keep up with.
+    pub file_dropped: AtomicU64,
 }
 
 impl QueryLog {
@@ -141,7 +145,14 @@ impl QueryLog {
             slow_ms,
             trace_prefix,
             trace_seq: AtomicU64::new(0),
+            file: std::sync::OnceLock::new(),
+            file_dropped: AtomicU64::new(0),
         }
+    }
+
+    /// Sends every entry from now on to `tx` too (the file writer's channel).
+    pub fn attach_file(&self, tx: tokio::sync::mpsc::Sender<String>) {
+        let _ = self.file.set(tx);
     }
 
     /// Whether statements are recorded at all (`log.query_log_entries` > 0).
@@ -163,6 +174,12 @@ impl QueryLog {
                 entry = %e.to_json(self),
                 "slow query ({:.1} ms)", e.ms
             );
+        }
+        if let Some(tx) = self.file.get() {
+            // Never waits: a disk that cannot keep up loses lines, counted.
+            if tx.try_send(e.to_json(self).to_string()).is_err() {
+                self.file_dropped.fetch_add(1, Ordering::Relaxed);
+            }
         }
         if !self.slots.is_empty() {
             let i = self.next.fetch_add(1, Ordering::Relaxed) as usize % self.slots.len();
@@ -241,6 +258,38 @@ impl QueryLog {
             .collect();
         rows.sort_by(|a, b| b.total_ms.total_cmp(&a.total_ms));
         rows
+    }
+}
+
+/// Appends the lines sent on `rx` to `path` (one JSON entry per line) until the channel
+/// closes; runs as its own task, so sessions never wait for the disk.
+pub async fn write_file(path: std::path::PathBuf, mut rx: tokio::sync::mpsc::Receiver<String>) {
+    use tokio::io::AsyncWriteExt;
+    let file = match tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .await
+    {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::error!(path = %path.display(), error = %e, "cannot open the query log file");
+            return;
+        }
+    };
+    let mut out = tokio::io::BufWriter::new(file);
+    while let Some(line) = rx.recv().await {
+        let mut batch = line;
+        batch.push('\n');
+        // Take what else is waiting, then write and flush once.
+        while let Ok(more) = rx.try_recv() {
+            batch.push_str(&more);
+            batch.push('\n');
+        }
+        if out.write_all(batch.as_bytes()).await.is_err() || out.flush().await.is_err() {
+            tracing::error!(path = %path.display(), "cannot write the query log file");
+            return;
+        }
     }
 }
 

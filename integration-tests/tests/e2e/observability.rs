@@ -85,8 +85,8 @@ async fn metrics_are_valid_unique_and_tell_where_time_went() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_statement_is_traced_to_its_shards() {
-    let c = TestCluster::start(2).await;
-    let p = &c.info.proxies[0];
+    let mut c = TestCluster::start(2).await;
+    let p = c.info.proxies[0].clone();
     let mut conn = c.conn("customer").await;
     let (a, b) = c.ids_on_two_shards(1);
     for _ in 0..3 {
@@ -198,4 +198,40 @@ async fn every_statement_is_traced_to_its_shards() {
     for heading in ["Sessions", "Shards", "Workflows", "http-equiv=refresh"] {
         assert!(page.contains(heading), "no {heading} on the status page");
     }
+
+    // The query log can also go to a file, one JSON object per line.
+    let file = c.dir().join("querylog.jsonl");
+    let logged = c
+        .info
+        .start_proxy_env(
+            "logged",
+            0,
+            0,
+            &[("SHARDGATE_LOG_QUERY_LOG_FILE", file.to_str().unwrap())],
+        )
+        .await
+        .unwrap();
+    let mut conn = mysql_async::Conn::new(
+        mysql_async::Opts::from_url(&integration_tests::url_for(&logged.mysql, "customer"))
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    conn.query_drop(format!("SELECT name FROM customer WHERE customer_id = {a}"))
+        .await
+        .unwrap();
+    let mut found = false;
+    for _ in 0..50 {
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        found = text.lines().any(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .map(|e| e["sql"] == "SELECT name FROM customer WHERE customer_id = ?")
+                .unwrap_or(false)
+        });
+        if found {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(found, "no entry in {}", file.display());
 }
