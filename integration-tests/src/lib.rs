@@ -72,9 +72,32 @@ impl TestCluster {
             .iter()
             .find(|s| s.keyspace == keyspace && s.shard == shard)
             .unwrap_or_else(|| panic!("no shard {keyspace}/{shard}"));
-        Conn::new(Opts::from_url(&url_for(&s.addr, &s.database)).unwrap())
-            .await
-            .unwrap()
+        // Tests run in parallel on 2 cores: a connect can time out under a neighbour's load.
+        let mut last = None;
+        for _ in 0..3 {
+            match Conn::new(Opts::from_url(&url_for(&s.addr, &s.database)).unwrap()).await {
+                Ok(c) => return c,
+                Err(e) => last = Some(e),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        }
+        panic!(
+            "cannot connect to {keyspace}/{shard} at {}: {last:?}",
+            s.addr
+        )
+    }
+
+    /// Runs `statements` directly on every shard of `keyspace` (behind the proxy's back:
+    /// DDL on the shards, as an operator would).
+    pub async fn on_every_shard(&self, keyspace: &str, statements: &[&str]) {
+        for s in self.shard_names(keyspace) {
+            let mut d = self.direct(keyspace, &s).await;
+            for sql in statements {
+                d.query_drop(*sql)
+                    .await
+                    .unwrap_or_else(|e| panic!("{keyspace}/{s}: {sql}: {e}"));
+            }
+        }
     }
 
     pub fn dir(&self) -> &PathBuf {

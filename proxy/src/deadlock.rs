@@ -151,10 +151,11 @@ impl Detector {
             let Some(session) = id
                 .strip_prefix(self.proxy.as_str())
                 .and_then(|rest| rest.strip_prefix('/'))
+                .and_then(|n| n.parse::<u32>().ok())
             else {
                 continue;
             };
-            if let Some(e) = waiters.iter().find(|e| e.id.to_string() == session) {
+            if let Some(e) = waiters.iter().find(|e| e.id == session) {
                 tracing::warn!(
                     session = e.id,
                     "lock-wait cycle across shards; rolling back the youngest transaction (1213)"

@@ -349,30 +349,20 @@ async fn cross_shard_deadlock(c: &TestCluster, addr1: &str, addr2: &str, tag: &s
     .await
     .unwrap();
     let started = Instant::now();
-    let tag1 = tag.to_string();
-    let t1 = tokio::spawn(async move {
-        let tag = tag1;
-        let r = s1
-            .query_drop(format!(
-                "UPDATE customer SET name = 's1-{tag}' WHERE customer_id = {b}"
-            ))
-            .await;
-        (r, s1)
-    });
+    // Each side now updates the row the other one holds.
+    let update = |mut conn: mysql_async::Conn, who: &'static str, id: i64| {
+        let sql = format!("UPDATE customer SET name = '{who}-{tag}' WHERE customer_id = {id}");
+        tokio::spawn(async move {
+            let r = conn.query_drop(sql).await;
+            (r, conn)
+        })
+    };
+    let t1 = update(s1, "s1", b);
     // s2 starts second, so it is the younger wait (not the younger transaction).
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let tag2 = tag.to_string();
-    let t2 = tokio::spawn(async move {
-        let tag = tag2;
-        let r = s2
-            .query_drop(format!(
-                "UPDATE customer SET name = 's2-{tag}' WHERE customer_id = {a}"
-            ))
-            .await;
-        (r, s2, started.elapsed())
-    });
+    let t2 = update(s2, "s2", a);
     let (r1, s1) = t1.await.unwrap();
-    let (r2, s2, _) = t2.await.unwrap();
+    let (r2, s2) = t2.await.unwrap();
     let elapsed = started.elapsed();
     let (victim, mut survivor, winner) = match (r1, r2) {
         (Ok(()), Err(e)) => (e, s1, "s1"),

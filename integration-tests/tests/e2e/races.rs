@@ -151,14 +151,13 @@ async fn a_controller_dying_at_a_step_boundary_leaves_nothing_stuck() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_merge_with_colliding_unique_values_stops_instead_of_overwriting() {
     let c = TestCluster::start(2).await;
-    for s in c.shard_names("customer") {
-        let mut d = c.direct("customer", &s).await;
-        d.query_drop(
+    c.on_every_shard(
+        "customer",
+        &[
             "CREATE TABLE ukeys (id BIGINT NOT NULL PRIMARY KEY, email VARCHAR(64) NOT NULL, UNIQUE KEY (email))",
-        )
-        .await
-        .unwrap();
-    }
+        ],
+    )
+    .await;
     c.apply_customer_vschema(serde_json::json!({
         "ukeys": {"column_vindexes": [{"column": "id", "name": "hash"}]},
         "note": {"column_vindexes": [{"column": "customer_id", "name": "hash"}]}
@@ -166,17 +165,14 @@ async fn a_merge_with_colliding_unique_values_stops_instead_of_overwriting() {
     .await;
     // A foreign key (cascades bypass the capture triggers) and an application trigger are
     // refused up front, naming each.
-    for s in c.shard_names("customer") {
-        let mut d = c.direct("customer", &s).await;
-        d.query_drop(
+    c.on_every_shard(
+        "customer",
+        &[
             "CREATE TABLE note (id BIGINT NOT NULL PRIMARY KEY, customer_id BIGINT NOT NULL, FOREIGN KEY (customer_id) REFERENCES customer (customer_id) ON DELETE CASCADE)",
-        )
-        .await
-        .unwrap();
-        d.query_drop("CREATE TRIGGER audit_ukeys BEFORE INSERT ON ukeys FOR EACH ROW SET NEW.email = LOWER(NEW.email)")
-            .await
-            .unwrap();
-    }
+            "CREATE TRIGGER audit_ukeys BEFORE INSERT ON ukeys FOR EACH ROW SET NEW.email = LOWER(NEW.email)",
+        ],
+    )
+    .await;
     let (ok, out) = c.shardctl(&[
         "reshard",
         "start",
@@ -190,11 +186,8 @@ async fn a_merge_with_colliding_unique_values_stops_instead_of_overwriting() {
     assert!(!ok, "a table with a foreign key was accepted:\n{out}");
     assert!(out.contains("foreign key"), "{out}");
     assert!(out.contains("trigger audit_ukeys"), "{out}");
-    for s in c.shard_names("customer") {
-        let mut d = c.direct("customer", &s).await;
-        d.query_drop("DROP TABLE note").await.unwrap();
-        d.query_drop("DROP TRIGGER audit_ukeys").await.unwrap();
-    }
+    c.on_every_shard("customer", &["DROP TABLE note", "DROP TRIGGER audit_ukeys"])
+        .await;
     // Unique per shard, not across them: a merge cannot keep both.
     let (a, b) = c.ids_on_two_shards(1);
     let mut app = c.conn("customer").await;
@@ -285,10 +278,8 @@ async fn a_plan_shows_costs_and_refusals_before_anything_changes() {
         .unwrap()
         .is_none());
     // A table the copy cannot handle is named with its reason, and the command fails.
-    for s in c.shard_names("customer") {
-        let mut d = c.direct("customer", &s).await;
-        d.query_drop("CREATE TABLE nopk (a INT)").await.unwrap();
-    }
+    c.on_every_shard("customer", &["CREATE TABLE nopk (a INT)"])
+        .await;
     let (ok, p, _) = plan(&c);
     assert!(!ok);
     let refusals = p["refusals"].to_string();

@@ -481,14 +481,11 @@ async fn a_proxy_cut_off_from_etcd_fences_writes_under_resharding() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_merge_verifies_string_keys_with_quotes_and_backslashes() {
     let c = TestCluster::start(2).await;
-    for s in c.shard_names("customer") {
-        let mut d = c.direct("customer", &s).await;
-        d.query_drop(
-            "CREATE TABLE skeys (k VARCHAR(64) CHARACTER SET utf8mb4 NOT NULL PRIMARY KEY, v INT)",
-        )
-        .await
-        .unwrap();
-    }
+    c.on_every_shard(
+        "customer",
+        &["CREATE TABLE skeys (k VARCHAR(64) CHARACTER SET utf8mb4 NOT NULL PRIMARY KEY, v INT)"],
+    )
+    .await;
     c.apply_customer_vschema(serde_json::json!({
         "skeys": {"column_vindexes": [{"column": "k", "name": "xx"}]}
     }))

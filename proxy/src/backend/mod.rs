@@ -56,10 +56,11 @@ impl Backends {
     /// Whether a statement could borrow a connection to `shard` without waiting.
     pub fn has_free_connection(&self, shard: &Shard) -> bool {
         let limits = self.limits.lock().unwrap();
-        match limits.get(&(shard.primary.clone(), shard.database.clone())) {
-            Some(l) => l.available() > 0,
-            None => true,
-        }
+        // A scan of the few shard servers, without building a key.
+        limits
+            .iter()
+            .find(|((addr, db), _)| *addr == shard.primary && *db == shard.database)
+            .is_none_or(|(_, l)| l.available() > 0)
     }
 
     pub fn pool(&self, shard: &Shard, charset: u8, capabilities: u32) -> Arc<Pool> {

@@ -49,11 +49,13 @@ impl Exec<'_> {
                 Ok(s) => {
                     let took = started.elapsed();
                     observe_shard(self.ctx, &r.keyspace, &t.shard.name, took);
-                    self.trace.push(ShardTime {
-                        shard: held.label.clone(),
-                        rows: s.rows,
-                        ms: took.as_secs_f64() * 1000.0,
-                    });
+                    if self.ctx.querylog.enabled() {
+                        self.trace.push(ShardTime {
+                            shard: held.label.clone(),
+                            rows: s.rows,
+                            ms: took.as_secs_f64() * 1000.0,
+                        });
+                    }
                     Ok(s)
                 }
                 Err(RelayError::Backend(_)) => {
@@ -173,11 +175,13 @@ impl Exec<'_> {
                     let took = started.elapsed();
                     let (keyspace, shard) = h.label.split_once('/').unwrap_or((&h.label, ""));
                     observe_shard(self.ctx, keyspace, shard, took);
-                    self.trace.push(ShardTime {
-                        shard: h.label.clone(),
-                        rows: r.rows,
-                        ms: took.as_secs_f64() * 1000.0,
-                    });
+                    if self.ctx.querylog.enabled() {
+                        self.trace.push(ShardTime {
+                            shard: h.label.clone(),
+                            rows: r.rows,
+                            ms: took.as_secs_f64() * 1000.0,
+                        });
+                    }
                     summary.rows += r.rows;
                     summary.warnings = summary.warnings.saturating_add(r.warnings);
                     if let Some(e) = r.error {

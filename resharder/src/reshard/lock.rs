@@ -46,18 +46,19 @@ impl Lock {
                 .trim()
         );
         let mut told = false;
-        let (lease, token) = loop {
-            let lease = store.grant_lease(TTL).await.map_err(anyhow::Error::new)?;
+        // One lease for every attempt: it only becomes the lock's once the key is created.
+        let lease = store.grant_lease(TTL).await.map_err(anyhow::Error::new)?;
+        let token = loop {
             match store
                 .create_leased(&key, holder.clone().into_bytes(), lease)
                 .await
                 .map_err(anyhow::Error::new)?
             {
-                Ok(token) => break (lease, token),
+                Ok(token) => break token,
                 Err(current) => {
-                    let _ = store.revoke_lease(lease).await;
                     let other = String::from_utf8_lossy(&current).into_owned();
                     if Instant::now() >= deadline {
+                        let _ = store.revoke_lease(lease).await;
                         bail!(LockHeld {
                             workflow: workflow.to_string(),
                             holder: other,
@@ -67,6 +68,9 @@ impl Lock {
                         tracing::info!(holder = %other, "waiting for the previous controller's lock to expire");
                         told = true;
                     }
+                    // Keep our lease alive while we wait (its TTL may be shorter than the
+                    // wait for the previous holder's).
+                    let _ = store.keep_alive_once(lease).await;
                     tokio::time::sleep(Duration::from_millis(250)).await;
                 }
             }
