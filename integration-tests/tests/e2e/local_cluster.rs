@@ -10,6 +10,9 @@ fn shardctl(dir: &std::path::Path, args: &[&str]) -> (bool, String) {
         .arg("--dir")
         .arg(dir)
         .args(args)
+        // Ports of its own, outside the kernel's ephemeral range the other tests' clusters
+        // draw from: this test gives its ports back and takes them again.
+        .env("SG_PORT_RANGE", "21000-21999")
         .output()
         .expect("run shardctl");
     (
@@ -43,7 +46,7 @@ fn up_and_down_are_safe_to_repeat() {
     let up = ["up", "--detach", "--shards", "1"];
 
     // A port another program holds: a clear error, nothing started.
-    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = std::net::TcpListener::bind("127.0.0.1:21999").unwrap();
     let port = busy.local_addr().unwrap().port().to_string();
     let (ok, out) = shardctl(&dir, &["up", "--detach", "--shards", "1", "--port", &port]);
     assert!(!ok, "up succeeded on a busy port:\n{out}");

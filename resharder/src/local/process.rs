@@ -117,7 +117,28 @@ pub fn stop(pid: u32, grace: Duration) -> bool {
 }
 
 /// A free TCP port on 127.0.0.1 (bound and released; good enough for local clusters).
+///
+/// `SG_PORT_RANGE=LOW-HIGH` picks from that range instead of the kernel's ephemeral ports
+/// (tests that stop a cluster and start it again on the same ports use a range of their
+/// own, so no other cluster started meanwhile is handed those ports).
 pub fn free_port() -> Result<u16> {
+    if let Some((lo, hi)) = std::env::var("SG_PORT_RANGE").ok().and_then(|r| {
+        let (a, b) = r.split_once('-')?;
+        Some((a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?))
+    }) {
+        // Successive calls start further on: a port handed out is not bound yet.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let span = u32::from(hi.saturating_sub(lo)) + 1;
+        let start =
+            (std::process::id() + NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) % span;
+        for i in 0..span {
+            let port = lo + ((start + i) % span) as u16;
+            if port_free(port) {
+                return Ok(port);
+            }
+        }
+        bail!("no free port in SG_PORT_RANGE={lo}-{hi}");
+    }
     let l = TcpListener::bind("127.0.0.1:0")?;
     Ok(l.local_addr()?.port())
 }
