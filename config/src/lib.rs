@@ -51,6 +51,8 @@ pub struct Config {
     pub backend: BackendConfig,
     pub session: SessionConfig,
     pub log: LogConfig,
+    /// OpenTelemetry trace export (off unless `otlp_endpoint` is set).
+    pub tracing: TracingConfig,
     /// Users that may connect to the proxy.
     pub users: Vec<UserConfig>,
 }
@@ -179,6 +181,22 @@ pub struct LogConfig {
     pub query_log_file: String,
 }
 
+/// OpenTelemetry trace export: one span per statement that runs against shards and one
+/// child span per shard it touched, sent over OTLP/gRPC in batches by a background thread.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TracingConfig {
+    /// The OTLP/gRPC collector, e.g. `http://127.0.0.1:4317`. Empty: no export at all.
+    pub otlp_endpoint: String,
+    /// `service.name` of the exported spans.
+    pub service_name: String,
+    /// Share of statements exported, 0 to 1 (picked evenly by trace number). A statement
+    /// that carries a `traceparent` comment follows that trace's sampled flag instead.
+    pub sample_ratio: f64,
+    /// Longest a finished span waits before its batch is sent (ms).
+    pub export_interval_ms: u64,
+}
+
 /// One client account.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -271,6 +289,17 @@ impl Default for LogConfig {
             query_log_entries: 1000,
             slow_query_ms: 1000,
             query_log_file: String::new(),
+        }
+    }
+}
+
+impl Default for TracingConfig {
+    fn default() -> Self {
+        TracingConfig {
+            otlp_endpoint: String::new(),
+            service_name: "shardgate".into(),
+            sample_ratio: 1.0,
+            export_interval_ms: 5_000,
         }
     }
 }
@@ -417,6 +446,24 @@ impl Config {
                 self.log.format
             ));
         }
+        if !(0.0..=1.0).contains(&self.tracing.sample_ratio) {
+            return bad(format!(
+                "tracing.sample_ratio = {} must be between 0 and 1",
+                self.tracing.sample_ratio
+            ));
+        }
+        if !self.tracing.otlp_endpoint.is_empty() && !is_http_url(&self.tracing.otlp_endpoint) {
+            return bad(format!(
+                "tracing.otlp_endpoint = {:?} is not an http:// or https:// URL with a host (or empty to disable)",
+                self.tracing.otlp_endpoint
+            ));
+        }
+        if self.tracing.service_name.is_empty() {
+            return bad("tracing.service_name is empty".into());
+        }
+        if self.tracing.export_interval_ms == 0 {
+            return bad("tracing.export_interval_ms must be at least 1".into());
+        }
         for (i, user) in self.users.iter().enumerate() {
             if user.name.is_empty() {
                 return bad(format!("users[{i}].name is empty"));
@@ -450,6 +497,38 @@ impl Config {
     }
 }
 
+/// Whether `s` is `http://` or `https://`, a host (name, IPv4, or `[IPv6]`), an optional
+/// port, and an optional path: what an OTLP/gRPC endpoint looks like.
+fn is_http_url(s: &str) -> bool {
+    let Some(rest) = s
+        .strip_prefix("http://")
+        .or_else(|| s.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    let plain_host = |h: &str| {
+        !h.is_empty()
+            && h.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_')
+    };
+    let (host_ok, port) = match authority.strip_prefix('[') {
+        Some(v6) => match v6.split_once(']') {
+            Some((h, p)) => (h.parse::<std::net::Ipv6Addr>().is_ok(), p),
+            None => return false,
+        },
+        None => match authority.find(':') {
+            Some(i) => (plain_host(&authority[..i]), &authority[i..]),
+            None => (plain_host(authority), ""),
+        },
+    };
+    let port_ok = port.is_empty()
+        || port
+            .strip_prefix(':')
+            .is_some_and(|p| p.parse::<u16>().is_ok());
+    host_ok && port_ok
+}
+
 /// Every settable leaf path (`proxy.listen`, ...) with its default value as a type template.
 fn known_settings() -> Vec<(String, toml::Value)> {
     let defaults = toml::Value::try_from(Config::default()).expect("defaults serialize");
@@ -480,6 +559,12 @@ fn coerce(name: &str, value: &str, template: &toml::Value) -> Result<toml::Value
                 .trim()
                 .parse::<i64>()
                 .map_err(|_| fail("expected a whole number"))?,
+        ),
+        toml::Value::Float(_) => toml::Value::Float(
+            value
+                .trim()
+                .parse::<f64>()
+                .map_err(|_| fail("expected a number"))?,
         ),
         toml::Value::Boolean(_) => toml::Value::Boolean(match value.trim() {
             "true" | "1" | "yes" | "on" => true,

@@ -95,3 +95,58 @@ fn rendered_config_loads_back() {
     let again = Config::from_toml(&c.to_toml()).unwrap();
     assert_eq!(again, c);
 }
+
+#[test]
+fn tracing_is_off_by_default_and_checked_when_set() {
+    let c = Config::default();
+    assert!(c.tracing.otlp_endpoint.is_empty());
+    assert_eq!(c.tracing.service_name, "shardgate");
+    assert_eq!(c.tracing.sample_ratio, 1.0);
+    let ok = Config::from_toml(
+        "[tracing]\notlp_endpoint = \"http://127.0.0.1:4317\"\nsample_ratio = 0.25\n",
+    )
+    .unwrap();
+    assert_eq!(ok.tracing.sample_ratio, 0.25);
+    for good in [
+        "https://collector.example:4317",
+        "http://[::1]:4317",
+        "http://otel-collector",
+        "http://localhost:4317/",
+    ] {
+        let c = Config::from_toml(&format!("[tracing]\notlp_endpoint = {good:?}\n"));
+        assert!(c.is_ok(), "{good}: {c:?}");
+    }
+    for bad in [
+        "127.0.0.1:4317",
+        "grpc://127.0.0.1:4317",
+        "http://",
+        "http://host:port",
+        "http://[::1:4317",
+        "http://a b:1",
+    ] {
+        let e = Config::from_toml(&format!("[tracing]\notlp_endpoint = {bad:?}\n")).unwrap_err();
+        assert!(
+            e.to_string().contains("tracing.otlp_endpoint"),
+            "{bad}: {e}"
+        );
+    }
+    let e = Config::from_toml("[tracing]\nsample_ratio = 1.5\n").unwrap_err();
+    assert!(e.to_string().contains("tracing.sample_ratio"), "{e}");
+    let e = Config::from_toml("[tracing]\nsampel_ratio = 0.5\n").unwrap_err();
+    assert!(e.to_string().contains("sampel_ratio"), "{e}");
+    // Environment variables reach the new section, numbers with a fraction included.
+    let c = Config::load(
+        None,
+        vec![
+            (
+                "SHARDGATE_TRACING_OTLP_ENDPOINT".into(),
+                "http://127.0.0.1:4317".into(),
+            ),
+            ("SHARDGATE_TRACING_SAMPLE_RATIO".into(), "0.5".into()),
+        ],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(c.tracing.otlp_endpoint, "http://127.0.0.1:4317");
+    assert_eq!(c.tracing.sample_ratio, 0.5);
+}

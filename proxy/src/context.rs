@@ -39,6 +39,11 @@ pub struct Context {
     pub store: Option<shardgate_topology::Store>,
     /// The query log and statistics per statement digest.
     pub querylog: crate::querylog::QueryLog,
+    /// OpenTelemetry export, when `tracing.otlp_endpoint` is set.
+    pub otel: Option<crate::otel::Otel>,
+    /// The query log or export is on: statements collect their shard times and get an
+    /// entry (see [`Context::traces_wanted`]).
+    traces: bool,
     /// Writes running on keyspaces under a resharding workflow, by the revision they were
     /// planned against (a cutover is acknowledged once the older ones are done).
     pub inflight_writes: Arc<crate::session::InflightWrites>,
@@ -73,8 +78,14 @@ impl Context {
             config.log.slow_query_ms,
             format!("{started_unix_ms:x}"),
         );
+        let otel = crate::otel::Otel::new(&config.tracing).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "OpenTelemetry export is off");
+            None
+        });
         Arc::new(Context {
+            traces: querylog.enabled() || otel.is_some(),
             querylog,
+            otel,
             backends: Backends::new(config.backend.clone()),
             config,
             topology: ArcSwap::from_pointee(snapshot),
@@ -96,6 +107,12 @@ impl Context {
             schema_wanted: Mutex::new(None),
             schema_wake: tokio::sync::Notify::new(),
         })
+    }
+
+    /// Whether statements are traced (query log or OpenTelemetry export on): the one check
+    /// on the request path when both are off.
+    pub fn traces_wanted(&self) -> bool {
+        self.traces
     }
 
     /// The current topology snapshot.

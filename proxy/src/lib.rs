@@ -15,6 +15,7 @@ pub mod failpoint;
 pub mod fuzz;
 pub mod http;
 pub mod metrics;
+pub mod otel;
 pub mod planner;
 pub mod querylog;
 pub mod registry;

@@ -176,8 +176,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         }
     });
     tracing::info!(id = %id, mysql = %mysql_addr, http = %http_addr, "shardgate is serving");
+    let otel = ctx.otel.as_ref().map(|o| o.provider());
     server::run(listener, ctx, shutdown_signal()).await;
     follower.deregister().await;
+    if let Some(provider) = otel {
+        shardgate_proxy::otel::shutdown(provider, std::time::Duration::from_secs(5)).await;
+    }
     Ok(())
 }
 

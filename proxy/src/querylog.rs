@@ -2,8 +2,9 @@
 //! took, and per statement shape (digest: literals replaced) how often it ran, failed, and
 //! how long it takes.
 //!
-//! Every statement that runs against shards gets a trace id and one [`Entry`]: its digest,
-//! plan type, each shard it read with rows and milliseconds, total time, rows, error. The
+//! Every statement that runs against shards gets a trace id and one [`Entry`] (while the
+//! log or OpenTelemetry export, [`crate::otel`], is on): its digest, plan type, each shard
+//! it read with rows and milliseconds, total time, rows, error. The
 //! latest `log.query_log_entries` entries are kept in a ring (one small lock per slot, so
 //! sessions do not contend), served at `/debug/querylog` (JSON lines) and to the session
 //! itself (`SHOW LAST QUERY TRACE`); statements slower than `log.slow_query_ms` are also
@@ -21,6 +22,10 @@ pub struct ShardTime {
     /// `keyspace/shard`.
     pub shard: Arc<str>,
     pub rows: u64,
+    /// When the shard's part began (its statement sent, or its connection asked for),
+    /// in ms after the statement began.
+    pub start_ms: f64,
+    /// From then until the shard's whole answer was read.
     pub ms: f64,
 }
 
@@ -155,7 +160,8 @@ impl QueryLog {
         let _ = self.file.set(tx);
     }
 
-    /// Whether statements are recorded at all (`log.query_log_entries` > 0).
+    /// Whether the ring keeps statements (`log.query_log_entries` > 0). [`QueryLog::record`]
+    /// works without: statistics, the slow-query warning and the file still see entries.
     pub fn enabled(&self) -> bool {
         !self.slots.is_empty()
     }
@@ -322,6 +328,7 @@ mod tests {
             shards: vec![ShardTime {
                 shard: "k/-80".into(),
                 rows: 1,
+                start_ms: 0.0,
                 ms,
             }],
             ms,

@@ -100,8 +100,11 @@ pub trait Shards: Send {
 /// Everything one statement's execution needs.
 pub struct Exec<'a> {
     pub ctx: &'a Context,
-    /// Each shard the statement read, with rows and time (for the query log).
+    /// Each shard the statement read, with rows and time (for the query log and
+    /// OpenTelemetry export; collected only when [`Context::traces_wanted`]).
     pub trace: Vec<crate::querylog::ShardTime>,
+    /// When the statement began (shard times are placed from it).
+    pub started: std::time::Instant,
     pub snapshot: &'a Snapshot,
     pub conns: &'a mut dyn Shards,
     /// Bound parameters of a prepared statement (binary protocol), if any.

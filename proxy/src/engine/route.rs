@@ -49,10 +49,11 @@ impl Exec<'_> {
                 Ok(s) => {
                     let took = started.elapsed();
                     observe_shard(self.ctx, &r.keyspace, &t.shard.name, took);
-                    if self.ctx.querylog.enabled() {
+                    if self.ctx.traces_wanted() {
                         self.trace.push(ShardTime {
                             shard: held.label.clone(),
                             rows: s.rows,
+                            start_ms: self.offset_ms(started),
                             ms: took.as_secs_f64() * 1000.0,
                         });
                     }
@@ -175,10 +176,11 @@ impl Exec<'_> {
                     let took = started.elapsed();
                     let (keyspace, shard) = h.label.split_once('/').unwrap_or((&h.label, ""));
                     observe_shard(self.ctx, keyspace, shard, took);
-                    if self.ctx.querylog.enabled() {
+                    if self.ctx.traces_wanted() {
                         self.trace.push(ShardTime {
                             shard: h.label.clone(),
                             rows: r.rows,
+                            start_ms: self.offset_ms(started),
                             ms: took.as_secs_f64() * 1000.0,
                         });
                     }
@@ -218,6 +220,11 @@ impl Exec<'_> {
                 Ok(summary)
             }
         }
+    }
+
+    /// Milliseconds from the statement's start to `at` (where a shard's part began).
+    fn offset_ms(&self, at: std::time::Instant) -> f64 {
+        at.saturating_duration_since(self.started).as_secs_f64() * 1000.0
     }
 
     /// Returns taken connections; ones with unread results are read to the end first.

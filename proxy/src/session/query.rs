@@ -27,6 +27,8 @@ const ER_LOCK_DEADLOCK: u16 = 1213;
 /// What the running statement did, for the query log.
 #[derive(Default)]
 pub(super) struct StatementTrace {
+    /// When it began (set by `run_plan`).
+    pub started: Option<std::time::Instant>,
     pub shards: Vec<crate::querylog::ShardTime>,
     pub rows: u64,
     pub error: Option<u16>,
@@ -154,7 +156,10 @@ impl Session {
         params: Option<&Execute>,
     ) -> Result<Flow, PacketError> {
         let started = std::time::Instant::now();
-        self.stmt = StatementTrace::default();
+        self.stmt = StatementTrace {
+            started: Some(started),
+            ..StatementTrace::default()
+        };
         let r = self
             .run_plan_held(plan, sql, snapshot, out, more, params)
             .await;
@@ -169,7 +174,7 @@ impl Session {
             .query_duration_seconds
             .with_label_values(&[keyspace, kind])
             .observe(took.as_secs_f64());
-        if let (Plan::Query(q), true) = (plan, self.ctx.querylog.enabled()) {
+        if let (Plan::Query(q), true) = (plan, self.ctx.traces_wanted()) {
             let stmt = std::mem::take(&mut self.stmt);
             let entry = crate::querylog::Entry {
                 time_ms: crate::topo::now_ms(),
@@ -184,7 +189,11 @@ impl Session {
                 rows: stmt.rows,
                 error: stmt.error,
             };
-            self.last_trace = Some(self.ctx.querylog.record(entry));
+            let entry = self.ctx.querylog.record(entry);
+            if let Some(otel) = &self.ctx.otel {
+                otel.export(&entry, &self.ctx.querylog, sql);
+            }
+            self.last_trace = Some(entry);
         }
         r
     }
@@ -264,6 +273,7 @@ impl Session {
         let mut exec = Exec {
             ctx: &self.ctx,
             trace: Vec::new(),
+            started: self.stmt.started.unwrap_or_else(std::time::Instant::now),
             snapshot,
             conns: &mut self.conns,
             params,
