@@ -203,3 +203,24 @@ pub struct ProxyDoc {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub topology_error: Option<String>,
 }
+
+/// `routing_rules`: tables that clients name in one keyspace but that live in another
+/// (Vitess's routing rules, as MoveTables writes them). Each rule sends every statement
+/// naming `from_table` (`ks.table`, or `table` while the session uses `ks`) to the one
+/// `ks2.table` in `to_tables`; the table keeps its name.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingRulesDoc {
+    #[serde(default)]
+    pub rules: Vec<RoutingRuleDoc>,
+}
+
+/// One routing rule.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingRuleDoc {
+    /// `keyspace.table` as clients name it.
+    pub from_table: String,
+    /// Exactly one `keyspace.table` (same table name) where it lives.
+    pub to_tables: Vec<String>,
+}

@@ -147,6 +147,9 @@ pub struct Snapshot {
     /// Schema change counters by keyspace (`schema/<ks>`): a proxy that ran DDL bumps its
     /// keyspace's counter so every proxy re-reads that keyspace's schema.
     pub schema_versions: BTreeMap<String, u64>,
+    /// Routing rules (`routing_rules`): (keyspace, table) as clients name it, to the
+    /// keyspace where the table lives now.
+    pub routing_rules: BTreeMap<(String, String), String>,
 }
 
 /// Where a key points, parsed from its path under the cluster prefix.
@@ -166,6 +169,8 @@ pub enum KeyPath {
     /// A transaction waiting for a lock (`waits/<proxy>/<session>`, leased, written by
     /// proxies for cross-shard deadlock detection; not part of the routing model).
     LockWait(String, String),
+    /// Routing rules: tables clients name in one keyspace that live in another.
+    RoutingRules,
 }
 
 /// A valid keyspace, table or workflow name: letters, digits, `_` and `-`.
@@ -189,6 +194,7 @@ impl KeyPath {
             }
         };
         match parts.as_slice() {
+            ["routing_rules"] => Ok(KeyPath::RoutingRules),
             ["keyspaces", ks] => Ok(KeyPath::Keyspace(name(ks)?)),
             ["keyspaces", ks, "routing"] => Ok(KeyPath::Routing(name(ks)?)),
             ["keyspaces", ks, "shards", shard] => Ok(KeyPath::Shard(name(ks)?, shard.to_string())),
@@ -198,7 +204,7 @@ impl KeyPath {
             ["twopc", g] => Ok(KeyPath::TwoPc(g.to_string())),
             ["schema", ks] => Ok(KeyPath::Schema(name(ks)?)),
             ["waits", proxy, session] => Ok(KeyPath::LockWait(proxy.to_string(), session.to_string())),
-            _ => Err("unknown key (expected keyspaces/<ks>, keyspaces/<ks>/shards/<shard>, keyspaces/<ks>/routing, proxies/<id>, workflows/<name> or schema/<ks>)".to_string()),
+            _ => Err("unknown key (expected keyspaces/<ks>, keyspaces/<ks>/shards/<shard>, keyspaces/<ks>/routing, proxies/<id>, workflows/<name>, schema/<ks> or routing_rules)".to_string()),
         }
     }
 
@@ -214,6 +220,7 @@ impl KeyPath {
             KeyPath::TwoPc(g) => format!("twopc/{g}"),
             KeyPath::Schema(k) => format!("schema/{k}"),
             KeyPath::LockWait(p, s) => format!("waits/{p}/{s}"),
+            KeyPath::RoutingRules => "routing_rules".to_string(),
         }
     }
 }
@@ -245,6 +252,7 @@ impl Snapshot {
         let mut ks_docs: BTreeMap<String, KeyspaceDoc> = BTreeMap::new();
         let mut shard_docs: BTreeMap<String, BTreeMap<String, ShardDoc>> = BTreeMap::new();
         let mut routing_docs: BTreeMap<String, RoutingDoc> = BTreeMap::new();
+        let mut rules_doc: Option<RoutingRulesDoc> = None;
         let mut snapshot = Snapshot {
             revision,
             ..Snapshot::default()
@@ -295,6 +303,7 @@ impl Snapshot {
                         .unwrap_or(0);
                     snapshot.schema_versions.insert(ks, version);
                 }
+                KeyPath::RoutingRules => rules_doc = parse_json(key, value, &mut problems),
                 KeyPath::TwoPc(_) | KeyPath::WorkflowLock(_) | KeyPath::LockWait(..) => {}
             }
         }
@@ -317,6 +326,9 @@ impl Snapshot {
                 snapshot.keyspaces.insert(name.clone(), Arc::new(ks));
             }
         }
+        if let Some(doc) = &rules_doc {
+            snapshot.routing_rules = rules::check(doc, &ks_docs, &mut problems);
+        }
         if problems.is_empty() {
             Ok(snapshot)
         } else {
@@ -326,6 +338,17 @@ impl Snapshot {
 
     pub fn keyspace(&self, name: &str) -> Option<&Arc<Keyspace>> {
         self.keyspaces.get(name)
+    }
+
+    /// Where table `table`, named in keyspace `keyspace`, lives when a routing rule moved
+    /// it (`None`: where it is named).
+    pub fn routed(&self, keyspace: &str, table: &str) -> Option<&str> {
+        if self.routing_rules.is_empty() {
+            return None;
+        }
+        self.routing_rules
+            .get(&(keyspace.to_string(), table.to_string()))
+            .map(String::as_str)
     }
 
     /// Routing versions of every keyspace (what a proxy reports as applied).
@@ -655,5 +678,6 @@ pub fn union_range(ranges: &[KeyRange]) -> Option<KeyRange> {
     Some(whole)
 }
 
+mod rules;
 #[cfg(test)]
 mod tests;

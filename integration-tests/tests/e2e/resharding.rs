@@ -2,207 +2,19 @@
 //! the backfill and resumed, then a merge back with a rollback after cutover, while a
 //! workload writes through two proxies and checks that it reads its own writes.
 
+use crate::ledger::{check, writer, Ledger, Workload};
 use integration_tests::{hash_shard, rows, url_for, TestCluster};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts};
 use shardgate_resharder::local::ClusterInfo;
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// What the workload knows: every acknowledged write's outcome per id.
-#[derive(Default)]
-struct Ledger {
-    /// id -> Some(name) when the row exists, None when deleted.
-    rows: Mutex<BTreeMap<i64, Option<String>>>,
-    writes: AtomicU64,
-    errors: Mutex<Vec<String>>,
-    stale_reads: AtomicU64,
-    /// Longest a single write statement (or transaction) took, in microseconds.
-    max_write_us: AtomicU64,
-    /// Writers hold it (shared) per operation; a check holds it alone, so it sees a still
-    /// workload.
-    gate: tokio::sync::RwLock<()>,
-}
-
-/// A row's new state: (id, name or None when deleted).
-type Change = (i64, Option<String>);
-
-async fn connect(addr: &str) -> Conn {
-    let mut c = Conn::new(Opts::from_url(&url_for(addr, "customer")).unwrap())
-        .await
-        .unwrap();
-    c.query_drop("SET transaction_mode = 'multi'")
-        .await
-        .unwrap();
-    c
-}
-
-/// One writer: its own ids (`base + n`), a mix of inserts, updates with NOW(), deletes and
-/// two-statement transactions, each checked by reading it back on the same connection.
-async fn writer(addr: String, base: i64, ledger: Arc<Ledger>, stop: Arc<AtomicBool>) {
-    let mut c = connect(&addr).await;
-    let mut next = 0i64;
-    let mut live: Vec<i64> = Vec::new();
-    let mut step = 0u64;
-    while !stop.load(Ordering::Relaxed) {
-        step += 1;
-        let guard = ledger.gate.read().await;
-        let t0 = Instant::now();
-        let (result, changed): (Result<(), mysql_async::Error>, Vec<Change>) = match step % 5 {
-            0 if live.len() > 2 => {
-                let id = live.remove((step as usize * 7) % live.len());
-                (
-                    c.query_drop(format!("DELETE FROM customer WHERE customer_id = {id}"))
-                        .await,
-                    vec![(id, None)],
-                )
-            }
-            1 | 3 if !live.is_empty() => {
-                let id = live[(step as usize * 13) % live.len()];
-                let name = format!("u{step}");
-                (
-                        c.query_drop(format!(
-                            "UPDATE customer SET name = '{name}', created_at = NOW() WHERE customer_id = {id}"
-                        ))
-                        .await,
-                        vec![(id, Some(name))],
-                    )
-            }
-            2 if live.len() > 1 => {
-                let a = live[(step as usize * 3) % live.len()];
-                let b = live[(step as usize * 5 + 1) % live.len()];
-                let (na, nb) = (format!("ta{step}"), format!("tb{step}"));
-                let r = c
-                        .query_drop(format!(
-                            "BEGIN; UPDATE customer SET name = '{na}' WHERE customer_id = {a}; UPDATE customer SET name = '{nb}' WHERE customer_id = {b}; COMMIT"
-                        ))
-                        .await;
-                let changes = if a == b {
-                    vec![(b, Some(nb))]
-                } else {
-                    vec![(a, Some(na)), (b, Some(nb))]
-                };
-                (r, changes)
-            }
-            _ => {
-                next += 1;
-                let id = base + next;
-                live.push(id);
-                let name = format!("i{step}");
-                (
-                        c.query_drop(format!(
-                            "INSERT INTO customer (customer_id, email, name) VALUES ({id}, 'w{id}@example.com', '{name}')"
-                        ))
-                        .await,
-                        vec![(id, Some(name))],
-                    )
-            }
-        };
-        let took = t0.elapsed().as_micros() as u64;
-        ledger.max_write_us.fetch_max(took, Ordering::Relaxed);
-        if let Err(e) = result {
-            ledger.errors.lock().unwrap().push(format!("{e}"));
-            // The outcome is unknown: keep checking the row's last acknowledged value
-            // out of the ledger.
-            for (id, _) in changed {
-                ledger.rows.lock().unwrap().remove(&id);
-                live.retain(|x| *x != id);
-            }
-            continue;
-        }
-        ledger.writes.fetch_add(1, Ordering::Relaxed);
-        for (id, v) in changed {
-            let got: Option<String> = c
-                .query_first(format!(
-                    "SELECT name FROM customer WHERE customer_id = {id}"
-                ))
-                .await
-                .unwrap_or_else(|e| {
-                    ledger.errors.lock().unwrap().push(format!("read: {e}"));
-                    None
-                });
-            if got != v {
-                ledger.stale_reads.fetch_add(1, Ordering::Relaxed);
-            }
-            ledger.rows.lock().unwrap().insert(id, v);
-        }
-        drop(guard);
-        tokio::time::sleep(Duration::from_millis(3)).await;
-    }
-}
-
-/// Every acknowledged write is there with its last value, no deleted row is back, and
-/// every row sits in exactly the serving shard whose range holds it.
-async fn check(c: &TestCluster, ledger: &Ledger) {
-    let _still = ledger.gate.write().await;
-    let mut conn = c.conn("customer").await;
-    let expected = ledger.rows.lock().unwrap().clone();
-    let mut wrong = Vec::new();
-    for (id, v) in &expected {
-        let got: Option<String> = conn
-            .query_first(format!(
-                "SELECT name FROM customer WHERE customer_id = {id}"
-            ))
-            .await
-            .unwrap();
-        if &got != v {
-            wrong.push(format!("{id}: expected {v:?}, found {got:?}"));
-        }
-    }
-    assert!(
-        wrong.is_empty(),
-        "{} rows wrong: {:?}",
-        wrong.len(),
-        &wrong[..wrong.len().min(10)]
-    );
-    let info = ClusterInfo::load(c.dir()).unwrap();
-    let store = info.store().await.unwrap();
-    let routing = store
-        .get("keyspaces/customer/routing")
-        .await
-        .unwrap()
-        .unwrap();
-    let routing: serde_json::Value = serde_json::from_slice(&routing.value).unwrap();
-    let serving: Vec<String> = routing["serving"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s.as_str().unwrap().to_string())
-        .collect();
-    let mut total = 0;
-    for shard in &serving {
-        let s = info
-            .shards
-            .iter()
-            .find(|s| s.keyspace == "customer" && &s.shard == shard)
-            .unwrap();
-        let mut d = Conn::new(Opts::from_url(&url_for(&s.addr, &s.database)).unwrap())
-            .await
-            .unwrap();
-        let ids = rows(&mut d, "SELECT customer_id FROM customer")
-            .await
-            .unwrap();
-        for r in &ids {
-            let id: i64 = r[0].parse().unwrap();
-            assert_eq!(
-                &hash_shard(id, &serving),
-                shard,
-                "row {id} sits in shard {shard}, outside its range"
-            );
-        }
-        total += ids.len();
-    }
-    let through: Vec<Vec<String>> = rows(&mut conn, "SELECT COUNT(*) FROM customer")
-        .await
-        .unwrap();
-    assert_eq!(
-        through[0][0],
-        total.to_string(),
-        "each row in exactly one shard"
-    );
-}
+const CUSTOMERS: Workload = Workload {
+    db: "customer",
+    table: "customer",
+};
 
 fn shardctl_ok(c: &TestCluster, args: &[&str]) -> String {
     let (ok, out) = c.shardctl(args);
@@ -252,6 +64,7 @@ async fn resharding_under_load_split_kill_resume_merge_rollback() {
     for (i, addr) in [&p1, &p2.mysql, &p1, &p2.mysql].iter().enumerate() {
         writers.push(tokio::spawn(writer(
             addr.to_string(),
+            CUSTOMERS,
             1_000_000 * (i as i64 + 1),
             ledger.clone(),
             stop.clone(),
@@ -321,7 +134,7 @@ async fn resharding_under_load_split_kill_resume_merge_rollback() {
     );
     assert_eq!(w["verify"]["failed"], 0);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    check(&c, &ledger).await;
+    check(&c, &ledger, CUSTOMERS).await;
 
     // Merge back into 80- (emptied by --delete-source-rows), roll back after cutover,
     // cut over again and complete.
@@ -343,14 +156,14 @@ async fn resharding_under_load_split_kill_resume_merge_rollback() {
     let w = workflow_doc(&c).await;
     assert_eq!(w["phase"], "cut_over", "{w}");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    check(&c, &ledger).await;
+    check(&c, &ledger, CUSTOMERS).await;
     shardctl_ok(&c, &["reshard", "rollback", "--keyspace", "customer"]);
     let w = workflow_doc(&c).await;
     assert_eq!(w["phase"], "backfilled", "{w}");
     let rollback_pause = w["cutover"]["pause_ms"].as_u64().unwrap();
     eprintln!("rollback: {}", w["cutover"]);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    check(&c, &ledger).await;
+    check(&c, &ledger, CUSTOMERS).await;
     shardctl_ok(&c, &["reshard", "cutover", "--keyspace", "customer"]);
     let merged = workflow_doc(&c).await;
     eprintln!("merge: {}", merged["cutover"]);
@@ -364,7 +177,7 @@ async fn resharding_under_load_split_kill_resume_merge_rollback() {
     for w in writers {
         w.await.unwrap();
     }
-    check(&c, &ledger).await;
+    check(&c, &ledger, CUSTOMERS).await;
     let errors = ledger.errors.lock().unwrap().clone();
     eprintln!(
         "resharding under load: {} acknowledged writes, {} rows tracked, {} client errors, {} stale reads, longest write {} ms; pauses: split {split_pause} ms, rollback {rollback_pause} ms, merge {merge_pause} ms",

@@ -68,7 +68,7 @@ fn reads_no_table(words: &CodeWords, stmt: Option<&Statement>) -> bool {
 }
 
 /// Statements that change tables (what schema tracking must read again).
-fn is_ddl(s: &Statement) -> bool {
+pub(crate) fn is_ddl(s: &Statement) -> bool {
     matches!(
         s,
         Statement::CreateTable(_)

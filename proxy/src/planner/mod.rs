@@ -19,6 +19,7 @@ pub mod merge;
 pub mod move_rows;
 pub mod plan;
 pub mod prepared_sql;
+pub mod rules;
 pub mod select;
 pub mod set;
 pub mod sharded;
@@ -240,11 +241,34 @@ fn plan_parsed(sql: &str, ctx: &PlanContext) -> Result<Plan, ProxyError> {
         Ok(_) => return Err(ProxyError::Syntax("expected exactly one statement".into())),
         Err(e) => return plan_unparsed(sql, ctx, &e.to_string()),
     };
+    if let Some(r) = rules::apply(sql, &stmt, ctx)? {
+        return plan_rerouted(r, ctx);
+    }
     let root = route_statement(sql, &stmt, ctx)?;
     Ok(Plan::Query(QueryPlan::new(
         root,
         facts::of(sql, Some(&stmt)),
     )))
+}
+
+/// Plans a statement that routing rules rewrote (see `rules.rs`).
+fn plan_rerouted(r: rules::Rerouted, ctx: &PlanContext) -> Result<Plan, ProxyError> {
+    let stmt = match Parser::parse_sql(&MySqlDialect {}, &r.sql) {
+        Ok(mut v) if v.len() == 1 => v.pop().expect("one statement"),
+        _ => {
+            return Err(ProxyError::NotSupported(
+                "a statement naming a table that a routing rule moved, which the proxy cannot rewrite".into(),
+            ))
+        }
+    };
+    let ctx = PlanContext {
+        keyspace: r.keyspace.as_deref().or(ctx.keyspace),
+        ..*ctx
+    };
+    let root = route_statement(&r.sql, &stmt, &ctx)?;
+    let mut plan = QueryPlan::new(root, facts::of(&r.sql, Some(&stmt)));
+    plan.rerouted = Some(Arc::from(r.sql.as_str()));
+    Ok(Plan::Query(plan))
 }
 
 /// The primitive of a parsed statement.
@@ -295,6 +319,14 @@ pub(super) fn route_statement(
         }
     };
     if !keyspace.sharded {
+        if let (Some(w), true) = (&keyspace.routing.workflow, facts::is_ddl(stmt)) {
+            // Tables are moving out (MoveTables): their change capture must keep up.
+            return Err(ProxyError::Resharding {
+                keyspace: keyspace.name.clone(),
+                workflow: w.clone(),
+                what: "DDL".into(),
+            });
+        }
         return Ok(route(&keyspace.name, Target::Unsharded, sql, stmt, ctx));
     }
     if matches!(stmt, Statement::LockTables { .. } | Statement::UnlockTables) {
@@ -420,6 +452,26 @@ fn plan_unparsed(sql: &str, ctx: &PlanContext, err: &str) -> Result<Plan, ProxyE
         })));
     }
     let ks = default_keyspace(ctx)?;
+    if rules::may_name_moved_table(sql, &ks.name, ctx) {
+        return Err(ProxyError::NotSupported(format!(
+            "a statement shardgate cannot parse that may name a table a routing rule moved ({err})"
+        )));
+    }
+    if let Some(w) = &ks.routing.workflow {
+        let first = leading_words(sql, 1);
+        if first.first().is_some_and(|w| {
+            matches!(
+                w.as_str(),
+                "ALTER" | "CREATE" | "DROP" | "RENAME" | "TRUNCATE"
+            )
+        }) {
+            return Err(ProxyError::Resharding {
+                keyspace: ks.name.clone(),
+                workflow: w.clone(),
+                what: "DDL".into(),
+            });
+        }
+    }
     if !ks.sharded {
         return Ok(unknown(Primitive::Route(Route {
             keyspace: ks.name.clone(),

@@ -34,6 +34,10 @@ pub struct QueryPlan {
     /// The statement's digest (literals replaced), set by the plan cache.
     #[serde(skip)]
     pub digest: Arc<str>,
+    /// The statement as routing rules rewrote it (tables named in one keyspace that live
+    /// in another, see `rules.rs`): what was planned, and what a backend prepares.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rerouted: Option<Arc<str>>,
 }
 
 impl QueryPlan {
@@ -58,6 +62,7 @@ impl QueryPlan {
             kind,
             keyspace,
             digest: Arc::from(""),
+            rerouted: None,
         }
     }
 }

@@ -25,6 +25,8 @@ pub struct TableRef {
     pub name: String,
     /// Span of the qualifier (for rewriting it to a backend database name).
     pub schema_span: Option<Span>,
+    /// Span of the table name (where routing rules insert a qualifier).
+    pub name_span: Option<Span>,
 }
 
 impl TableRef {
@@ -79,20 +81,23 @@ fn add_name(name: &ObjectName, ctes: &HashSet<String>, out: &mut Vec<TableRef>) 
             .collect();
         match parts.as_slice() {
             [(t, _)] if ctes.contains(&t.to_ascii_lowercase()) => {}
-            [(t, _)] => out.push(TableRef {
+            [(t, span)] => out.push(TableRef {
                 schema: None,
                 name: t.clone(),
                 schema_span: None,
+                name_span: Some(*span),
             }),
-            [(s, span), (t, _)] => out.push(TableRef {
+            [(s, span), (t, tspan)] => out.push(TableRef {
                 schema: Some(s.clone()),
                 name: t.clone(),
                 schema_span: Some(*span),
+                name_span: Some(*tspan),
             }),
             _ => out.push(TableRef {
                 schema: None,
                 name: name.to_string(),
                 schema_span: Some(name.span()),
+                name_span: None,
             }),
         }
     }

@@ -152,7 +152,7 @@ impl Session {
                 let label = held.label.clone();
                 let text: Arc<str> = match p {
                     Primitive::Route(r) => r.query.text.clone(),
-                    _ => Arc::from(*one),
+                    _ => q.rerouted.clone().unwrap_or_else(|| Arc::from(*one)),
                 };
                 let st = held
                     .conn

@@ -2,6 +2,7 @@
 
 mod cluster;
 mod explain;
+mod movetables;
 mod progress;
 mod reshard;
 mod target;
@@ -110,6 +111,12 @@ pub enum Command {
     Reshard {
         #[command(subcommand)]
         command: reshard::ReshardCommand,
+    },
+    /// Move tables into another keyspace (e.g. unsharded to sharded) while the
+    /// application runs; clients keep naming them where they were (routing rules).
+    Movetables {
+        #[command(subcommand)]
+        command: movetables::MoveTablesCommand,
     },
 }
 
@@ -312,5 +319,6 @@ pub async fn run(cli: Cli) -> Result<()> {
         } => topo::routing_set(&cli, keyspace, serving).await,
         Command::Proxies { json } => topo::proxies(&cli, *json).await,
         Command::Reshard { command } => reshard::run(&cli, command).await,
+        Command::Movetables { command } => movetables::run(&cli, command).await,
     }
 }

@@ -155,7 +155,7 @@ pub struct StartArgs {
 
 /// Backend credentials: --config's [backend] user/password, else SHARDGATE_BACKEND_USER /
 /// SHARDGATE_BACKEND_PASSWORD, else root with an empty password (local clusters).
-fn credentials(cli: &Cli) -> Result<Credentials> {
+pub(super) fn credentials(cli: &Cli) -> Result<Credentials> {
     if let Some(path) = &cli.config {
         let cfg = shardgate_config::Config::load(Some(path), std::env::vars(), &[])
             .map_err(anyhow::Error::new)?;
@@ -185,18 +185,7 @@ pub async fn run(cli: &Cli, cmd: &ReshardCommand) -> Result<()> {
                 .keyspace(keyspace)
                 .ok_or_else(|| anyhow!("no keyspace {keyspace:?}"))?;
             let p = plan::make(ks, from, to, &creds).await?;
-            if *json {
-                println!("{}", serde_json::to_string_pretty(&p)?);
-            } else {
-                print!("{}", plan::render(&p));
-            }
-            if !p.refusals.is_empty() {
-                anyhow::bail!(
-                    "the workflow would be refused ({} reasons above)",
-                    p.refusals.len()
-                );
-            }
-            Ok(())
+            print_plan(&p, *json)
         }
         ReshardCommand::Start(a) => start(cli, &store, &creds, a, Phase::Backfilled).await,
         ReshardCommand::Run(a) => start(cli, &store, &creds, a, Phase::Complete).await,
@@ -245,10 +234,26 @@ pub async fn run(cli: &Cli, cmd: &ReshardCommand) -> Result<()> {
     }
 }
 
-type StepFuture<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + 'a>>;
+/// Prints a plan; an error (exit code 1) when the workflow would be refused.
+pub(super) fn print_plan(p: &plan::Plan, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(p)?);
+    } else {
+        print!("{}", plan::render(p));
+    }
+    if !p.refusals.is_empty() {
+        anyhow::bail!(
+            "the workflow would be refused ({} reasons above)",
+            p.refusals.len()
+        );
+    }
+    Ok(())
+}
+
+pub(super) type StepFuture<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + 'a>>;
 
 /// Opens the workflow (taking its lock), runs one step, prints where it stands.
-async fn step(
+pub(super) async fn step(
     store: &Store,
     creds: &Credentials,
     wf: &WorkflowArg,
@@ -370,7 +375,7 @@ async fn register_targets(cli: &Cli, store: &Store, a: &StartArgs) -> Result<()>
     Ok(())
 }
 
-async fn list(store: &Store, json: bool) -> Result<()> {
+pub(super) async fn list(store: &Store, json: bool) -> Result<()> {
     let all = workflow::list(store).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&all)?);
@@ -380,14 +385,14 @@ async fn list(store: &Store, json: bool) -> Result<()> {
         println!("no workflows");
     }
     for w in all {
+        let (from, to) = if w.moves_tables() {
+            (w.keyspace.clone(), w.target().to_string())
+        } else {
+            (w.from.join(","), w.to.join(","))
+        };
         println!(
-            "{:<16} {:<12} {} -> {}  {}  {}",
-            w.name,
-            w.keyspace,
-            w.from.join(","),
-            w.to.join(","),
-            w.phase,
-            w.message
+            "{:<16} {:<12} {from} -> {to}  {}  {}",
+            w.name, w.keyspace, w.phase, w.message
         );
     }
     Ok(())
@@ -399,9 +404,9 @@ async fn backlogs(store: &Store, creds: &Credentials, doc: &WorkflowDoc) -> Opti
         return None;
     }
     let snapshot = store.load().await.ok()?.snapshot().ok()?;
-    let ks = snapshot.keyspace(&doc.keyspace)?;
     let mut out = (0, 0);
-    for (names, slot) in [(&doc.from, 0), (&doc.to, 1)] {
+    for (names, slot, ks) in [(&doc.from, 0, &doc.keyspace), (&doc.to, 1, &doc.target().to_string())] {
+        let ks = snapshot.keyspace(ks)?;
         for n in names {
             let shard = ks.shards.get(n)?;
             let mut c = ShardConn::open(shard, creds, false).await.ok()?;
@@ -419,14 +424,19 @@ async fn backlogs(store: &Store, creds: &Credentials, doc: &WorkflowDoc) -> Opti
 }
 
 fn render(doc: &WorkflowDoc, backlog: Option<(u64, u64)>) -> String {
+    let moving = if doc.moves_tables() {
+        format!("movetables {} -> {}", doc.keyspace, doc.target())
+    } else {
+        format!(
+            "keyspace {}  {} -> {}",
+            doc.keyspace,
+            doc.from.join(","),
+            doc.to.join(",")
+        )
+    };
     let mut s = format!(
-        "workflow {}  keyspace {}  {} -> {}\nphase    {}\nlast     {}\n",
-        doc.name,
-        doc.keyspace,
-        doc.from.join(","),
-        doc.to.join(","),
-        doc.phase,
-        doc.message
+        "workflow {}  {moving}\nphase    {}\nlast     {}\n",
+        doc.name, doc.phase, doc.message
     );
     let copied: u64 = doc.tables.values().map(|t| t.rows_copied).sum();
     let estimate: u64 = doc.tables.values().map(|t| t.rows_estimate).sum();
@@ -474,7 +484,7 @@ fn render(doc: &WorkflowDoc, backlog: Option<(u64, u64)>) -> String {
     s
 }
 
-async fn status(
+pub(super) async fn status(
     store: &Store,
     creds: &Credentials,
     name: &str,

@@ -10,6 +10,9 @@
 //! 4. Apply the last captured changes: the new side now equals the old.
 //! 5. Flip the routing (the new side serves, changes flow back) and lift the buffer in
 //!    one etcd write; held writes run against the new side as each proxy applies it.
+//!    For a reshard the flip changes the keyspace's serving shards; for MoveTables it
+//!    turns the tables' routing rules (the buffer and the flip live in the routing of
+//!    the keyspace that served until then).
 //!
 //! If any step before the flip fails or the time budget (half the buffer's limit) runs
 //! out, the buffer is lifted with the old routing: held writes proceed against the old
@@ -17,6 +20,7 @@
 
 use super::capture::{self, Guard};
 use super::db::ShardConn;
+use super::movetables::{self, Serve};
 use super::routing;
 use super::workflow::{now_ms, CutoverReport, Phase, VerifyReport};
 use super::Controller;
@@ -134,7 +138,9 @@ async fn switch(c: &mut Controller, forward: bool, attempts: u32) -> Result<()> 
 
 /// One try. Returns how long writes were held.
 async fn attempt(c: &mut Controller, forward: bool) -> Result<Duration> {
-    let ks = c.wf.doc.keyspace.clone();
+    // The keyspace of the side serving until now: its routing holds the write buffer and
+    // carries the flip (for a reshard both sides are shards of one keyspace).
+    let ks = c.wf.doc.sides(forward).0.to_string();
     let (old, new) = if forward {
         (c.wf.doc.from.clone(), c.wf.doc.to.clone())
     } else {
@@ -217,7 +223,24 @@ async fn attempt(c: &mut Controller, forward: bool) -> Result<Duration> {
         expect: Expect::Revision(c.wf.revision),
     };
     let (old2, new2) = (old.clone(), new.clone());
-    let flip = routing::update(&c.store, &ks, vec![wf_write], move |r| {
+    let moves_tables = c.wf.doc.moves_tables();
+    let mut flip_writes = vec![wf_write];
+    if moves_tables {
+        // MoveTables: the routing rules send the tables to the new side.
+        let serve = if forward { Serve::Target } else { Serve::Source };
+        match movetables::rules_write(&c.store, &c.wf.doc, serve).await {
+            Ok(w) => flip_writes.push(w),
+            Err(e) => {
+                restore(c, &ks, forward).await?;
+                return Err(e);
+            }
+        }
+    }
+    let flip = routing::update(&c.store, &ks, flip_writes, move |r| {
+        r.write_buffer = None;
+        if moves_tables {
+            return;
+        }
         let mut serving: Vec<String> = r
             .serving
             .iter()

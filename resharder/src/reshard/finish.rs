@@ -1,9 +1,10 @@
-//! Ending a workflow: `complete` (after cutover) retires the sources, `abort` (before
-//! cutover) puts everything back as it was.
+//! Ending a workflow: `complete` (after cutover) retires the sources (a reshard's source
+//! shards; a MoveTables' source tables are dropped), `abort` (before cutover) puts
+//! everything back as it was.
 
 use super::db::{self, ident};
 use super::workflow::{now_ms, Phase};
-use super::{capture, routing, Controller};
+use super::{capture, movetables, routing, Controller};
 use anyhow::{anyhow, Result};
 use shardgate_topology::docs::{ShardDoc, ShardState};
 use shardgate_topology::store::{Expect, Write};
@@ -80,6 +81,26 @@ pub async fn complete(c: &mut Controller) -> Result<()> {
     // current), and carry over anything a slow proxy wrote to them.
     c.catch_up(true, 0).await?;
     c.catch_up(false, 0).await?;
+    if c.wf.doc.moves_tables() {
+        let extra = movetables::end_writes(c, Phase::Complete).await?;
+        let tables: Vec<String> = c.wf.doc.tables.keys().cloned().collect();
+        let message = format!(
+            "complete: {} live in {}; routing rules keep sending {} to them",
+            tables.join(","),
+            c.wf.doc.target(),
+            c.wf.doc.keyspace
+        );
+        end(c, Phase::Complete, message, extra).await?;
+        super::crash_point("after-complete");
+        remove_leftovers(c).await?;
+        return c
+            .note(format!(
+                "complete: {} moved to {}; the source copies dropped",
+                tables.join(","),
+                c.wf.doc.target()
+            ))
+            .await;
+    }
     let mut extra = shard_states(c, &c.wf.doc.from.clone(), ShardState::Retired).await?;
     extra.extend(shard_states(c, &c.wf.doc.to.clone(), ShardState::Ready).await?);
     end(
@@ -147,11 +168,16 @@ pub async fn abort(c: &mut Controller) -> Result<()> {
         ],
         "abort",
     )?;
+    let extra = if c.wf.doc.moves_tables() {
+        movetables::end_writes(c, Phase::Aborted).await?
+    } else {
+        vec![]
+    };
     end(
         c,
         Phase::Aborted,
         "aborted; the sources serve as before".into(),
-        vec![],
+        extra,
     )
     .await?;
     super::crash_point("after-abort");
@@ -164,7 +190,13 @@ pub async fn abort(c: &mut Controller) -> Result<()> {
 /// and, after an abort, the targets' copies; then records that it is done. Idempotent, so
 /// `resume` finishes it after a controller died between the end and the cleanup.
 pub async fn remove_leftovers(c: &mut Controller) -> Result<()> {
+    if c.wf.doc.moves_tables() {
+        movetables::release_target(c).await?;
+    }
     remove_capture(c).await?;
+    if c.wf.doc.moves_tables() && c.wf.doc.phase == Phase::Complete {
+        movetables::drop_source_tables(c).await?;
+    }
     if c.wf.doc.phase == Phase::Aborted {
         let names: Vec<String> = c.tables.iter().map(|t| t.name.clone()).collect();
         for tc in c.targets.iter_mut() {

@@ -26,6 +26,7 @@ pub mod cutover;
 pub mod db;
 pub mod finish;
 pub mod lock;
+pub mod movetables;
 pub mod plan;
 pub mod routing;
 pub mod rows;
@@ -46,7 +47,10 @@ pub struct Controller {
     pub store: Store,
     pub wf: Stored,
     pub creds: Credentials,
+    /// The keyspace of the `from` shards.
     pub keyspace: Arc<Keyspace>,
+    /// The keyspace of the `to` shards (the same one for a reshard).
+    pub target: Arc<Keyspace>,
     pub sources: Vec<ShardConn>,
     pub targets: Vec<ShardConn>,
     pub tables: Vec<TableMeta>,
@@ -92,11 +96,16 @@ impl Controller {
             .keyspace(&wf.doc.keyspace)
             .cloned()
             .ok_or_else(|| anyhow!("keyspace {} is gone", wf.doc.keyspace))?;
+        let target = snapshot
+            .keyspace(wf.doc.target())
+            .cloned()
+            .ok_or_else(|| anyhow!("keyspace {} is gone", wf.doc.target()))?;
         let mut c = Controller {
             store: store.clone(),
             wf,
             creds: creds.clone(),
             keyspace,
+            target,
             sources: Vec::new(),
             targets: Vec::new(),
             tables: Vec::new(),
@@ -113,20 +122,25 @@ impl Controller {
     /// A write buffer still set when a controller takes the lock was left by one that died
     /// mid-cutover (a cutover only runs under the lock): lift it, so writes stop waiting.
     async fn lift_leftover_buffer(&mut self) -> Result<()> {
-        if self.keyspace.routing.write_buffer.is_none() {
-            return Ok(());
+        let mut sides = vec![self.keyspace.clone()];
+        if self.wf.doc.moves_tables() {
+            sides.push(self.target.clone());
         }
-        tracing::warn!(keyspace = %self.keyspace.name, "lifting a write buffer left by a previous controller");
-        routing::update(&self.store, &self.keyspace.name, Vec::new(), |r| {
-            r.write_buffer = None
-        })
-        .await?;
+        for ks in sides {
+            if ks.routing.write_buffer.is_none()
+                || ks.routing.workflow.as_deref() != Some(&self.wf.doc.name)
+            {
+                continue;
+            }
+            tracing::warn!(keyspace = %ks.name, "lifting a write buffer left by a previous controller");
+            routing::update(&self.store, &ks.name, Vec::new(), |r| r.write_buffer = None).await?;
+        }
         Ok(())
     }
 
     async fn connect(&mut self) -> Result<()> {
         let from = shards_named(&self.keyspace, &self.wf.doc.from)?;
-        let to = shards_named(&self.keyspace, &self.wf.doc.to)?;
+        let to = shards_named(&self.target, &self.wf.doc.to)?;
         self.sources.clear();
         self.targets.clear();
         for s in &from {
@@ -143,8 +157,7 @@ impl Controller {
         let names: Vec<String> = self.wf.doc.tables.keys().cloned().collect();
         for t in names {
             let meta = db::table_meta(&mut self.sources[0], &t).await?;
-            self.to_targets
-                .push(Router::new(&self.keyspace, &meta, &to)?);
+            self.to_targets.push(Router::new(&self.target, &meta, &to)?);
             self.to_sources
                 .push(Router::new(&self.keyspace, &meta, &from)?);
             self.tables.push(meta);

@@ -1,4 +1,5 @@
-//! `shardctl reshard plan`: what a workflow would move and cost, before anything changes.
+//! `shardctl reshard plan` / `movetables plan`: what a workflow would move and cost,
+//! before anything changes.
 //!
 //! Read-only: the checks `start` makes (so every refusal shows up here first, with its
 //! reason), each table's rows and bytes on the sources (information_schema), a copy rate
@@ -43,6 +44,9 @@ pub struct TargetPlan {
 #[derive(Debug, Clone, Serialize)]
 pub struct Plan {
     pub keyspace: String,
+    /// MoveTables: the keyspace the tables move into (`to` names its shards).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_keyspace: Option<String>,
     pub from: Vec<String>,
     pub to: Vec<String>,
     pub tables: Vec<TablePlan>,
@@ -140,10 +144,48 @@ pub async fn make(
     } else {
         Vec::new()
     };
-    let mut plan = Plan {
-        keyspace: ks.name.clone(),
-        from: from_names.to_vec(),
-        to: to_names.to_vec(),
+    let mut plan = empty_plan(&ks.name, from_names.to_vec(), to_names.to_vec(), refusals);
+    if from.is_empty() {
+        return Ok(plan);
+    }
+    measure(&mut plan, ks, &from, &to, creds, None).await?;
+    Ok(plan)
+}
+
+/// Makes the plan for `shardctl movetables plan` (nothing is changed): the tables of
+/// `req` from their keyspace into the target keyspace's serving shards.
+pub async fn make_move(
+    snapshot: &shardgate_topology::Snapshot,
+    req: &super::movetables::Request,
+    creds: &db::Credentials,
+) -> Result<Plan> {
+    let mut plan = empty_plan(&req.from_keyspace, Vec::new(), Vec::new(), Vec::new());
+    plan.target_keyspace = Some(req.to_keyspace.clone());
+    let (from, to) = match super::movetables::check_keyspaces(snapshot, req) {
+        Ok(v) => v,
+        Err(e) => {
+            plan.refusals.push(format!("{e:#}"));
+            return Ok(plan);
+        }
+    };
+    plan.from = from.serving.iter().map(|s| s.name.clone()).collect();
+    plan.to = to.serving.iter().map(|s| s.name.clone()).collect();
+    let ranges: Vec<(String, KeyRange)> = to
+        .serving
+        .iter()
+        .map(|s| (s.name.clone(), s.range.clone()))
+        .collect();
+    let sources = from.serving.clone();
+    measure(&mut plan, from, &sources, &ranges, creds, Some(&req.tables)).await?;
+    Ok(plan)
+}
+
+fn empty_plan(keyspace: &str, from: Vec<String>, to: Vec<String>, refusals: Vec<String>) -> Plan {
+    Plan {
+        keyspace: keyspace.to_string(),
+        target_keyspace: None,
+        from,
+        to,
         tables: Vec::new(),
         refusals,
         rows_total: 0,
@@ -154,15 +196,34 @@ pub async fn make(
         predicted_finish_ms: 0,
         targets: Vec::new(),
         capture_cost: "each INSERT, UPDATE or DELETE of a moved table also inserts the changed rows' primary keys into a capture table on the same server, inside the same transaction (an AFTER trigger: one extra small row insert per changed row); reads cost nothing".into(),
-    };
-    if from.is_empty() {
-        return Ok(plan);
     }
+}
+
+/// Rows, bytes, refusals, the sampled copy rate and the prediction, for the tables of the
+/// `from` shards (only those named in `only`, when given).
+async fn measure(
+    plan: &mut Plan,
+    ks: &Keyspace,
+    from: &[shardgate_topology::Shard],
+    to: &[(String, KeyRange)],
+    creds: &db::Credentials,
+    only: Option<&[String]>,
+) -> Result<()> {
     let mut sources = Vec::with_capacity(from.len());
-    for s in &from {
+    for s in from {
         sources.push(ShardConn::open(s, creds, false).await?);
     }
-    let (tables, problems) = setup::inspect_tables(ks, &mut sources).await?;
+    let (mut tables, mut problems) = setup::inspect_tables(ks, &mut sources).await?;
+    if let Some(only) = only {
+        let present = db::tables(&mut sources[0]).await?;
+        tables.retain(|t, _| only.contains(t));
+        problems.retain(|p| only.iter().any(|t| p.starts_with(&format!("{t}:"))));
+        for t in only {
+            if !present.contains(t) {
+                problems.push(format!("{t}: no such table in keyspace {}", ks.name));
+            }
+        }
+    }
     plan.refusals.extend(problems);
     let (mut sharded_bytes, mut reference_bytes) = (0u64, 0u64);
     let mut largest: Option<(u64, String)> = None;
@@ -203,8 +264,8 @@ pub async fn make(
         plan.predicted_finish_ms =
             super::workflow::now_ms() + (plan.predicted_seconds * 1000.0) as u64;
     }
-    plan.targets = target_shares(&to, sharded_bytes, reference_bytes);
-    Ok(plan)
+    plan.targets = target_shares(to, sharded_bytes, reference_bytes);
+    Ok(())
 }
 
 /// Data and index bytes of a table on one shard.
@@ -257,12 +318,20 @@ async fn sample_rate(c: &mut ShardConn, meta: &TableMeta) -> Result<(u64, f64)> 
 
 /// The plan as text for people.
 pub fn render(p: &Plan) -> String {
-    let mut s = format!(
-        "plan: {} {} -> {}\n",
-        p.keyspace,
-        p.from.join(","),
-        p.to.join(",")
-    );
+    let mut s = match &p.target_keyspace {
+        Some(t) => format!(
+            "plan: move tables {} ({}) -> {t} ({})\n",
+            p.keyspace,
+            p.from.join(","),
+            p.to.join(",")
+        ),
+        None => format!(
+            "plan: {} {} -> {}\n",
+            p.keyspace,
+            p.from.join(","),
+            p.to.join(",")
+        ),
+    };
     s.push_str(&format!(
         "{:<24} {:>10} {:>14} {:>12}\n",
         "table", "kind", "rows", "bytes"

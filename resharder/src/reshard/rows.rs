@@ -1,5 +1,5 @@
 //! Which shard a row belongs to: the keyspace's primary vindex applied to the row, or
-//! every shard for reference tables.
+//! every shard for reference tables (and the one shard of an unsharded keyspace).
 
 use super::db::{sql_value, TableMeta};
 use anyhow::{anyhow, bail, Result};
@@ -18,6 +18,17 @@ pub struct Router {
 
 impl Router {
     pub fn new(ks: &Keyspace, meta: &TableMeta, shards: &[Shard]) -> Result<Router> {
+        let whole = || Router {
+            table: meta.name.clone(),
+            column: None,
+            vindex: None,
+            shards: shards.to_vec(),
+        };
+        if !ks.sharded {
+            // An unsharded keyspace's one shard holds every row (MoveTables' source, or
+            // its target on a rollback).
+            return Ok(whole());
+        }
         let table = ks.table(&meta.name).ok_or_else(|| {
             anyhow!(
                 "table {} is not in the VSchema of keyspace {}",
@@ -26,12 +37,7 @@ impl Router {
             )
         })?;
         match table.kind {
-            TableKind::Reference => Ok(Router {
-                table: meta.name.clone(),
-                column: None,
-                vindex: None,
-                shards: shards.to_vec(),
-            }),
+            TableKind::Reference => Ok(whole()),
             TableKind::Sharded => {
                 let cv = table
                     .primary_vindex()

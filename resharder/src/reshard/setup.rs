@@ -58,6 +58,8 @@ pub async fn create(store: &Store, req: &Request, creds: &Credentials) -> Result
     let doc = WorkflowDoc {
         name: req.name.clone(),
         keyspace: req.keyspace.clone(),
+        target_keyspace: None,
+        vschema_added: Vec::new(),
         from: req.from.clone(),
         to: req.to.clone(),
         phase: Phase::Created,
@@ -72,7 +74,12 @@ pub async fn create(store: &Store, req: &Request, creds: &Credentials) -> Result
         message: "created".into(),
         leftovers_removed: false,
     };
-    let key = super::workflow::key(&req.name);
+    write_new(store, &doc).await
+}
+
+/// Writes a new workflow document (replacing one that ended under the same name).
+pub async fn write_new(store: &Store, doc: &WorkflowDoc) -> Result<Stored> {
+    let key = super::workflow::key(&doc.name);
     let existing = store.get(&key).await.map_err(anyhow::Error::new)?;
     let expect = match &existing {
         Some(e) => Expect::Revision(e.mod_revision),
@@ -81,12 +88,15 @@ pub async fn create(store: &Store, req: &Request, creds: &Credentials) -> Result
     let rev = store
         .commit(&[Write::Put {
             key,
-            value: serde_json::to_vec_pretty(&doc)?,
+            value: serde_json::to_vec_pretty(doc)?,
             expect,
         }])
         .await
         .map_err(anyhow::Error::new)?;
-    Ok(Stored { doc, revision: rev })
+    Ok(Stored {
+        doc: doc.clone(),
+        revision: rev,
+    })
 }
 
 /// The request's source and target shards, checked against the topology: a sharded
@@ -159,6 +169,7 @@ pub async fn inspect_tables(
         let kind = match ks.table(&t).map(|x| &x.kind) {
             Some(TableKind::Sharded) => "sharded",
             Some(TableKind::Reference) => "reference",
+            Some(TableKind::Unsharded) | None if !ks.sharded => "unsharded",
             _ => {
                 problems.push(format!("{t}: not in the keyspace's VSchema"));
                 continue;
@@ -221,6 +232,16 @@ pub async fn prepare(c: &mut Controller) -> Result<()> {
         for sc in c.sources.iter_mut().chain(c.targets.iter_mut()) {
             capture::install(sc, &meta).await?;
         }
+    }
+    if c.wf.doc.moves_tables() {
+        super::movetables::announce(c).await?;
+        c.wf.doc.copy_started_ms = now_ms();
+        return c
+            .set_phase(
+                Phase::Copying,
+                "change capture on; the tables' routing rules and the workflow acknowledged by every proxy",
+            )
+            .await;
     }
     let (name, from, to) = (
         c.wf.doc.name.clone(),

@@ -128,7 +128,16 @@ pub struct CutoverReport {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WorkflowDoc {
     pub name: String,
+    /// The keyspace rows move within (reshard) or out of (movetables).
     pub keyspace: String,
+    /// MoveTables: the keyspace the tables move into (`to` names its shards). `None` for
+    /// a reshard, whose `from` and `to` are shards of `keyspace`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_keyspace: Option<String>,
+    /// MoveTables: the tables `start` added to the target keyspace's VSchema (an abort
+    /// removes them again).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vschema_added: Vec<String>,
     pub from: Vec<String>,
     pub to: Vec<String>,
     pub phase: Phase,
@@ -153,6 +162,29 @@ pub struct WorkflowDoc {
     /// `resume` finishes the cleanup.
     #[serde(default)]
     pub leftovers_removed: bool,
+}
+
+impl WorkflowDoc {
+    /// The keyspace of the `to` shards.
+    pub fn target(&self) -> &str {
+        self.target_keyspace.as_deref().unwrap_or(&self.keyspace)
+    }
+
+    /// Whether tables move between keyspaces (MoveTables) rather than key ranges
+    /// between shards of one keyspace.
+    pub fn moves_tables(&self) -> bool {
+        self.target_keyspace.is_some()
+    }
+
+    /// The keyspaces of the side that serves before (`forward`) or after the switch:
+    /// (old side's keyspace, new side's keyspace).
+    pub fn sides(&self, forward: bool) -> (&str, &str) {
+        if forward {
+            (&self.keyspace, self.target())
+        } else {
+            (self.target(), &self.keyspace)
+        }
+    }
 }
 
 pub fn now_ms() -> u64 {

@@ -1,0 +1,219 @@
+//! MoveTables under load (issue 13): a table of the unsharded keyspace `commerce` moves
+//! into the sharded keyspace `customer` while writers that say `USE commerce` write and
+//! read it through two proxies; the controller is SIGKILLed during the copy and resumed;
+//! after cutover the same clients reach the table in `customer`, a rollback sends them
+//! back, a second cutover and `complete` drop the source table. Nothing acknowledged is
+//! lost, nothing deleted comes back, no read is stale.
+
+use crate::ledger::{check, check_ledger, writer, Ledger, Workload};
+use integration_tests::{errno, rows, TestCluster};
+use mysql_async::prelude::Queryable;
+use shardgate_resharder::local::ClusterInfo;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const ACCOUNTS: Workload = Workload {
+    db: "commerce",
+    table: "accounts",
+};
+
+const WORKFLOW: &str = "commerce2customer";
+
+fn shardctl_ok(c: &TestCluster, args: &[&str]) -> String {
+    let (ok, out) = c.shardctl(args);
+    assert!(ok, "shardctl {args:?} failed:\n{out}");
+    out
+}
+
+async fn etcd_json(c: &TestCluster, key: &str) -> serde_json::Value {
+    let info = ClusterInfo::load(c.dir()).unwrap();
+    let store = info.store().await.unwrap();
+    match store.get(key).await.unwrap() {
+        Some(e) => serde_json::from_slice(&e.value).unwrap(),
+        None => serde_json::Value::Null,
+    }
+}
+
+/// Whether the commerce shard still has the table.
+async fn source_has_table(c: &TestCluster) -> bool {
+    let mut d = c.direct("commerce", "-").await;
+    let n: Option<u64> = d
+        .query_first(
+            "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'accounts'",
+        )
+        .await
+        .unwrap();
+    n == Some(1)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn movetables_under_load_kill_resume_cutover_rollback_complete() {
+    let mut c = TestCluster::start(2).await;
+    let p2 = c.info.start_proxy("proxy2", 0, 0).await.unwrap();
+    let p1 = c.proxy_addr();
+
+    // The table starts in the unsharded keyspace, with enough rows for a copy that can be
+    // interrupted (loaded on the shard directly: quicker than through a debug proxy).
+    let mut d = c.direct("commerce", "-").await;
+    d.query_drop("CREATE TABLE accounts (customer_id BIGINT NOT NULL, email VARCHAR(128), name VARCHAR(128), created_at DATETIME DEFAULT CURRENT_TIMESTAMP, PRIMARY KEY (customer_id))").await.unwrap();
+    for part in (100_000i64..120_000).collect::<Vec<_>>().chunks(1000) {
+        let values: Vec<String> = part
+            .iter()
+            .map(|i| format!("({i}, 'bulk{i}@example.com', 'bulk')"))
+            .collect();
+        d.query_drop(format!(
+            "INSERT INTO accounts (customer_id, email, name) VALUES {}",
+            values.join(", ")
+        ))
+        .await
+        .unwrap();
+    }
+
+    // A plan first: nothing changes, the table is found with its rows.
+    let ledger = Arc::new(Ledger::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for (i, addr) in [&p1, &p2.mysql, &p1, &p2.mysql].iter().enumerate() {
+        writers.push(tokio::spawn(writer(
+            addr.to_string(),
+            ACCOUNTS,
+            1_000_000 * (i as i64 + 1),
+            ledger.clone(),
+            stop.clone(),
+        )));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Start, and kill the controller during the copy; resume to the end of the copy.
+    let bin = shardgate_resharder::local::process::find_program("shardctl").unwrap();
+    let mut child = std::process::Command::new(&bin)
+        .arg("--dir")
+        .arg(c.dir())
+        .args([
+            "movetables",
+            "start",
+            "--from",
+            "commerce",
+            "--to",
+            "customer",
+            "--tables",
+            "accounts",
+            "--chunk-rows",
+            "500",
+            "--max-rows-per-s",
+            "8000",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let key = format!("workflows/{WORKFLOW}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let w = etcd_json(&c, &key).await;
+        let copied = w["tables"]["accounts"]["rows_copied"].as_u64().unwrap_or(0);
+        if w["phase"] == "copying" && copied >= 2000 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "copy never started: {w}");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the controller ended before being killed: {w}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    child.wait().unwrap();
+    assert_eq!(etcd_json(&c, &key).await["phase"], "copying");
+
+    // While the copy runs, the half-filled target is never read: `customer.accounts`
+    // is routed to the source.
+    let mut probe = c.conn("customer").await;
+    let n: Vec<Vec<String>> = rows(&mut probe, "SELECT COUNT(*) FROM accounts WHERE customer_id BETWEEN 100000 AND 119999")
+        .await
+        .unwrap();
+    assert_eq!(n[0][0], "20000", "customer.accounts read the source");
+    // DDL on either keyspace waits for the workflow.
+    let e = probe
+        .query_drop("ALTER TABLE commerce.accounts ADD COLUMN x INT")
+        .await
+        .unwrap_err();
+    assert!(errno(&e).is_some(), "{e}");
+
+    let out = shardctl_ok(&c, &["movetables", "resume", "--workflow", WORKFLOW]);
+    let w = etcd_json(&c, &key).await;
+    assert_eq!(w["phase"], "backfilled", "{out}\n{w}");
+    shardctl_ok(&c, &["movetables", "verify", "--workflow", WORKFLOW]);
+    assert_eq!(etcd_json(&c, &key).await["verify"]["failed"], 0);
+
+    // Cutover: clients saying commerce reach customer.
+    shardctl_ok(&c, &["movetables", "cutover", "--workflow", WORKFLOW]);
+    let w = etcd_json(&c, &key).await;
+    assert_eq!(w["phase"], "cut_over", "{w}");
+    let first_pause = w["cutover"]["pause_ms"].as_u64().unwrap();
+    let rules = etcd_json(&c, "routing_rules").await;
+    assert_eq!(
+        rules["rules"][0]["from_table"], "commerce.accounts",
+        "{rules}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    check(&c, &ledger, ACCOUNTS).await;
+    // The source copy refuses writes that do not come through the routing.
+    let e = d
+        .query_drop("UPDATE accounts SET name = 'stale' WHERE customer_id = 100000")
+        .await
+        .unwrap_err();
+    assert_eq!(errno(&e), Some(1644), "{e}");
+
+    // Rollback: the source serves again, with every write made meanwhile.
+    shardctl_ok(&c, &["movetables", "rollback", "--workflow", WORKFLOW]);
+    assert_eq!(etcd_json(&c, &key).await["phase"], "backfilled");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    {
+        let _still = ledger.gate.write().await;
+        check_ledger(&c, &ledger, ACCOUNTS).await;
+    }
+
+    // Cutover again and complete: the source table is dropped, the rule stays.
+    shardctl_ok(&c, &["movetables", "cutover", "--workflow", WORKFLOW]);
+    let second_pause = etcd_json(&c, &key).await["cutover"]["pause_ms"]
+        .as_u64()
+        .unwrap();
+    shardctl_ok(
+        &c,
+        &["movetables", "complete", "--workflow", WORKFLOW, "--yes"],
+    );
+    let status = shardctl_ok(&c, &["movetables", "status", "--workflow", WORKFLOW]);
+    assert!(status.contains("phase    complete"), "{status}");
+    assert!(!source_has_table(&c).await, "the source copy was dropped");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        w.await.unwrap();
+    }
+    check(&c, &ledger, ACCOUNTS).await;
+    // Qualified names reach it too, and DDL works again.
+    let mut conn = c.conn("customer").await;
+    let via_commerce: Vec<Vec<String>> =
+        rows(&mut conn, "SELECT COUNT(*) FROM commerce.accounts").await.unwrap();
+    let via_customer: Vec<Vec<String>> =
+        rows(&mut conn, "SELECT COUNT(*) FROM customer.accounts").await.unwrap();
+    assert_eq!(via_commerce, via_customer);
+    conn.query_drop("ALTER TABLE accounts ADD COLUMN note VARCHAR(16)")
+        .await
+        .unwrap();
+    let errors = ledger.errors.lock().unwrap().clone();
+    eprintln!(
+        "movetables under load: {} acknowledged writes, {} rows tracked, {} client errors, {} stale reads, longest write {} ms; pauses: cutover {first_pause} ms, second cutover {second_pause} ms",
+        ledger.writes.load(Ordering::Relaxed),
+        ledger.rows.lock().unwrap().len(),
+        errors.len(),
+        ledger.stale_reads.load(Ordering::Relaxed),
+        ledger.max_write_us.load(Ordering::Relaxed) / 1000,
+    );
+    assert!(errors.is_empty(), "client errors: {errors:?}");
+    assert_eq!(ledger.stale_reads.load(Ordering::Relaxed), 0);
+    assert!(ledger.writes.load(Ordering::Relaxed) > 100, "the workload ran");
+}
