@@ -131,9 +131,7 @@ pub async fn writer(
         ledger.writes.fetch_add(1, Ordering::Relaxed);
         for (id, v) in changed {
             let got: Option<String> = c
-                .query_first(format!(
-                    "SELECT name FROM {t} WHERE customer_id = {id}"
-                ))
+                .query_first(format!("SELECT name FROM {t} WHERE customer_id = {id}"))
                 .await
                 .unwrap_or_else(|e| {
                     ledger.errors.lock().unwrap().push(format!("read: {e}"));
@@ -166,9 +164,7 @@ pub async fn check_ledger(c: &TestCluster, ledger: &Ledger, w: Workload) {
     let mut wrong = Vec::new();
     for (id, v) in &expected {
         let got: Option<String> = conn
-            .query_first(format!(
-                "SELECT name FROM {t} WHERE customer_id = {id}"
-            ))
+            .query_first(format!("SELECT name FROM {t} WHERE customer_id = {id}"))
             .await
             .unwrap();
         if &got != v {
@@ -234,4 +230,3 @@ pub async fn check_placement(c: &TestCluster, w: Workload) {
         "each row in exactly one shard"
     );
 }
-

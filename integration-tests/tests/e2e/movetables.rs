@@ -105,7 +105,7 @@ async fn movetables_under_load_kill_resume_cutover_rollback_complete() {
             "8000",
         ])
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::fs::File::create(c.dir().join("movetables.err")).unwrap())
         .spawn()
         .unwrap();
     let key = format!("workflows/{WORKFLOW}");
@@ -119,7 +119,8 @@ async fn movetables_under_load_kill_resume_cutover_rollback_complete() {
         assert!(Instant::now() < deadline, "copy never started: {w}");
         assert!(
             child.try_wait().unwrap().is_none(),
-            "the controller ended before being killed: {w}"
+            "the controller ended before being killed: {w}\n{}",
+            std::fs::read_to_string(c.dir().join("movetables.err")).unwrap_or_default()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -130,9 +131,12 @@ async fn movetables_under_load_kill_resume_cutover_rollback_complete() {
     // While the copy runs, the half-filled target is never read: `customer.accounts`
     // is routed to the source.
     let mut probe = c.conn("customer").await;
-    let n: Vec<Vec<String>> = rows(&mut probe, "SELECT COUNT(*) FROM accounts WHERE customer_id BETWEEN 100000 AND 119999")
-        .await
-        .unwrap();
+    let n: Vec<Vec<String>> = rows(
+        &mut probe,
+        "SELECT COUNT(*) FROM accounts WHERE customer_id BETWEEN 100000 AND 119999",
+    )
+    .await
+    .unwrap();
     assert_eq!(n[0][0], "20000", "customer.accounts read the source");
     // DDL on either keyspace waits for the workflow.
     let e = probe
@@ -196,10 +200,12 @@ async fn movetables_under_load_kill_resume_cutover_rollback_complete() {
     check(&c, &ledger, ACCOUNTS).await;
     // Qualified names reach it too, and DDL works again.
     let mut conn = c.conn("customer").await;
-    let via_commerce: Vec<Vec<String>> =
-        rows(&mut conn, "SELECT COUNT(*) FROM commerce.accounts").await.unwrap();
-    let via_customer: Vec<Vec<String>> =
-        rows(&mut conn, "SELECT COUNT(*) FROM customer.accounts").await.unwrap();
+    let via_commerce: Vec<Vec<String>> = rows(&mut conn, "SELECT COUNT(*) FROM commerce.accounts")
+        .await
+        .unwrap();
+    let via_customer: Vec<Vec<String>> = rows(&mut conn, "SELECT COUNT(*) FROM customer.accounts")
+        .await
+        .unwrap();
     assert_eq!(via_commerce, via_customer);
     conn.query_drop("ALTER TABLE accounts ADD COLUMN note VARCHAR(16)")
         .await
@@ -215,5 +221,157 @@ async fn movetables_under_load_kill_resume_cutover_rollback_complete() {
     );
     assert!(errors.is_empty(), "client errors: {errors:?}");
     assert_eq!(ledger.stale_reads.load(Ordering::Relaxed), 0);
-    assert!(ledger.writes.load(Ordering::Relaxed) > 100, "the workload ran");
+    assert!(
+        ledger.writes.load(Ordering::Relaxed) > 100,
+        "the workload ran"
+    );
+}
+
+/// What a table holds, in id order, read through the proxy with `USE commerce`.
+async fn joined(c: &TestCluster) -> Vec<Vec<String>> {
+    let mut conn = c.conn("commerce").await;
+    rows(
+        &mut conn,
+        "SELECT w.id, w.owner, p.description FROM wallets w JOIN product p ON p.sku = w.sku WHERE w.id > 5 ORDER BY w.id",
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn movetables_plan_join_across_keyspaces_and_abort() {
+    let c = TestCluster::start(2).await;
+    let mut d = c.direct("commerce", "-").await;
+    d.query_drop("CREATE TABLE wallets (id BIGINT NOT NULL PRIMARY KEY, owner VARCHAR(32), sku VARCHAR(128))").await.unwrap();
+    d.query_drop("CREATE TABLE nokey (x INT)").await.unwrap();
+    let values: Vec<String> = (1..=50)
+        .map(|i| format!("({i}, 'owner{i}', 'SKU-100{}')", 1 + i % 5))
+        .collect();
+    d.query_drop(format!("INSERT INTO wallets VALUES {}", values.join(", ")))
+        .await
+        .unwrap();
+    d.query_drop("ANALYZE TABLE wallets").await.unwrap();
+
+    // The plan names every refusal and changes nothing.
+    let (ok, out) = c.shardctl(&[
+        "movetables",
+        "plan",
+        "--from",
+        "commerce",
+        "--to",
+        "customer",
+        "--tables",
+        "wallets,nokey",
+    ]);
+    assert!(!ok && out.contains("nokey: no primary key"), "{out}");
+    let (ok, out) = c.shardctl(&[
+        "movetables",
+        "plan",
+        "--from",
+        "commerce",
+        "--to",
+        "customer",
+        "--tables",
+        "wallets",
+        "--json",
+    ]);
+    assert!(ok, "{out}");
+    let plan: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(plan["tables"][0]["name"], "wallets", "{plan}");
+    assert_eq!(plan["target_keyspace"], "customer", "{plan}");
+    assert_eq!(plan["targets"].as_array().unwrap().len(), 2, "{plan}");
+    assert!(plan["rows_per_s"].as_f64().unwrap() > 0.0, "{plan}");
+    let (ok, out) = c.shardctl(&[
+        "movetables",
+        "start",
+        "--from",
+        "commerce",
+        "--to",
+        "customer",
+        "--tables",
+        "nokey",
+    ]);
+    assert!(!ok && out.contains("no primary key"), "{out}");
+    assert_eq!(
+        etcd_json(&c, "routing_rules").await,
+        serde_json::Value::Null
+    );
+
+    let before = joined(&c).await;
+    assert_eq!(before.len(), 45);
+    shardctl_ok(
+        &c,
+        &[
+            "movetables",
+            "start",
+            "--from",
+            "commerce",
+            "--to",
+            "customer",
+            "--tables",
+            "wallets",
+        ],
+    );
+    shardctl_ok(&c, &["movetables", "verify", "--workflow", WORKFLOW]);
+    shardctl_ok(&c, &["movetables", "cutover", "--workflow", WORKFLOW]);
+    // The join now spans keyspaces (wallets sharded in customer, product in commerce)
+    // and answers the same.
+    assert_eq!(joined(&c).await, before);
+    let mut conn = c.conn("customer").await;
+    let n = rows(&mut conn, "SELECT COUNT(*), SUM(id) FROM commerce.wallets")
+        .await
+        .unwrap();
+    assert_eq!(n, vec![vec!["50".to_string(), "1275".to_string()]]);
+    // Rows really live in customer now, spread over its shards.
+    let mut spread = Vec::new();
+    for s in c.shard_names("customer") {
+        let mut direct = c.direct("customer", &s).await;
+        let n: Option<u64> = direct
+            .query_first("SELECT COUNT(*) FROM wallets")
+            .await
+            .unwrap();
+        spread.push(n.unwrap());
+    }
+    assert_eq!(spread.iter().sum::<u64>(), 50, "{spread:?}");
+    assert!(spread.iter().all(|n| *n > 0), "{spread:?}");
+    // Columns qualified with the old keyspace are refused, not sent to the old table.
+    let e = conn
+        .query_drop("SELECT commerce.wallets.id FROM commerce.wallets")
+        .await
+        .unwrap_err();
+    assert_eq!(errno(&e), Some(1235), "{e}");
+
+    // Back, then abort: nothing of the workflow remains.
+    shardctl_ok(&c, &["movetables", "rollback", "--workflow", WORKFLOW]);
+    conn.query_drop("UPDATE commerce.wallets SET owner = 'back' WHERE id = 7")
+        .await
+        .unwrap();
+    shardctl_ok(
+        &c,
+        &["movetables", "abort", "--workflow", WORKFLOW, "--yes"],
+    );
+    assert_eq!(
+        etcd_json(&c, "routing_rules").await["rules"],
+        serde_json::json!([])
+    );
+    let vschema = etcd_json(&c, "keyspaces/customer").await;
+    assert!(vschema["tables"].get("wallets").is_none(), "{vschema}");
+    for s in c.shard_names("customer") {
+        let mut direct = c.direct("customer", &s).await;
+        let n: Option<u64> = direct
+            .query_first("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'wallets'")
+            .await
+            .unwrap();
+        assert_eq!(n, Some(0), "shard {s} kept the copy");
+    }
+    assert!(etcd_json(&c, "keyspaces/commerce/routing").await["workflow"].is_null());
+    assert!(etcd_json(&c, "keyspaces/customer/routing").await["workflow"].is_null());
+    let owner = rows(&mut conn, "SELECT owner FROM commerce.wallets WHERE id = 7")
+        .await
+        .unwrap();
+    assert_eq!(owner, vec![vec!["back".to_string()]]);
+    // DDL on commerce works again.
+    conn.query_drop("ALTER TABLE commerce.wallets ADD COLUMN note INT")
+        .await
+        .unwrap();
 }

@@ -3,7 +3,7 @@
 //! workload writes through two proxies and checks that it reads its own writes.
 
 use crate::ledger::{check, writer, Ledger, Workload};
-use integration_tests::{hash_shard, rows, url_for, TestCluster};
+use integration_tests::{hash_shard, url_for, TestCluster};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts};
 use shardgate_resharder::local::ClusterInfo;

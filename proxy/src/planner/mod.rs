@@ -255,11 +255,10 @@ fn plan_parsed(sql: &str, ctx: &PlanContext) -> Result<Plan, ProxyError> {
 fn plan_rerouted(r: rules::Rerouted, ctx: &PlanContext) -> Result<Plan, ProxyError> {
     let stmt = match Parser::parse_sql(&MySqlDialect {}, &r.sql) {
         Ok(mut v) if v.len() == 1 => v.pop().expect("one statement"),
-        _ => {
-            return Err(ProxyError::NotSupported(
-                "a statement naming a table that a routing rule moved, which the proxy cannot rewrite".into(),
-            ))
-        }
+        _ => return Err(ProxyError::NotSupported(
+            "a statement naming a table that a routing rule moved, which the proxy cannot rewrite"
+                .into(),
+        )),
     };
     let ctx = PlanContext {
         keyspace: r.keyspace.as_deref().or(ctx.keyspace),

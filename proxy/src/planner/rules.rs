@@ -53,8 +53,7 @@ pub fn apply(
         let lives = snapshot.routed(named, &t.name).unwrap_or(named);
         resolved.push((t, named, lives));
     }
-    let moved: Vec<&(&TableRef, &str, &str)> =
-        resolved.iter().filter(|(_, n, l)| n != l).collect();
+    let moved: Vec<&(&TableRef, &str, &str)> = resolved.iter().filter(|(_, n, l)| n != l).collect();
     if moved.is_empty() {
         return Ok(None);
     }
@@ -111,7 +110,10 @@ fn unreadable() -> ProxyError {
 }
 
 /// A column reference `ks.table.column` whose keyspace and table are a moved table's.
-fn keyspace_qualified_column(stmt: &Statement, moved: &[&(&TableRef, &str, &str)]) -> Option<String> {
+fn keyspace_qualified_column(
+    stmt: &Statement,
+    moved: &[&(&TableRef, &str, &str)],
+) -> Option<String> {
     let mut found = None;
     let _ = visit_expressions(stmt, |e: &Expr| {
         if let Expr::CompoundIdentifier(parts) = e {
@@ -143,9 +145,10 @@ pub fn may_name_moved_table(sql: &str, keyspace: &str, ctx: &PlanContext) -> boo
         return false;
     }
     let lower = sql.to_ascii_lowercase();
-    rules
-        .keys()
-        .any(|(k, t)| (k == keyspace || lower.contains(&k.to_ascii_lowercase())) && lower.contains(&t.to_ascii_lowercase()))
+    rules.keys().any(|(k, t)| {
+        (k == keyspace || lower.contains(&k.to_ascii_lowercase()))
+            && lower.contains(&t.to_ascii_lowercase())
+    })
 }
 
 #[cfg(test)]
@@ -156,14 +159,26 @@ mod tests {
     /// `orders` moved from commerce to customer (sharded by id); `product` stayed.
     fn snapshot() -> Snapshot {
         let entries = [
-            ("keyspaces/commerce", r#"{"tables": {"product": {}, "orders": {}}}"#),
-            ("keyspaces/commerce/shards/-", r#"{"primary": "127.0.0.1:1", "database": "commerce"}"#),
+            (
+                "keyspaces/commerce",
+                r#"{"tables": {"product": {}, "orders": {}}}"#,
+            ),
+            (
+                "keyspaces/commerce/shards/-",
+                r#"{"primary": "127.0.0.1:1", "database": "commerce"}"#,
+            ),
             (
                 "keyspaces/customer",
                 r#"{"sharded": true, "vindexes": {"hash": {"type": "hash"}}, "tables": {"orders": {"column_vindexes": [{"column": "id", "name": "hash"}]}}}"#,
             ),
-            ("keyspaces/customer/shards/-80", r#"{"primary": "127.0.0.1:2", "database": "customer"}"#),
-            ("keyspaces/customer/shards/80-", r#"{"primary": "127.0.0.1:3", "database": "customer"}"#),
+            (
+                "keyspaces/customer/shards/-80",
+                r#"{"primary": "127.0.0.1:2", "database": "customer"}"#,
+            ),
+            (
+                "keyspaces/customer/shards/80-",
+                r#"{"primary": "127.0.0.1:3", "database": "customer"}"#,
+            ),
             (
                 "routing_rules",
                 r#"{"rules": [{"from_table": "commerce.orders", "to_tables": ["customer.orders"]}]}"#,
@@ -192,8 +207,14 @@ mod tests {
         for (sql, ks) in [
             ("SELECT * FROM orders WHERE id = 5", Some("commerce")),
             ("SELECT * FROM commerce.orders WHERE id = 5", None),
-            ("SELECT * FROM `commerce`.`orders` WHERE id = 5", Some("customer")),
-            ("UPDATE commerce.orders SET x = 1 WHERE id = 5", Some("commerce")),
+            (
+                "SELECT * FROM `commerce`.`orders` WHERE id = 5",
+                Some("customer"),
+            ),
+            (
+                "UPDATE commerce.orders SET x = 1 WHERE id = 5",
+                Some("commerce"),
+            ),
         ] {
             let q = planned(sql, ks);
             let r = match &q.root {
@@ -202,7 +223,11 @@ mod tests {
                 other => panic!("{sql}: {other:?}"),
             };
             assert_eq!(r.keyspace, "customer", "{sql}");
-            assert!(matches!(r.target, Target::Shard(_)), "{sql}: {:?}", r.target);
+            assert!(
+                matches!(r.target, Target::Equal { .. }),
+                "{sql}: {:?}",
+                r.target
+            );
             let text = q.rerouted.as_deref().unwrap();
             assert!(!text.contains("commerce"), "{sql}: {text}");
             assert!(text.contains("orders"), "{sql}: {text}");

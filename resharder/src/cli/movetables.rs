@@ -149,7 +149,10 @@ pub async fn run(cli: &Cli, cmd: &MoveTablesCommand) -> Result<()> {
         }
         MoveTablesCommand::List { json } => list(&store, *json).await,
         MoveTablesCommand::Verify(wf) => {
-            step(&store, &creds, &as_reshard_arg(wf), |c| Box::pin(verify::run(c))).await
+            step(&store, &creds, &as_reshard_arg(wf), |c| {
+                Box::pin(verify::run(c))
+            })
+            .await
         }
         MoveTablesCommand::Cutover(wf) => {
             step(&store, &creds, &as_reshard_arg(wf), |c| {

@@ -250,7 +250,8 @@ pub(super) fn print_plan(p: &plan::Plan, json: bool) -> Result<()> {
     Ok(())
 }
 
-pub(super) type StepFuture<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + 'a>>;
+pub(super) type StepFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + 'a>>;
 
 /// Opens the workflow (taking its lock), runs one step, prints where it stands.
 pub(super) async fn step(
@@ -405,7 +406,10 @@ async fn backlogs(store: &Store, creds: &Credentials, doc: &WorkflowDoc) -> Opti
     }
     let snapshot = store.load().await.ok()?.snapshot().ok()?;
     let mut out = (0, 0);
-    for (names, slot, ks) in [(&doc.from, 0, &doc.keyspace), (&doc.to, 1, &doc.target().to_string())] {
+    for (names, slot, ks) in [
+        (&doc.from, 0, &doc.keyspace),
+        (&doc.to, 1, &doc.target().to_string()),
+    ] {
         let ks = snapshot.keyspace(ks)?;
         for n in names {
             let shard = ks.shards.get(n)?;

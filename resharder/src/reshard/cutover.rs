@@ -227,7 +227,11 @@ async fn attempt(c: &mut Controller, forward: bool) -> Result<Duration> {
     let mut flip_writes = vec![wf_write];
     if moves_tables {
         // MoveTables: the routing rules send the tables to the new side.
-        let serve = if forward { Serve::Target } else { Serve::Source };
+        let serve = if forward {
+            Serve::Target
+        } else {
+            Serve::Source
+        };
         match movetables::rules_write(&c.store, &c.wf.doc, serve).await {
             Ok(w) => flip_writes.push(w),
             Err(e) => {

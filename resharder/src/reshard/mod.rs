@@ -155,14 +155,33 @@ impl Controller {
         self.to_targets.clear();
         self.to_sources.clear();
         let names: Vec<String> = self.wf.doc.tables.keys().cloned().collect();
+        // A MoveTables' target keyspace declares the tables only once setup announced
+        // them; setup needs no routing and connects again after (see `reconnect`).
+        let routable = !(self.wf.doc.moves_tables() && self.wf.doc.phase == Phase::Created);
         for t in names {
             let meta = db::table_meta(&mut self.sources[0], &t).await?;
-            self.to_targets.push(Router::new(&self.target, &meta, &to)?);
-            self.to_sources
-                .push(Router::new(&self.keyspace, &meta, &from)?);
+            if routable {
+                self.to_targets.push(Router::new(&self.target, &meta, &to)?);
+                self.to_sources
+                    .push(Router::new(&self.keyspace, &meta, &from)?);
+            }
             self.tables.push(meta);
         }
         Ok(())
+    }
+
+    /// Reads both keyspaces again and reconnects (after setup changed the target's VSchema).
+    pub async fn reconnect(&mut self) -> Result<()> {
+        let snapshot = snapshot(&self.store).await?;
+        let get = |name: &str| {
+            snapshot
+                .keyspace(name)
+                .cloned()
+                .ok_or_else(|| anyhow!("keyspace {name} is gone"))
+        };
+        self.keyspace = get(&self.wf.doc.keyspace)?;
+        self.target = get(self.wf.doc.target())?;
+        self.connect().await
     }
 
     /// Saves the workflow document at most once a second (checkpoints).

@@ -79,7 +79,10 @@ pub fn check_keyspaces<'a>(
                 td.kind,
                 shardgate_topology::TableKind::Unsharded | shardgate_topology::TableKind::Sharded
             ) {
-                bail!("table {}.{t} is a sequence or reference table; MoveTables moves data tables", from.name);
+                bail!(
+                    "table {}.{t} is a sequence or reference table; MoveTables moves data tables",
+                    from.name
+                );
             }
         }
     }
@@ -109,22 +112,15 @@ pub async fn create(store: &Store, req: &Request, creds: &Credentials) -> Result
             problems.push(format!("{t}: no such table in keyspace {}", from.name));
             continue;
         }
-        match all.get(t) {
-            Some(p) => {
-                let mut p = p.clone();
-                p.kind = target_kind(to, t).into();
-                tables.insert(t.clone(), p);
-            }
-            // Refused by inspect_tables, with the reason among `problems`.
-            None => {}
+        // A table refused by inspect_tables has its reason among `problems`.
+        if let Some(p) = all.get(t) {
+            let mut p = p.clone();
+            p.kind = target_kind(to, t).into();
+            tables.insert(t.clone(), p);
         }
     }
     // Only the requested tables' refusals count.
-    problems.retain(|p| {
-        req.tables
-            .iter()
-            .any(|t| p.starts_with(&format!("{t}:")))
-    });
+    problems.retain(|p| req.tables.iter().any(|t| p.starts_with(&format!("{t}:"))));
     if !problems.is_empty() {
         bail!("these tables cannot be moved:\n  {}", problems.join("\n  "));
     }
@@ -234,9 +230,9 @@ pub fn rules_for(
     serve: Serve,
 ) -> RoutingRulesDoc {
     let ours = |name: &str| {
-        tables.iter().any(|t| {
-            name == format!("{source}.{t}") || name == format!("{target}.{t}")
-        })
+        tables
+            .iter()
+            .any(|t| name == format!("{source}.{t}") || name == format!("{target}.{t}"))
     };
     rules.rules.retain(|r| !ours(&r.from_table));
     for t in tables {
@@ -322,8 +318,10 @@ pub async fn announce(c: &mut Controller) -> Result<()> {
     c.wf.doc = doc;
     c.wf.revision = revision;
     let source = c.wf.doc.keyspace.clone();
-    let (source_version, _) =
-        routing::update(&c.store, &source, vec![], |r| r.workflow = Some(name.clone())).await?;
+    let (source_version, _) = routing::update(&c.store, &source, vec![], |r| {
+        r.workflow = Some(name.clone())
+    })
+    .await?;
     let deadline = Instant::now() + Duration::from_secs(30);
     routing::wait_acks(&c.store, &target, target_version, deadline).await?;
     routing::wait_acks(&c.store, &source, source_version, deadline).await?;

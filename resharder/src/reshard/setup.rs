@@ -236,12 +236,12 @@ pub async fn prepare(c: &mut Controller) -> Result<()> {
     if c.wf.doc.moves_tables() {
         super::movetables::announce(c).await?;
         c.wf.doc.copy_started_ms = now_ms();
-        return c
-            .set_phase(
-                Phase::Copying,
-                "change capture on; the tables' routing rules and the workflow acknowledged by every proxy",
-            )
-            .await;
+        c.set_phase(
+            Phase::Copying,
+            "change capture on; the tables' routing rules and the workflow acknowledged by every proxy",
+        )
+        .await?;
+        return c.reconnect().await;
     }
     let (name, from, to) = (
         c.wf.doc.name.clone(),

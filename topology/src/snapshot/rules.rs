@@ -25,7 +25,10 @@ pub(super) fn check(
     let mut out = BTreeMap::new();
     for r in &doc.rules {
         let Some((from_ks, table)) = split(&r.from_table) else {
-            fail(format!("from_table {:?} is not keyspace.table", r.from_table));
+            fail(format!(
+                "from_table {:?} is not keyspace.table",
+                r.from_table
+            ));
             continue;
         };
         let [to] = r.to_tables.as_slice() else {
@@ -65,8 +68,9 @@ pub(super) fn check(
         .map(|((k, t), to)| format!("{k}.{t} -> {to}.{t}"))
         .collect();
     for c in chained {
-        fail(format!("rule {c} points at a table that is itself rerouted (one hop only)"));
+        fail(format!(
+            "rule {c} points at a table that is itself rerouted (one hop only)"
+        ));
     }
     out
 }
-

@@ -201,13 +201,15 @@ fn unsharded_keyspaces_have_one_full_shard() {
 
 #[test]
 fn routing_rules_send_a_table_to_another_keyspace() {
-    let rules = r#"{"rules": [{"from_table": "commerce.orders", "to_tables": ["customer.orders"]}]}"#;
+    let rules =
+        r#"{"rules": [{"from_table": "commerce.orders", "to_tables": ["customer.orders"]}]}"#;
     let s = build(&with(base(), "routing_rules", rules)).unwrap();
     assert_eq!(s.routed("commerce", "orders"), Some("customer"));
     assert_eq!(s.routed("commerce", "product"), None);
     assert_eq!(s.routed("customer", "orders"), None);
     // A rule to the same keyspace changes nothing.
-    let same = r#"{"rules": [{"from_table": "customer.orders", "to_tables": ["customer.orders"]}]}"#;
+    let same =
+        r#"{"rules": [{"from_table": "customer.orders", "to_tables": ["customer.orders"]}]}"#;
     let s = build(&with(base(), "routing_rules", same)).unwrap();
     assert!(s.routing_rules.is_empty());
 }
@@ -215,19 +217,37 @@ fn routing_rules_send_a_table_to_another_keyspace() {
 #[test]
 fn routing_rules_are_checked() {
     let cases = [
-        (r#"{"rules": [{"from_table": "orders", "to_tables": ["customer.orders"]}]}"#, "not keyspace.table"),
-        (r#"{"rules": [{"from_table": "commerce.orders", "to_tables": []}]}"#, "exactly one"),
-        (r#"{"rules": [{"from_table": "commerce.orders", "to_tables": ["customer.o2"]}]}"#, "keeps its name"),
-        (r#"{"rules": [{"from_table": "commerce.orders", "to_tables": ["ghost.orders"]}]}"#, "no keyspace \"ghost\""),
+        (
+            r#"{"rules": [{"from_table": "orders", "to_tables": ["customer.orders"]}]}"#,
+            "not keyspace.table",
+        ),
+        (
+            r#"{"rules": [{"from_table": "commerce.orders", "to_tables": []}]}"#,
+            "exactly one",
+        ),
+        (
+            r#"{"rules": [{"from_table": "commerce.orders", "to_tables": ["customer.o2"]}]}"#,
+            "keeps its name",
+        ),
+        (
+            r#"{"rules": [{"from_table": "commerce.orders", "to_tables": ["ghost.orders"]}]}"#,
+            "no keyspace \"ghost\"",
+        ),
         (
             r#"{"rules": [{"from_table": "commerce.orders", "to_tables": ["customer.orders"]},
                           {"from_table": "customer.orders", "to_tables": ["commerce.orders"]}]}"#,
             "one hop only",
         ),
-        (r#"{"rules": [{"from_table": "commerce.orders", "to_tables": ["customer.orders"], "x": 1}]}"#, "unknown field"),
+        (
+            r#"{"rules": [{"from_table": "commerce.orders", "to_tables": ["customer.orders"], "x": 1}]}"#,
+            "unknown field",
+        ),
     ];
     for (doc, want) in cases {
         let p = problem(&with(base(), "routing_rules", doc));
-        assert!(p.contains("routing_rules") && p.contains(want), "{doc}: {p}");
+        assert!(
+            p.contains("routing_rules") && p.contains(want),
+            "{doc}: {p}"
+        );
     }
 }
