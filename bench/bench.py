@@ -274,6 +274,59 @@ def contention_suite(pport, commerce, args):
     return out
 
 
+def copy_baselines(args, tables):
+    """The rows of customer/80- copied to another server by `mariadb-dump | mariadb` (one
+    stream) and by mydumper/myloader (4 threads), timed: what the controller's backfill is
+    compared with."""
+    info = json.load(open(os.path.join(args.dir, "cluster.json")))
+    src = next(s for s in info["shards"] if s["keyspace"] == "customer" and s["shard"] == "80-")
+    dst = next(s for s in info["shards"] if s["keyspace"] == "customer" and s["shard"] == "-80")
+    shost, sport = src["addr"].split(":")
+    dhost, dport = dst["addr"].split(":")
+    names = [f"sbtest{i}" for i in range(1, tables + 1)]
+    rows = 0
+    for n in names:
+        out = sh(["mariadb", "-h", shost, "-P", sport, "-uroot", "-N", "-e", f"SELECT COUNT(*) FROM {n}", src["database"]])
+        rows += int(out.stdout.strip())
+    out = {}
+    client = ["mariadb", "-h", dhost, "-P", dport, "-uroot"]
+    sh(client + ["-e", "DROP DATABASE IF EXISTS bench_dump; CREATE DATABASE bench_dump"])
+    t0 = time.time()
+    dump = subprocess.Popen(["mariadb-dump", "-h", shost, "-P", sport, "-uroot", "--single-transaction", "--quick",
+                             src["database"]] + names, stdout=subprocess.PIPE)
+    load = subprocess.run(client + ["bench_dump"], stdin=dump.stdout, capture_output=True)
+    dump.wait()
+    if dump.returncode != 0 or load.returncode != 0:
+        raise RuntimeError(f"mariadb-dump | mariadb failed: {load.stderr}")
+    out["mariadb-dump"] = (rows, time.time() - t0)
+    sh(client + ["-e", "DROP DATABASE IF EXISTS bench_dump"])
+    if shutil.which("mydumper") and shutil.which("myloader"):
+        d = os.path.join(args.dir, "mydumper")
+        # mydumper versions differ in how --tables-list names tables: try both forms,
+        # and count what arrived.
+        for listed in [",".join(names), ",".join(f"{src['database']}.{n}" for n in names)]:
+            shutil.rmtree(d, ignore_errors=True)
+            sh(client + ["-e", "DROP DATABASE IF EXISTS bench_mydumper"])
+            t0 = time.time()
+            sh(["mydumper", "-h", shost, "-P", sport, "-u", "root", "-B", src["database"], "-T", listed,
+                "-t", "4", "-o", d])
+            sh(["myloader", "-h", dhost, "-P", dport, "-u", "root", "-d", d, "-B", "bench_mydumper", "-t", "4", "-o"])
+            secs = time.time() - t0
+            got = 0
+            for n in names:
+                q = subprocess.run(client + ["-N", "-e", f"SELECT COUNT(*) FROM bench_mydumper.{n}"],
+                                   capture_output=True, text=True)
+                got += int(q.stdout.strip() or 0) if q.returncode == 0 else 0
+            if got == rows:
+                out["mydumper/myloader (4 threads)"] = (rows, secs)
+                break
+        sh(client + ["-e", "DROP DATABASE IF EXISTS bench_mydumper"])
+        shutil.rmtree(d, ignore_errors=True)
+    for name, (n, secs) in out.items():
+        print(f"  reshard: {name}: {n:,} rows in {secs:.1f} s ({n / secs:,.0f} rows/s)", flush=True)
+    return out
+
+
 def reshard_suite(args, pport):
     """Splits customer/80- in two under a steady foreground load: backfill rate, foreground
     p95 before / during the backfill / with change capture on, verify rate, cutover pause."""
@@ -288,7 +341,20 @@ def reshard_suite(args, pport):
     if out.returncode != 0:
         raise RuntimeError(f"sysbench prepare failed:\n{out.stdout}\n{out.stderr}")
     print(f"  reshard: loaded {tables} x {size:,} rows through the proxy in {time.time() - t0:.0f} s", flush=True)
-    r = {}
+    r = {"copies": copy_baselines(args, tables)}
+    # The controller's copy with nothing else running, for the same comparison; then the
+    # copy is aborted (targets emptied) and done again under the foreground load below.
+    t0 = time.time()
+    st = subprocess.run([SHARDCTL, "--dir", args.dir, "reshard", "start", "--keyspace", "customer",
+                         "--from", "80-", "--to", "80-c0,c0-"], capture_output=True, text=True)
+    if st.returncode != 0:
+        raise RuntimeError(f"reshard start failed:\n{st.stdout}\n{st.stderr}")
+    doc = json.loads(sh([SHARDCTL, "--dir", args.dir, "reshard", "status", "--keyspace", "customer", "--json"]).stdout)
+    m = re.search(r"backfill done: (\d+) rows in ([\d.]+) s", doc["message"])
+    r["copies"]["shardgate"] = (int(m.group(1)), float(m.group(2)))
+    print(f"  reshard: idle backfill {int(m.group(1)):,} rows in {float(m.group(2)):.1f} s "
+          f"({int(m.group(1)) / float(m.group(2)):,.0f} rows/s): {doc['message']}", flush=True)
+    sh([SHARDCTL, "--dir", args.dir, "reshard", "abort", "--keyspace", "customer", "--yes"])
     before = fg_result(fg_run(pport, tables, size, args.time, args.reshard_rate))
     r["before"] = before
     print(f"  reshard: foreground p95 before: {before[0]:.2f} ms (max {before[1]:.1f} ms)", flush=True)
@@ -509,6 +575,12 @@ def main():
     if "reshard" in results:
         r = results["reshard"]
         b = r["backfill"]
+        c = r["copies"]
+        base = c["mariadb-dump"][0] / c["mariadb-dump"][1]
+        print("\n| copying the rows of customer/80- (no other load) | rows/s | vs mariadb-dump pipe |")
+        print("|---|---:|---:|")
+        for name, (n, secs) in c.items():
+            print(f"| {name} | {n / secs:,.0f} | {n / secs / base:.2f}x |")
         print("\n| resharding 80- -> 80-c0,c0- under a steady foreground load | figure |")
         print("|---|---:|")
         print(f"| backfill rate | {b['rate']:,.0f} rows/s ({b['rows']:,} rows in {b['seconds']:.1f} s) |")

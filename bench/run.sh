@@ -8,6 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/deps.sh
+# The reshard suite compares its copy with mydumper/myloader.
+command -v mydumper >/dev/null 2>&1 || apt-get install -y mydumper || true
 [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
 cargo build --release --bins
 exec python3 bench/bench.py "$@"

@@ -126,7 +126,13 @@ async fn movetables_under_load_kill_resume_cutover_rollback_complete() {
     }
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
     child.wait().unwrap();
-    assert_eq!(etcd_json(&c, &key).await["phase"], "copying");
+    let killed_at = etcd_json(&c, &key).await;
+    assert_eq!(killed_at["phase"], "copying");
+    // The table was cut into key ranges copied in parallel, each resumed on its own.
+    assert!(
+        killed_at["tables"]["accounts"]["splits"]["-"].is_array(),
+        "{killed_at}"
+    );
 
     // While the copy runs, the half-filled target is never read: `customer.accounts`
     // is routed to the source.
@@ -297,6 +303,43 @@ async fn movetables_plan_join_across_keyspaces_and_abort() {
         serde_json::Value::Null
     );
 
+    // A dry run makes the checks and prints every step, changing nothing.
+    let args = [
+        "--from",
+        "commerce",
+        "--to",
+        "customer",
+        "--tables",
+        "wallets",
+        "--dry-run",
+    ];
+    let out = shardctl_ok(&c, &[&["movetables", "start"], &args[..]].concat());
+    assert!(
+        out.contains("step setup:") && out.contains("step copy:"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("step cutover:"),
+        "start stops after the copy: {out}"
+    );
+    assert!(
+        out.contains("routing rules customer.t -> commerce.t"),
+        "{out}"
+    );
+    let out = shardctl_ok(&c, &[&["movetables", "run"], &args[..]].concat());
+    assert!(
+        out.contains("POINT OF NO RETURN") && out.contains("DROP TABLE wallets"),
+        "{out}"
+    );
+    assert_eq!(
+        etcd_json(&c, &format!("workflows/{WORKFLOW}")).await,
+        serde_json::Value::Null
+    );
+    assert_eq!(
+        etcd_json(&c, "routing_rules").await,
+        serde_json::Value::Null
+    );
+
     let before = joined(&c).await;
     assert_eq!(before.len(), 45);
     shardctl_ok(
@@ -374,4 +417,102 @@ async fn movetables_plan_join_across_keyspaces_and_abort() {
     conn.query_drop("ALTER TABLE commerce.wallets ADD COLUMN note INT")
         .await
         .unwrap();
+}
+
+/// An unsharded keyspace becomes sharded in place: a sharded VSchema over its one shard
+/// `-`, then `reshard run` from `-` to `-80,80-` (issue 13).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsharded_keyspace_is_resharded_from_its_one_shard() {
+    let mut c = TestCluster::start(2).await;
+    let m = c.extra_mariadb("legacy").await;
+    let mut d = integration_tests::connect(&m.addr(), "").await;
+    d.query_drop("CREATE DATABASE legacy").await.unwrap();
+    let spec = format!("-={}/legacy", m.addr());
+    shardctl_ok(&c, &["keyspace", "create", "legacy"]);
+    shardctl_ok(&c, &["shard", "add", "legacy", &spec]);
+    shardctl_ok(&c, &["routing", "set", "legacy", "-"]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut conn = c.conn("legacy").await;
+    conn.query_drop("CREATE TABLE items (id BIGINT NOT NULL PRIMARY KEY, v VARCHAR(32))")
+        .await
+        .unwrap();
+    let values: Vec<String> = (1..=3000).map(|i| format!("({i}, 'v{i}')")).collect();
+    conn.query_drop(format!("INSERT INTO items VALUES {}", values.join(", ")))
+        .await
+        .unwrap();
+    let file = c.dir().join("legacy.json");
+    std::fs::write(
+        &file,
+        r#"{"sharded": true, "vindexes": {"hash": {"type": "hash"}},
+            "tables": {"items": {"column_vindexes": [{"column": "id", "name": "hash"}]}}}"#,
+    )
+    .unwrap();
+    shardctl_ok(&c, &["vschema", "apply", "legacy", file.to_str().unwrap()]);
+    let out = shardctl_ok(
+        &c,
+        &[
+            "reshard",
+            "run",
+            "--keyspace",
+            "legacy",
+            "--from",
+            "-",
+            "--to",
+            "-80,80-",
+            "--dry-run",
+        ],
+    );
+    assert!(out.contains("register target shards -80,80-"), "{out}");
+    assert!(out.contains("mark - retired and -80,80- ready"), "{out}");
+    assert_eq!(
+        etcd_json(&c, "keyspaces/legacy/shards/-80").await,
+        serde_json::Value::Null
+    );
+    let out = shardctl_ok(
+        &c,
+        &[
+            "reshard",
+            "run",
+            "--keyspace",
+            "legacy",
+            "--from",
+            "-",
+            "--to",
+            "-80,80-",
+        ],
+    );
+    let w = etcd_json(&c, "workflows/legacy").await;
+    assert_eq!(w["phase"], "complete", "{out}\n{w}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut conn = c.conn("legacy").await;
+    let n = rows(&mut conn, "SELECT COUNT(*), SUM(id) FROM items")
+        .await
+        .unwrap();
+    assert_eq!(n, vec![vec!["3000".to_string(), "4501500".to_string()]]);
+    // Each new shard holds the rows of its range only, and writes go there.
+    let shards = ["-80".to_string(), "80-".to_string()];
+    let info = ClusterInfo::load(c.dir()).unwrap();
+    let mut total = 0;
+    for s in &shards {
+        let si = info
+            .shards
+            .iter()
+            .find(|x| x.keyspace == "legacy" && &x.shard == s)
+            .unwrap_or_else(|| panic!("no local shard legacy/{s}: {:?}", info.shards));
+        let mut direct = integration_tests::connect(&si.addr, &si.database).await;
+        let ids = rows(&mut direct, "SELECT id FROM items").await.unwrap();
+        for r in &ids {
+            let id: i64 = r[0].parse().unwrap();
+            assert_eq!(&integration_tests::hash_shard(id, &shards), s, "row {id}");
+        }
+        total += ids.len();
+    }
+    assert_eq!(total, 3000);
+    conn.query_drop("INSERT INTO items VALUES (5000, 'new')")
+        .await
+        .unwrap();
+    let v = rows(&mut conn, "SELECT v FROM items WHERE id = 5000")
+        .await
+        .unwrap();
+    assert_eq!(v, vec![vec!["new".to_string()]]);
 }

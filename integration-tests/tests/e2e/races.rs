@@ -285,3 +285,115 @@ async fn a_plan_shows_costs_and_refusals_before_anything_changes() {
     let refusals = p["refusals"].to_string();
     assert!(refusals.contains("nopk"), "{refusals}");
 }
+
+/// A transaction that starts reading the source between the drain and the flip (a
+/// read-then-write transaction, as sysbench's) must not stall the cutover or the
+/// application: guarding the old side takes no table lock (it was DDL, which waited
+/// forever for the open transaction while queueing every statement on the table behind
+/// it). The open transaction's write after the flip lands where the row lives now, or is
+/// refused; it is never lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_opened_during_cutover_does_not_stall_it() {
+    let c = TestCluster::start(2).await;
+    let (id, _) = c.ids_on_two_shards(50_000);
+    let on_80 = if integration_tests::hash_shard(id, &c.shard_names("customer")) == "80-" {
+        id
+    } else {
+        c.ids_on_two_shards(50_000).1
+    };
+    let mut app = c.conn("customer").await;
+    app.query_drop(format!(
+        "INSERT INTO customer (customer_id, email, name) VALUES ({on_80}, 'x@example.com', 'before')"
+    ))
+    .await
+    .unwrap();
+    let split = [
+        "--keyspace",
+        "customer",
+        "--from",
+        "80-",
+        "--to",
+        "80-c0,c0-",
+        "--buffer-max-ms",
+        "8000",
+    ];
+    let (ok, out) = c.shardctl(&[&["reshard", "start"], &split[..]].concat());
+    assert!(ok, "{out}");
+    let (ok, out) = c.shardctl(&["reshard", "verify", "--keyspace", "customer"]);
+    assert!(ok, "{out}");
+    // The controller pauses after the drain; a transaction opens on the source then.
+    let bin = shardgate_resharder::local::process::find_program("shardctl").unwrap();
+    let mut cutover = tokio::process::Command::new(bin)
+        .arg("--dir")
+        .arg(c.dir())
+        .args(["reshard", "cutover", "--keyspace", "customer"])
+        .env("SHARDGATE_PAUSE_AT", "after-drain:1500")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while routing(&c).await["write_buffer"].is_null() {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(20),
+            "no buffer"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let mut txn = c.conn("customer").await;
+    txn.query_drop("BEGIN").await.unwrap();
+    let name: Option<String> = txn
+        .query_first(format!(
+            "SELECT name FROM customer WHERE customer_id = {on_80}"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(name.as_deref(), Some("before"));
+    let done = tokio::time::timeout(std::time::Duration::from_secs(30), cutover.wait()).await;
+    let status = done
+        .expect("the cutover stalled behind an open transaction")
+        .unwrap();
+    assert!(status.success(), "cutover failed");
+    assert_eq!(workflow(&c).await["phase"], "cut_over");
+    // The transaction that read the old side writes where the row lives now (planned
+    // on the new routing), or is refused; never lost on the old side.
+    let late = txn
+        .query_drop(format!(
+            "UPDATE customer SET name = 'late' WHERE customer_id = {on_80}"
+        ))
+        .await;
+    match late {
+        Ok(()) => {
+            txn.query_drop("COMMIT").await.unwrap();
+            let name: Option<String> = app
+                .query_first(format!(
+                    "SELECT name FROM customer WHERE customer_id = {on_80}"
+                ))
+                .await
+                .unwrap();
+            assert_eq!(
+                name.as_deref(),
+                Some("late"),
+                "an acknowledged write was lost"
+            );
+        }
+        Err(e) => {
+            assert_eq!(integration_tests::errno(&e), Some(1644), "{e}");
+            txn.query_drop("ROLLBACK").await.unwrap();
+        }
+    }
+    // Everyone else goes on, on the new shards.
+    app.query_drop(format!(
+        "UPDATE customer SET name = 'after' WHERE customer_id = {on_80}"
+    ))
+    .await
+    .unwrap();
+    let name: Option<String> = app
+        .query_first(format!(
+            "SELECT name FROM customer WHERE customer_id = {on_80}"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(name.as_deref(), Some("after"));
+}

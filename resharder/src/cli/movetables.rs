@@ -108,9 +108,16 @@ pub struct MoveArgs {
     /// Longest writes are held at cutover, in ms.
     #[arg(long, default_value_t = 3000)]
     pub buffer_max_ms: u64,
+    /// Copy streams at most (tables, source shards and key ranges of big tables copy
+    /// in parallel; fewer run while the sources slow down).
+    #[arg(long, default_value_t = 4)]
+    pub streams: u32,
     /// Progress as JSON lines on stdout (instead of bars on a terminal).
     #[arg(long)]
     pub json: bool,
+    /// Make every check, print every step and what it would do, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 fn as_reshard_arg(w: &Workflow) -> super::reshard::WorkflowArg {
@@ -213,9 +220,24 @@ async fn start(
             max_rows_per_s: a.max_rows_per_s,
             buffer_max_ms: a.buffer_max_ms,
             delete_source_rows: false,
+            streams: a.streams.max(1),
         },
         goal,
     };
+    if a.dry_run {
+        return match movetables::check(store, &req, creds).await {
+            Ok(doc) => super::reshard::print_dry_run(&doc, goal, &[], &[]),
+            Err(e) => super::reshard::print_dry_run(
+                &crate::reshard::workflow::WorkflowDoc {
+                    name,
+                    ..placeholder(&req)
+                },
+                goal,
+                &[format!("{e:#}")],
+                &[],
+            ),
+        };
+    }
     movetables::create(store, &req, creds).await?;
     println!(
         "workflow {name}: {} from {} to {}",
@@ -233,4 +255,27 @@ async fn start(
     );
     c.close().await;
     r
+}
+
+/// A document to name a refused dry run by (never written).
+fn placeholder(req: &Request) -> crate::reshard::workflow::WorkflowDoc {
+    crate::reshard::workflow::WorkflowDoc {
+        name: req.name.clone(),
+        keyspace: req.from_keyspace.clone(),
+        target_keyspace: Some(req.to_keyspace.clone()),
+        vschema_added: Vec::new(),
+        from: Vec::new(),
+        to: Vec::new(),
+        phase: Phase::Created,
+        goal: req.goal,
+        options: req.options.clone(),
+        tables: Default::default(),
+        verify: None,
+        cutover: None,
+        created_ms: 0,
+        updated_ms: 0,
+        copy_started_ms: 0,
+        message: String::new(),
+        leftovers_removed: false,
+    }
 }

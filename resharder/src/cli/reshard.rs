@@ -145,12 +145,19 @@ pub struct StartArgs {
     /// Longest writes are held at cutover, in ms.
     #[arg(long, default_value_t = 3000)]
     pub buffer_max_ms: u64,
+    /// Copy streams at most (tables, source shards and key ranges of big tables copy
+    /// in parallel; fewer run while the sources slow down).
+    #[arg(long, default_value_t = 4)]
+    pub streams: u32,
     /// At complete, delete the moved rows from the sources.
     #[arg(long)]
     pub delete_source_rows: bool,
     /// Progress as JSON lines on stdout (instead of bars on a terminal).
     #[arg(long)]
     pub json: bool,
+    /// Make every check, print every step and what it would do, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// Backend credentials: --config's [backend] user/password, else SHARDGATE_BACKEND_USER /
@@ -279,6 +286,9 @@ async fn start(
     goal: Phase,
 ) -> Result<()> {
     let name = a.workflow.clone().unwrap_or_else(|| a.keyspace.clone());
+    if a.dry_run {
+        return dry_run(store, creds, a, &name, goal).await;
+    }
     register_targets(cli, store, a).await?;
     let req = Request {
         name: name.clone(),
@@ -290,6 +300,7 @@ async fn start(
             max_rows_per_s: a.max_rows_per_s,
             buffer_max_ms: a.buffer_max_ms,
             delete_source_rows: a.delete_source_rows,
+            streams: a.streams.max(1),
         },
         goal,
     };
@@ -309,6 +320,101 @@ async fn start(
     );
     c.close().await;
     r
+}
+
+/// `start --dry-run` / `run --dry-run`: the plan's checks (targets need not be registered
+/// yet), then every step with what it would do.
+async fn dry_run(
+    store: &Store,
+    creds: &Credentials,
+    a: &StartArgs,
+    name: &str,
+    goal: Phase,
+) -> Result<()> {
+    let snapshot = crate::reshard::snapshot(store).await?;
+    let ks = snapshot
+        .keyspace(&a.keyspace)
+        .ok_or_else(|| anyhow!("no keyspace {:?}", a.keyspace))?;
+    let p = plan::make(ks, &a.from, &a.to, creds).await?;
+    let unregistered: Vec<&String> =
+        a.to.iter()
+            .filter(|t| !ks.shards.contains_key(*t))
+            .collect();
+    let tables = p
+        .tables
+        .iter()
+        .map(|t| {
+            let progress = workflow::TableProgress {
+                kind: t.kind.clone(),
+                rows_estimate: t.rows,
+                ..Default::default()
+            };
+            (t.name.clone(), progress)
+        })
+        .collect();
+    let doc = WorkflowDoc {
+        name: name.to_string(),
+        keyspace: a.keyspace.clone(),
+        target_keyspace: None,
+        vschema_added: Vec::new(),
+        from: a.from.clone(),
+        to: a.to.clone(),
+        phase: Phase::Created,
+        goal,
+        options: Options {
+            chunk_rows: a.chunk_rows.max(1),
+            max_rows_per_s: a.max_rows_per_s,
+            buffer_max_ms: a.buffer_max_ms,
+            delete_source_rows: a.delete_source_rows,
+            streams: a.streams.max(1),
+        },
+        tables,
+        verify: None,
+        cutover: None,
+        created_ms: 0,
+        updated_ms: 0,
+        copy_started_ms: 0,
+        message: String::new(),
+        leftovers_removed: false,
+    };
+    let mut before = Vec::new();
+    if !unregistered.is_empty() {
+        before.push(format!(
+            "register target shards {} (state new): from --target, else new local MariaDB instances",
+            unregistered.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",")
+        ));
+    }
+    print_dry_run(&doc, goal, &p.refusals, &before)
+}
+
+/// Prints a dry run: the refusals (an error when there are any), else each step.
+pub(super) fn print_dry_run(
+    doc: &WorkflowDoc,
+    goal: Phase,
+    refusals: &[String],
+    before: &[String],
+) -> Result<()> {
+    println!("dry run of workflow {} (nothing is changed)", doc.name);
+    if !refusals.is_empty() {
+        for r in refusals {
+            println!("  refused: {r}");
+        }
+        return Err(anyhow::Error::new(super::Invalid(format!(
+            "the workflow would be refused ({} reasons above)",
+            refusals.len()
+        ))));
+    }
+    println!("checks passed: shards, tables (primary keys, VSchema, foreign keys, triggers)");
+    for b in before {
+        println!("  {b}");
+    }
+    for (step, lines) in crate::reshard::steps::dry_run(doc, goal) {
+        println!("step {step}:");
+        for l in lines {
+            println!("  - {l}");
+        }
+    }
+    Ok(())
 }
 
 /// Makes sure every target shard has a shard document (state `new`): from --target, or a
@@ -451,7 +557,7 @@ fn render(doc: &WorkflowDoc, backlog: Option<(u64, u64)>) -> String {
         } else {
             100.0
         };
-        let done = t.done.len() == doc.from.len();
+        let done = t.copied(&doc.from);
         s.push_str(&format!(
             "  {name:<20} {:>10} / ~{:<10} rows  {:>5.1}%  {}\n",
             t.rows_copied,

@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 /// Entries applied per batch.
 const BATCH: usize = 2000;
 
-fn fnv(s: &str) -> u64 {
+pub(super) fn fnv(s: &str) -> u64 {
     let mut h: u64 = 0xcbf29ce484222325;
     for b in s.bytes() {
         h ^= b as u64;
@@ -48,7 +48,7 @@ pub fn capture_table(db: &str, table: &str) -> String {
     )
 }
 
-fn trigger_name(kind: &str, table: &str) -> String {
+pub(super) fn trigger_name(kind: &str, table: &str) -> String {
     bounded(format!("sg_{kind}_{table}"), &format!("{kind}.{table}"))
 }
 
@@ -101,61 +101,27 @@ pub async fn install(c: &mut ShardConn, meta: &TableMeta) -> Result<()> {
     let db = ident(&c.database);
     for (kind, event, body) in bodies {
         let name = ident(&trigger_name(kind, &meta.name));
-        c.run(&format!("DROP TRIGGER IF EXISTS {db}.{name}"))
-            .await?;
-        c.run(&format!(
+        super::db::ddl(c, &format!("DROP TRIGGER IF EXISTS {db}.{name}")).await?;
+        super::db::ddl(c, &format!(
             "CREATE TRIGGER {db}.{name} AFTER {event} ON {db}.{} FOR EACH ROW BEGIN IF @sg_replicating IS NULL THEN {body} END IF; END",
             ident(&meta.name)
         ))
         .await?;
     }
-    Ok(())
-}
-
-/// Whether the tables of a side that does not serve refuse writes (see [`guard`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Guard {
-    /// Writes are accepted (the side serves, or no cutover happened yet).
-    Off,
-    /// Writes from anyone but the controller fail until this time (unix ms): set before
-    /// a flip, so a controller that dies before the flip blocks nothing for long.
-    Until(u64),
-    /// Writes from anyone but the controller fail: the side no longer serves.
-    On,
-}
-
-/// Sets the guard of a table on one shard: `BEFORE` triggers that make any write not
-/// from the controller (which sets `@sg_replicating`) fail with SQLSTATE 45000 (error
-/// 1644). A proxy with a stale routing (cut off from etcd, a held write released late)
-/// then gets an error from a retired side instead of writing where nobody reads.
-pub async fn guard(c: &mut ShardConn, table: &str, mode: Guard) -> Result<()> {
-    let db = ident(&c.database);
-    for (kind, event) in [("gi", "INSERT"), ("gu", "UPDATE"), ("gd", "DELETE")] {
-        let name = ident(&trigger_name(kind, table));
-        c.run(&format!("DROP TRIGGER IF EXISTS {db}.{name}"))
-            .await?;
-        let until = match mode {
-            Guard::Off => continue,
-            Guard::Until(ms) => format!(" AND UNIX_TIMESTAMP(NOW(3)) * 1000 < {ms}"),
-            Guard::On => String::new(),
-        };
-        c.run(&format!(
-            "CREATE TRIGGER {db}.{name} BEFORE {event} ON {db}.{} FOR EACH ROW BEGIN IF @sg_replicating IS NULL{until} THEN SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'shardgate: this shard no longer serves the table (resharding cutover); retry'; END IF; END",
-            ident(table)
-        ))
-        .await?;
-    }
-    Ok(())
+    super::guard::install(c, &meta.name).await
 }
 
 /// Drops a table's triggers and capture table (idempotent).
 pub async fn remove(c: &mut ShardConn, table: &str) -> Result<()> {
     let db = ident(&c.database);
     for kind in ["ins", "upd", "del"] {
-        c.run(&format!(
-            "DROP TRIGGER IF EXISTS {db}.{}",
-            ident(&trigger_name(kind, table))
-        ))
+        super::db::ddl(
+            c,
+            &format!(
+                "DROP TRIGGER IF EXISTS {db}.{}",
+                ident(&trigger_name(kind, table))
+            ),
+        )
         .await?;
     }
     let cap = capture_table(&c.database, table);

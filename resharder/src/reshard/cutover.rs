@@ -18,8 +18,8 @@
 //! out, the buffer is lifted with the old routing: held writes proceed against the old
 //! side, and the client sees latency, never an error.
 
-use super::capture::{self, Guard};
 use super::db::ShardConn;
+use super::guard::{self, Guard};
 use super::movetables::{self, Serve};
 use super::routing;
 use super::workflow::{now_ms, CutoverReport, Phase, VerifyReport};
@@ -193,12 +193,14 @@ async fn attempt(c: &mut Controller, forward: bool) -> Result<Duration> {
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
+        super::pause_point("after-drain").await;
         // 4. Last changes; then the old side refuses writes from anyone but the
         //    controller (for a while: if this controller dies before the flip, the
         //    guard lapses by itself), and the new side accepts them.
         c.catch_up(forward, 0).await?;
-        set_guards(c, forward, Guard::Until(expires_ms)).await?;
-        set_guards(c, !forward, Guard::Off).await?;
+        let patience = budget.saturating_duration_since(Instant::now());
+        set_guards(c, forward, Guard::Until(expires_ms), patience).await?;
+        set_guards(c, !forward, Guard::Off, patience).await?;
         if Instant::now() >= budget {
             bail!("out of time before the flip");
         }
@@ -270,8 +272,13 @@ async fn attempt(c: &mut Controller, forward: bool) -> Result<Duration> {
     super::crash_point("after-flip");
     c.wf.doc = doc;
     c.wf.revision = revision;
-    // The old side no longer serves: from now on its guard holds for good.
-    set_guards(c, forward, Guard::On).await?;
+    // The old side no longer serves: from now on its guard holds for good. (Until it is
+    // raised for good, the guard set before the flip holds until it expires.)
+    if let Err(e) = set_guards(c, forward, Guard::On, Duration::from_secs(10)).await {
+        tracing::warn!(
+            "{e:#} (the old side stays guarded until {expires_ms}; complete raises it for good)"
+        );
+    }
     let acked = routing::wait_acks(
         &c.store,
         &ks,
@@ -291,15 +298,22 @@ async fn attempt(c: &mut Controller, forward: bool) -> Result<Duration> {
 /// After a failed attempt: the side that serves accepts writes again, the other stays
 /// guarded, and the write buffer is lifted, leaving the routing as it was.
 async fn restore(c: &mut Controller, ks: &str, forward: bool) -> Result<()> {
-    set_guards(c, forward, Guard::Off).await?;
-    set_guards(c, !forward, Guard::On).await?;
+    // The serving side must accept writes before held writes are let go.
+    let lowered = set_guards(c, forward, Guard::Off, Duration::from_secs(10)).await;
+    let raised = set_guards(c, !forward, Guard::On, Duration::from_secs(10)).await;
     routing::update(&c.store, ks, vec![], |r| r.write_buffer = None).await?;
-    Ok(())
+    lowered?;
+    raised
 }
 
 /// Sets the guard of every table on one side (`sources`: true for the sources), the
 /// shards in parallel.
-async fn set_guards(c: &mut Controller, sources: bool, mode: Guard) -> Result<()> {
+pub(super) async fn set_guards(
+    c: &mut Controller,
+    sources: bool,
+    mode: Guard,
+    patience: Duration,
+) -> Result<()> {
     let names: Vec<String> = c.tables.iter().map(|t| t.name.clone()).collect();
     let side = if sources {
         &mut c.sources
@@ -310,7 +324,7 @@ async fn set_guards(c: &mut Controller, sources: bool, mode: Guard) -> Result<()
         let names = &names;
         async move {
             for t in names {
-                capture::guard(s, t, mode).await?;
+                guard::set(s, t, mode, patience).await?;
             }
             anyhow::Ok(())
         }

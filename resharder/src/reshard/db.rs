@@ -159,6 +159,39 @@ pub async fn locked_read(
     }
 }
 
+/// Runs DDL on a table the application may be using without stalling it: DDL waits for
+/// the table's metadata lock, and while it waits every new statement on the table queues
+/// behind it. So each try gives up after a second (`lock_wait_timeout`) and is retried a
+/// while later, up to a minute in all.
+pub async fn ddl(c: &mut ShardConn, sql: &str) -> Result<()> {
+    let started = std::time::Instant::now();
+    loop {
+        let r = c
+            .run(&format!("SET STATEMENT lock_wait_timeout = 1 FOR {sql}"))
+            .await;
+        match r {
+            Ok(()) => return Ok(()),
+            Err(e)
+                if server_code(&e) == Some(1205)
+                    && started.elapsed() < std::time::Duration::from_secs(60) =>
+            {
+                tracing::info!(shard = %c.shard, "DDL waiting for the application's transactions: {}", short(sql));
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The MySQL error code of a failed statement, if it came from the server.
+pub fn server_code(e: &anyhow::Error) -> Option<u16> {
+    e.chain()
+        .find_map(|c| match c.downcast_ref::<mysql_async::Error>() {
+            Some(mysql_async::Error::Server(s)) => Some(s.code),
+            _ => None,
+        })
+}
+
 /// Quotes an identifier.
 pub fn ident(s: &str) -> String {
     format!("`{}`", s.replace('`', "``"))
@@ -274,6 +307,25 @@ impl TableMeta {
             .collect::<Vec<_>>()
             .join(" AND ")
     }
+}
+
+/// The key range `(lo, hi]` (either side open) as SQL and parameters.
+pub fn key_range(
+    meta: &TableMeta,
+    lo: &Option<Vec<Value>>,
+    hi: &Option<Vec<Value>>,
+) -> (String, Vec<Value>) {
+    let mut conds = vec!["1".to_string()];
+    let mut params = Vec::new();
+    if let Some(lo) = lo {
+        conds.push(meta.after_key(""));
+        params.extend(meta.after_key_params(lo));
+    }
+    if let Some(hi) = hi {
+        conds.push(meta.up_to_key());
+        params.extend(meta.after_key_params(hi));
+    }
+    (conds.join(" AND "), params)
 }
 
 /// The base tables of a shard database.

@@ -4,7 +4,7 @@
 
 use super::db::{self, ident};
 use super::workflow::{now_ms, Phase};
-use super::{capture, movetables, routing, Controller};
+use super::{capture, guard, movetables, routing, Controller};
 use anyhow::{anyhow, Result};
 use shardgate_topology::docs::{ShardDoc, ShardState};
 use shardgate_topology::store::{Expect, Write};
@@ -63,11 +63,26 @@ async fn end(c: &mut Controller, phase: Phase, message: String, extra: Vec<Write
     .await
 }
 
+/// Removes change capture from both sides, and the guards of the side that serves from
+/// now on (or whose copies go); a reshard's retired sources keep theirs raised.
 async fn remove_capture(c: &mut Controller) -> Result<()> {
     let names: Vec<String> = c.tables.iter().map(|t| t.name.clone()).collect();
     for s in c.sources.iter_mut().chain(c.targets.iter_mut()) {
         for t in &names {
             capture::remove(s, t).await?;
+        }
+    }
+    let retired_sources = c.wf.doc.phase == Phase::Complete && !c.wf.doc.moves_tables();
+    for t in &names {
+        for s in c.targets.iter_mut() {
+            guard::remove(s, t).await?;
+        }
+        for s in c.sources.iter_mut() {
+            if retired_sources {
+                guard::set(s, t, guard::Guard::On, Duration::from_secs(30)).await?;
+            } else {
+                guard::remove(s, t).await?;
+            }
         }
     }
     Ok(())
@@ -192,11 +207,12 @@ pub async fn abort(c: &mut Controller) -> Result<()> {
 pub async fn remove_leftovers(c: &mut Controller) -> Result<()> {
     if c.wf.doc.moves_tables() {
         movetables::release_target(c).await?;
+        if c.wf.doc.phase == Phase::Complete {
+            // Dropped while still guarded; their capture and guard rows go next.
+            movetables::drop_source_tables(c).await?;
+        }
     }
     remove_capture(c).await?;
-    if c.wf.doc.moves_tables() && c.wf.doc.phase == Phase::Complete {
-        movetables::drop_source_tables(c).await?;
-    }
     if c.wf.doc.phase == Phase::Aborted {
         let names: Vec<String> = c.tables.iter().map(|t| t.name.clone()).collect();
         for tc in c.targets.iter_mut() {

@@ -25,12 +25,16 @@ pub mod capture;
 pub mod cutover;
 pub mod db;
 pub mod finish;
+pub mod guard;
 pub mod lock;
 pub mod movetables;
 pub mod plan;
 pub mod routing;
 pub mod rows;
 pub mod setup;
+pub mod steps;
+pub mod stream;
+pub mod throttle;
 pub mod verify;
 pub mod workflow;
 
@@ -269,14 +273,10 @@ impl Controller {
             if phase >= goal || phase.finished() {
                 return Ok(());
             }
-            let r = match phase {
-                Phase::Created => setup::prepare(self).await,
-                Phase::Copying => backfill::run(self).await,
-                Phase::Backfilled => verify::run(self).await,
-                Phase::Verified => cutover::run(self, 3).await,
-                Phase::CutOver => finish::complete(self).await,
-                Phase::Complete | Phase::Aborted => return Ok(()),
+            let Some(step) = steps::step_for(phase) else {
+                return Ok(());
             };
+            let r = step.run(self).await;
             match r {
                 Ok(()) => paused = None,
                 Err(e) if etcd_unreachable(&e) => {
@@ -303,6 +303,21 @@ pub fn crash_point(name: &str) {
     if std::env::var("SHARDGATE_CRASH_AT").as_deref() == Ok(name) {
         tracing::error!(point = name, "SHARDGATE_CRASH_AT: dying here");
         std::process::abort();
+    }
+}
+
+/// A step boundary where tests make the controller pause: `SHARDGATE_PAUSE_AT=name:ms`
+/// sleeps that long there (never set in production).
+pub async fn pause_point(name: &str) {
+    let Ok(v) = std::env::var("SHARDGATE_PAUSE_AT") else {
+        return;
+    };
+    if let Some((point, ms)) = v.split_once(':') {
+        if point == name {
+            let ms: u64 = ms.parse().unwrap_or(0);
+            tracing::warn!(point = name, ms, "SHARDGATE_PAUSE_AT: pausing here");
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
     }
 }
 

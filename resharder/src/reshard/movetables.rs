@@ -92,6 +92,13 @@ pub fn check_keyspaces<'a>(
 /// Checks a request against the topology and the source tables, and writes the workflow
 /// document (phase `Created`).
 pub async fn create(store: &Store, req: &Request, creds: &Credentials) -> Result<Stored> {
+    let doc = check(store, req, creds).await?;
+    setup::write_new(store, &doc).await
+}
+
+/// Makes every check of [`create`] and returns the document it would write (for
+/// `--dry-run`, which writes nothing).
+pub async fn check(store: &Store, req: &Request, creds: &Credentials) -> Result<WorkflowDoc> {
     let snapshot = super::snapshot(store).await?;
     if let Some(old) = snapshot.workflows.get(&req.name) {
         let phase = old.get("phase").and_then(|p| p.as_str()).unwrap_or("");
@@ -144,7 +151,7 @@ pub async fn create(store: &Store, req: &Request, creds: &Credentials) -> Result
         message: "created".into(),
         leftovers_removed: false,
     };
-    setup::write_new(store, &doc).await
+    Ok(doc)
 }
 
 /// How the table will be distributed in the target keyspace.

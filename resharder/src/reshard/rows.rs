@@ -8,6 +8,7 @@ use shardgate_topology::{Keyspace, Shard, TableKind};
 use std::sync::Arc;
 
 /// Routes rows of one table among a set of shards.
+#[derive(Clone)]
 pub struct Router {
     table: String,
     /// Column position of the primary vindex column, `None` for reference tables.

@@ -25,6 +25,13 @@ pub struct Request {
 /// Checks a request against the topology and the source schema, and writes the workflow
 /// document (phase `Created`). Every refusal names what is wrong.
 pub async fn create(store: &Store, req: &Request, creds: &Credentials) -> Result<Stored> {
+    let doc = check(store, req, creds).await?;
+    write_new(store, &doc).await
+}
+
+/// Makes every check of [`create`] and returns the document it would write (for
+/// `--dry-run`, which writes nothing).
+pub async fn check(store: &Store, req: &Request, creds: &Credentials) -> Result<WorkflowDoc> {
     let snapshot = super::snapshot(store).await?;
     if let Some(old) = snapshot.workflows.get(&req.name) {
         let phase = old.get("phase").and_then(|p| p.as_str()).unwrap_or("");
@@ -74,7 +81,7 @@ pub async fn create(store: &Store, req: &Request, creds: &Credentials) -> Result
         message: "created".into(),
         leftovers_removed: false,
     };
-    write_new(store, &doc).await
+    Ok(doc)
 }
 
 /// Writes a new workflow document (replacing one that ended under the same name).

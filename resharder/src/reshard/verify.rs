@@ -28,25 +28,6 @@ fn checksum_sql(meta: &TableMeta, range: &str) -> String {
     )
 }
 
-/// The key range `(lo, hi]` (either side open) as SQL and parameters.
-fn range(
-    meta: &TableMeta,
-    lo: &Option<Vec<Value>>,
-    hi: &Option<Vec<Value>>,
-) -> (String, Vec<Value>) {
-    let mut conds = vec!["1".to_string()];
-    let mut params = Vec::new();
-    if let Some(lo) = lo {
-        conds.push(meta.after_key(""));
-        params.extend(meta.after_key_params(lo));
-    }
-    if let Some(hi) = hi {
-        conds.push(meta.up_to_key());
-        params.extend(meta.after_key_params(hi));
-    }
-    (conds.join(" AND "), params)
-}
-
 async fn sums(
     c: &mut Controller,
     t: usize,
@@ -54,7 +35,7 @@ async fn sums(
     hi: &Option<Vec<Value>>,
 ) -> Result<(Sum, Sum)> {
     let meta = c.tables[t].clone();
-    let (cond, params) = range(&meta, lo, hi);
+    let (cond, params) = db::key_range(&meta, lo, hi);
     let sql = checksum_sql(&meta, &cond);
     let mut src = (0, 0);
     for s in c.sources.iter_mut() {
@@ -88,7 +69,7 @@ async fn recopy(
     hi: &Option<Vec<Value>>,
 ) -> Result<()> {
     let meta = c.tables[t].clone();
-    let (cond, params) = range(&meta, lo, hi);
+    let (cond, params) = db::key_range(&meta, lo, hi);
     let select = format!(
         "SELECT {} FROM {} WHERE {cond} LOCK IN SHARE MODE NOWAIT",
         meta.column_list(),
@@ -126,7 +107,7 @@ async fn boundaries(c: &mut Controller, t: usize, chunk: u64) -> Result<Vec<Vec<
     for s in c.sources.iter_mut() {
         let mut last: Option<Vec<Value>> = None;
         loop {
-            let (cond, params) = range(&meta, &last, &None);
+            let (cond, params) = db::key_range(&meta, &last, &None);
             let sql = format!(
                 "SELECT {pk} FROM {} WHERE {cond} ORDER BY {pk} LIMIT 1 OFFSET {}",
                 ident(&meta.name),

@@ -55,6 +55,14 @@ pub struct Options {
     pub buffer_max_ms: u64,
     /// Delete moved rows from the sources at `complete`.
     pub delete_source_rows: bool,
+    /// Copy streams at most (tables, source shards and key ranges of big tables are
+    /// copied in parallel; the throttler runs fewer while the sources slow down).
+    #[serde(default = "default_streams")]
+    pub streams: u32,
+}
+
+fn default_streams() -> u32 {
+    4
 }
 
 impl Default for Options {
@@ -64,6 +72,7 @@ impl Default for Options {
             max_rows_per_s: 0,
             buffer_max_ms: 3000,
             delete_source_rows: false,
+            streams: default_streams(),
         }
     }
 }
@@ -88,12 +97,36 @@ pub struct TableProgress {
     /// Source rows when the copy started (from the table statistics).
     pub rows_estimate: u64,
     pub rows_copied: u64,
-    /// The last primary key copied, per source shard.
+    /// The last primary key copied, per copy stream (see [`TableProgress::stream_id`]).
     #[serde(default)]
     pub last_key: BTreeMap<String, Vec<KeyValue>>,
-    /// Source shards whose rows are all copied.
+    /// Copy streams whose rows are all copied.
     #[serde(default)]
     pub done: Vec<String>,
+    /// Per source shard, the primary keys splitting its rows into key ranges copied in
+    /// parallel (decided once, when the copy starts; absent: one range).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub splits: BTreeMap<String, Vec<Vec<KeyValue>>>,
+}
+
+impl TableProgress {
+    /// The stream copying range `k` of source shard `shard`: the shard's name for its
+    /// first (or only) range, `shard#k` for the others.
+    pub fn stream_id(shard: &str, k: usize) -> String {
+        if k == 0 {
+            shard.to_string()
+        } else {
+            format!("{shard}#{k}")
+        }
+    }
+
+    /// Whether every row of the table is copied, from `sources` shards.
+    pub fn copied(&self, sources: &[String]) -> bool {
+        sources.iter().all(|s| {
+            let ranges = self.splits.get(s).map_or(1, |v| v.len() + 1);
+            (0..ranges).all(|k| self.done.contains(&Self::stream_id(s, k)))
+        })
+    }
 }
 
 /// The result of `verify`.

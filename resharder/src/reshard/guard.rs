@@ -1,0 +1,159 @@
+//! Guards: the side of a workflow that does not serve refuses writes that do not come
+//! from a controller, so a proxy with a stale routing (cut off from etcd, a held write
+//! released late, a transaction that was already open there) gets an error instead of
+//! writing where nobody reads.
+//!
+//! Every table of both sides gets `BEFORE INSERT/UPDATE/DELETE` triggers at setup, when
+//! installing triggers is expected. Whether a guard is up is data, not DDL: a row of
+//! `_shardgate.sg_guards` holding the time (unix ms) until which writes are refused.
+//! Raising or lowering a guard at cutover is an `UPDATE` of that row, which takes no
+//! table lock: DDL there would wait for the application's open transactions while every
+//! new statement on the table queued behind it (a cutover stalled that way under load).
+//!
+//! The triggers read the row with a shared lock, which reads the latest committed value
+//! (a plain read would see the transaction's snapshot, possibly from before the guard
+//! went up) and which the controller's `UPDATE` must wait for: raising a guard waits
+//! until no write that checked the old value is still open. The controller gives each
+//! `UPDATE` a few seconds (`innodb_lock_wait_timeout`); a cutover that cannot raise its
+//! guard in time gives up and is retried.
+
+use super::capture::{fnv, trigger_name};
+use super::db::{ident, ShardConn, CAPTURE_DB};
+use anyhow::Result;
+use mysql_async::Value;
+use std::time::{Duration, Instant};
+
+/// Whether the tables of a side that does not serve refuse writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guard {
+    /// Writes are accepted (the side serves, or no cutover happened yet).
+    Off,
+    /// Writes from anyone but the controller fail until this time (unix ms): set before
+    /// a flip, so a controller that dies before the flip blocks nothing for long.
+    Until(u64),
+    /// Writes from anyone but the controller fail: the side no longer serves.
+    On,
+}
+
+impl Guard {
+    /// The row's value.
+    fn until_ms(self) -> i64 {
+        match self {
+            Guard::Off => 0,
+            Guard::Until(ms) => ms.min(i64::MAX as u64) as i64,
+            Guard::On => i64::MAX,
+        }
+    }
+}
+
+fn table() -> String {
+    format!("{}.`sg_guards`", ident(CAPTURE_DB))
+}
+
+/// The guard row of `db`.`table` (a hash: names need no quoting in the triggers).
+fn id(db: &str, table: &str) -> String {
+    format!("{:016x}", fnv(&format!("{db}.{table}")))
+}
+
+/// Creates the guard row (down) and the guard triggers of a table (idempotent).
+pub async fn install(c: &mut ShardConn, table_name: &str) -> Result<()> {
+    c.run(&format!(
+        "CREATE TABLE IF NOT EXISTS {} (id CHAR(16) NOT NULL PRIMARY KEY, until_ms BIGINT NOT NULL) ENGINE=InnoDB",
+        table()
+    ))
+    .await?;
+    let gid = id(&c.database, table_name);
+    c.exec(
+        &format!("INSERT IGNORE INTO {} VALUES (?, 0)", table()),
+        vec![Value::from(gid.as_str())],
+    )
+    .await?;
+    let db = ident(&c.database);
+    for (kind, event) in [("gi", "INSERT"), ("gu", "UPDATE"), ("gd", "DELETE")] {
+        let name = ident(&trigger_name(kind, table_name));
+        super::db::ddl(c, &format!("DROP TRIGGER IF EXISTS {db}.{name}")).await?;
+        super::db::ddl(
+            c,
+            &format!(
+                "CREATE TRIGGER {db}.{name} BEFORE {event} ON {db}.{} FOR EACH ROW BEGIN DECLARE sg_until BIGINT DEFAULT 0; IF @sg_replicating IS NULL THEN SELECT until_ms INTO sg_until FROM {} WHERE id = '{gid}' LOCK IN SHARE MODE; IF sg_until > UNIX_TIMESTAMP(NOW(3)) * 1000 THEN SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'shardgate: this shard no longer serves the table (resharding cutover); retry'; END IF; END IF; END",
+                ident(table_name),
+                table()
+            ),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Raises or lowers the guard of a table on one shard. Waits at most `patience` for
+/// writes that read the old value to finish.
+pub async fn set(
+    c: &mut ShardConn,
+    table_name: &str,
+    mode: Guard,
+    patience: Duration,
+) -> Result<()> {
+    let gid = id(&c.database, table_name);
+    let started = Instant::now();
+    loop {
+        let r = c
+            .exec(
+                &format!(
+                    "SET STATEMENT innodb_lock_wait_timeout = 2 FOR UPDATE {} SET until_ms = ? WHERE id = ?",
+                    table()
+                ),
+                vec![Value::from(mode.until_ms()), Value::from(gid.as_str())],
+            )
+            .await;
+        match r {
+            Ok(_) if c.conn.affected_rows() > 0 => return Ok(()),
+            Ok(_) => {
+                // Nothing changed: the value was already set, or the row is missing (a
+                // workflow set up by an older controller): then install it.
+                let r = c
+                    .exec(
+                        &format!("SELECT until_ms FROM {} WHERE id = ?", table()),
+                        vec![Value::from(gid.as_str())],
+                    )
+                    .await?;
+                match r.first().and_then(|r| r.get::<i64, _>(0)) {
+                    Some(v) if v == mode.until_ms() => return Ok(()),
+                    Some(_) => {}
+                    None => install(c, table_name).await?,
+                }
+            }
+            Err(e) if super::db::server_code(&e) == Some(1205) && started.elapsed() < patience => {}
+            Err(e) => return Err(e),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Drops a table's guard triggers and row (a serving side after the workflow ended).
+pub async fn remove(c: &mut ShardConn, table_name: &str) -> Result<()> {
+    let db = ident(&c.database);
+    for kind in ["gi", "gu", "gd"] {
+        super::db::ddl(
+            c,
+            &format!(
+                "DROP TRIGGER IF EXISTS {db}.{}",
+                ident(&trigger_name(kind, table_name))
+            ),
+        )
+        .await?;
+    }
+    let exists = c
+        .exec(
+            "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = 'sg_guards'",
+            vec![Value::from(CAPTURE_DB)],
+        )
+        .await?;
+    if exists.first().map(|r| super::db::int(r, 0)).unwrap_or(0) > 0 {
+        c.exec(
+            &format!("DELETE FROM {} WHERE id = ?", table()),
+            vec![Value::from(id(&c.database, table_name).as_str())],
+        )
+        .await?;
+    }
+    Ok(())
+}
