@@ -342,6 +342,13 @@ def reshard_suite(args, pport):
         raise RuntimeError(f"sysbench prepare failed:\n{out.stdout}\n{out.stderr}")
     print(f"  reshard: loaded {tables} x {size:,} rows through the proxy in {time.time() - t0:.0f} s", flush=True)
     r = {"copies": copy_baselines(args, tables)}
+    # What `reshard plan` predicts, compared below with what happened.
+    plan = json.loads(sh([SHARDCTL, "--dir", args.dir, "reshard", "plan", "--keyspace", "customer",
+                          "--from", "80-", "--to", "80-c0,c0-", "--json"]).stdout)
+    r["plan"] = {"rows": plan["rows_total"], "rows_per_s": plan["rows_per_s"],
+                 "seconds": plan["predicted_seconds"]}
+    print(f"  reshard: plan predicts {plan['rows_total']:,} rows at {plan['rows_per_s']:,.0f} rows/s "
+          f"(one stream) = {plan['predicted_seconds']:.1f} s", flush=True)
     # The controller's copy with nothing else running, for the same comparison; then the
     # copy is aborted (targets emptied) and done again under the foreground load below.
     t0 = time.time()
@@ -581,6 +588,11 @@ def main():
         print("|---|---:|---:|")
         for name, (n, secs) in c.items():
             print(f"| {name} | {n / secs:,.0f} | {n / secs / base:.2f}x |")
+        if "plan" in r:
+            p, (n, secs) = r["plan"], c["shardgate"]
+            print(f"\nplan vs actual (idle copy): predicted {p['rows']:,} rows in {p['seconds']:.1f} s "
+                  f"({p['rows_per_s']:,.0f} rows/s, one stream); copied {n:,} rows in {secs:.1f} s "
+                  f"({n / secs:,.0f} rows/s); actual/predicted time {secs / max(p['seconds'], 0.001):.2f}")
         print("\n| resharding 80- -> 80-c0,c0- under a steady foreground load | figure |")
         print("|---|---:|")
         print(f"| backfill rate | {b['rate']:,.0f} rows/s ({b['rows']:,} rows in {b['seconds']:.1f} s) |")

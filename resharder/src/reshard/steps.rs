@@ -119,9 +119,9 @@ impl Step for Copy {
         let o = &doc.options;
         let rows: u64 = doc.tables.values().map(|t| t.rows_estimate).sum();
         vec![
-            format!("copy ~{rows} rows of {} from {from} to {to}: up to {} streams (per table, source shard, and key range of a big table), chunks from {} rows sized to ~40 ms, read LOCK IN SHARE MODE NOWAIT and committed after the targets' REPLACE", tables(doc), o.streams, o.chunk_rows),
+            format!("copy ~{rows} rows of {} from {from} to {to}: up to {} streams (per table, source shard, and key range of a big table), chunks from {} rows sized to ~40 ms (one stream of ~10 ms chunks while the application runs on the sources), read LOCK IN SHARE MODE NOWAIT and committed after the targets' REPLACE", tables(doc), o.streams, o.chunk_rows),
             format!(
-                "throttle: {}; fewer streams while a source's probe latency is over twice its idle baseline",
+                "throttle: {}; rest after each chunk while a source's probe latency is 1.5x over its baseline",
                 if o.max_rows_per_s > 0 { format!("at most {} rows/s", o.max_rows_per_s) } else { "no rate cap".into() }
             ),
             "apply captured changes every 500 ms; checkpoint each stream's last key in the workflow document every second".into(),

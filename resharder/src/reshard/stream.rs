@@ -8,8 +8,8 @@
 //! (multi-row statements), and only then committed on the source: a change to a copied
 //! row commits after its chunk reached the target, so that change's capture entry is
 //! applied after the copy and the newer value wins. Chunks are sized by time (see
-//! [`next_chunk`]): big enough that per-statement costs vanish, short enough that the
-//! application waits little for a locked row.
+//! [`next_chunk`], and the throttler's target): big enough that per-statement costs
+//! vanish, short enough that the application waits little for a locked row.
 
 use super::db::{self, Credentials, ShardConn, TableMeta};
 use super::rows::Router;
@@ -47,15 +47,12 @@ pub struct Progress {
     pub done: bool,
 }
 
-/// The time a chunk should take.
-pub const CHUNK_TARGET: Duration = Duration::from_millis(40);
-
 /// The next chunk's rows after one of `rows` took `took`: doubled while well under
-/// [`CHUNK_TARGET`], halved while well over, within `[min, max]`.
-pub fn next_chunk(rows: u64, took: Duration, min: u64, max: u64) -> u64 {
-    let next = if took < CHUNK_TARGET / 2 {
+/// `target`, halved while well over, within `[min, max]`.
+pub fn next_chunk(rows: u64, took: Duration, target: Duration, min: u64, max: u64) -> u64 {
+    let next = if took < target / 2 {
         rows.saturating_mul(2)
-    } else if took > CHUNK_TARGET * 2 {
+    } else if took > target * 2 {
         rows / 2
     } else {
         rows
@@ -139,7 +136,7 @@ pub async fn copy(
         if done {
             return Ok(());
         }
-        chunk = next_chunk(chunk, took, min, max);
+        chunk = next_chunk(chunk, took, throttle.chunk_target(), min, max);
     }
 }
 
@@ -150,10 +147,12 @@ mod tests {
     #[test]
     fn chunks_grow_while_quick_and_shrink_while_slow() {
         let ms = Duration::from_millis;
-        assert_eq!(next_chunk(1000, ms(5), 100, 20_000), 2000);
-        assert_eq!(next_chunk(1000, ms(40), 100, 20_000), 1000);
-        assert_eq!(next_chunk(1000, ms(200), 100, 20_000), 500);
-        assert_eq!(next_chunk(16_000, ms(1), 100, 20_000), 20_000);
-        assert_eq!(next_chunk(150, ms(900), 100, 20_000), 100);
+        let t = ms(40);
+        assert_eq!(next_chunk(1000, ms(5), t, 100, 20_000), 2000);
+        assert_eq!(next_chunk(1000, ms(40), t, 100, 20_000), 1000);
+        assert_eq!(next_chunk(1000, ms(200), t, 100, 20_000), 500);
+        assert_eq!(next_chunk(16_000, ms(1), t, 100, 20_000), 20_000);
+        assert_eq!(next_chunk(150, ms(900), t, 100, 20_000), 100);
+        assert_eq!(next_chunk(1000, ms(40), ms(10), 100, 20_000), 500);
     }
 }

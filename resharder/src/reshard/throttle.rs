@@ -3,16 +3,18 @@
 //!
 //! Two limits, shared by every copy stream of a workflow:
 //! - a rate cap (`--max-rows-per-s`, 0: none), by total rows copied since the start;
-//! - the health of each source server, probed every [`PROBE_EVERY`] with a trivial query
-//!   on a connection of its own. Its latency with nothing copying yet is the baseline;
-//!   while the application is running statements there (its threads in the processlist,
-//!   the controller's own connections left out) and the smoothed probe latency stays above
-//!   [`slow_threshold`] of the baseline, the streams allowed to run are halved, down to one,
-//!   which then also rests after each chunk (as long as the chunk took, times a factor
-//!   that doubles while the source stays slow, up to 8); when it is healthy again the rest
-//!   shrinks and one more stream is allowed each second. A server queueing the copy's work
-//!   delays the probe as it delays the application's statements, so the application keeps
-//!   most of its latency; with no application running the copy goes at full speed.
+//! - the application: each source server is probed every [`PROBE_EVERY`] on a connection
+//!   of the throttler's own, for the application's statements running there (its threads
+//!   in the processlist, the controller's own connections left out) and for the latency of
+//!   a trivial statement, whose value before the copy started is the baseline.
+//!   With no application statement seen for two seconds, every stream runs (`--streams`)
+//!   with chunks of about 40 ms. While the application runs, one stream copies, with chunks
+//!   of about 10 ms (a row the application wants is share-locked that long at most), and
+//!   while the smoothed probe latency stays above [`slow_threshold`] of the baseline it
+//!   rests after each chunk, as long as the chunk took times a factor that doubles while
+//!   the source stays slow (up to 8) and fades when it recovers. A server queueing the
+//!   copy's work delays the probe as it delays the application's statements, so the
+//!   application keeps most of its latency.
 
 use super::db::ShardConn;
 use anyhow::Result;
@@ -29,9 +31,9 @@ pub fn slow_threshold(baseline_us: u64) -> u64 {
 }
 
 /// The next rest factor (rest after a chunk = its time x factor), given whether the
-/// sources are slow with a single stream left.
-pub fn next_rest(rest: f64, slow_at_one: bool) -> f64 {
-    if slow_at_one {
+/// sources are slow while the application runs.
+pub fn next_rest(rest: f64, slow: bool) -> f64 {
+    if slow {
         (rest * 2.0).clamp(0.5, 8.0)
     } else if rest < 0.25 {
         0.0
@@ -40,15 +42,22 @@ pub fn next_rest(rest: f64, slow_at_one: bool) -> f64 {
     }
 }
 
-/// The next number of streams allowed, given whether the sources are slow now and for
-/// how long they have been healthy. Pure, so the policy is tested on its own.
-pub fn next_allowed(allowed: usize, max: usize, slow: bool, healthy_for: Duration) -> usize {
-    if slow {
-        (allowed / 2).max(1)
-    } else if healthy_for >= Duration::from_secs(1) {
-        (allowed + 1).min(max)
+/// Streams allowed to run: all of them while nothing else runs on the sources, one while
+/// the application does.
+pub fn streams_for(max: usize, foreground: bool) -> usize {
+    if foreground {
+        1
     } else {
-        allowed
+        max.max(1)
+    }
+}
+
+/// How long a chunk should take (see `stream::next_chunk`).
+pub fn chunk_target(foreground: bool) -> Duration {
+    if foreground {
+        Duration::from_millis(10)
+    } else {
+        Duration::from_millis(40)
     }
 }
 
@@ -60,6 +69,8 @@ pub struct Throttle {
     copied: AtomicU64,
     allowed: AtomicUsize,
     slow: AtomicBool,
+    /// The application runs statements on a source.
+    foreground: AtomicBool,
     /// The rest factor, in thousandths (see [`next_rest`]).
     rest_milli: AtomicU64,
     /// The controller's connection ids per source server (left out of the foreground).
@@ -76,8 +87,10 @@ impl Throttle {
             max_streams: max_streams.max(1),
             started: Instant::now(),
             copied: AtomicU64::new(0),
-            allowed: AtomicUsize::new(max_streams.max(1)),
+            // One until the first probe says whether the application runs.
+            allowed: AtomicUsize::new(1),
             slow: AtomicBool::new(false),
+            foreground: AtomicBool::new(true),
             rest_milli: AtomicU64::new(0),
             own: Default::default(),
             slowdowns: AtomicU64::new(0),
@@ -123,6 +136,11 @@ impl Throttle {
             .push(id);
     }
 
+    /// How long a chunk should take now.
+    pub fn chunk_target(&self) -> Duration {
+        chunk_target(self.foreground.load(Ordering::Relaxed))
+    }
+
     /// Streams allowed now (for progress reports).
     pub fn allowed(&self) -> usize {
         self.allowed.load(Ordering::Relaxed)
@@ -137,7 +155,6 @@ impl Throttle {
     /// runs, see [`Throttle::baseline`]), then every [`PROBE_EVERY`].
     pub async fn watch(self: Arc<Self>, mut probes: Vec<ShardConn>, baselines: Vec<u64>) {
         let mut smoothed: Vec<f64> = baselines.iter().map(|b| *b as f64).collect();
-        let mut healthy_since = Instant::now();
         let mut foreground_at: Option<Instant> = None;
         let mut rest = 0.0;
         while !self.stop.load(Ordering::Relaxed) {
@@ -165,26 +182,19 @@ impl Throttle {
             // With no application statement seen for two seconds, nobody waits for the
             // source: the copy may use all of it.
             let foreground = foreground_at.is_some_and(|t| t.elapsed() < Duration::from_secs(2));
+            self.foreground.store(foreground, Ordering::Relaxed);
             let slow = slow && foreground;
-            if slow {
-                if !self.slow.swap(true, Ordering::Relaxed) {
-                    self.slowdowns.fetch_add(1, Ordering::Relaxed);
-                }
-                healthy_since = Instant::now();
-            } else {
+            if slow && !self.slow.swap(true, Ordering::Relaxed) {
+                self.slowdowns.fetch_add(1, Ordering::Relaxed);
+            }
+            if !slow {
                 self.slow.store(false, Ordering::Relaxed);
             }
-            let now = self.allowed.load(Ordering::Relaxed);
-            rest = next_rest(rest, slow && now <= 1);
-            self.rest_milli
-                .store((rest * 1000.0) as u64, Ordering::Relaxed);
-            let next = next_allowed(now, self.max_streams, slow, healthy_since.elapsed());
-            if next != now {
+            rest = next_rest(rest, slow);
+            self.rest_milli.store((rest * 1000.0) as u64, Ordering::Relaxed);
+            let next = streams_for(self.max_streams, foreground);
+            if next != self.allowed.swap(next, Ordering::Relaxed) {
                 tracing::debug!(streams = next, slow, rest, "copy throttle");
-                self.allowed.store(next, Ordering::Relaxed);
-                if !slow {
-                    healthy_since = Instant::now();
-                }
             }
         }
     }
@@ -223,23 +233,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn streams_halve_when_slow_and_come_back_one_a_second() {
-        let s = Duration::from_secs;
-        let cases = [
-            (4, 4, true, s(0), 2),
-            (2, 4, true, s(5), 1),
-            (1, 4, true, s(5), 1),
-            (1, 4, false, s(0), 1),
-            (1, 4, false, s(1), 2),
-            (4, 4, false, s(9), 4),
-        ];
-        for (now, max, slow, healthy, want) in cases {
-            assert_eq!(
-                next_allowed(now, max, slow, healthy),
-                want,
-                "{now} {slow} {healthy:?}"
-            );
-        }
+    fn one_stream_with_short_chunks_while_the_application_runs() {
+        assert_eq!(streams_for(4, true), 1);
+        assert_eq!(streams_for(4, false), 4);
+        assert_eq!(streams_for(0, false), 1);
+        assert!(chunk_target(true) < chunk_target(false));
     }
 
     #[test]
