@@ -259,9 +259,19 @@ async fn sha2_login<S: Service>(
     scramble: &[u8; 20],
     secure: bool,
 ) -> Option<Result<AuthPath, bool>> {
-    let answer = &response.auth_response;
+    let mut answer = response.auth_response.clone();
     if answer.is_empty() {
-        return Some(Err(false));
+        // Clients whose default plugin differs from the greeting's send no scramble answer
+        // (libmariadb with --default-auth=caching_sha2_password): ask again, naming the
+        // plugin, as MySQL does. An account with this hash always has a password.
+        let at = io.begin_packet();
+        encode_auth_switch(io.buf(), CACHING_SHA2_PASSWORD, scramble);
+        io.finish_packet(at);
+        io.flush().await.ok()?;
+        answer = io.read_packet(MAX_AUTH_PACKET).await.ok()?.to_vec();
+        if answer.is_empty() {
+            return Some(Err(false));
+        }
     }
     let path = |p: &'static str| AuthPath {
         plugin: CACHING_SHA2_PASSWORD,
@@ -269,7 +279,7 @@ async fn sha2_login<S: Service>(
     };
     let cache = service.sha2_cache();
     if cache.is_some_and(|c| c.contains(&response.user, stored)) {
-        if !verify_scramble(stored, scramble, answer) {
+        if !verify_scramble(stored, scramble, &answer) {
             return Some(Err(true));
         }
         more_data(io, &[FAST_AUTH_SUCCESS]);
