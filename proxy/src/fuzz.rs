@@ -15,7 +15,7 @@ use crate::wire::packets::{status_and_warnings, ColumnDef, ErrPacket, OkPacket};
 use crate::wire::params::Execute;
 use crate::wire::sha2::{RsaKeys, Sha2Cache};
 use crate::wire::{
-    Account, ClientInfo, ClientStream, Handler, HandlerResult, PacketIo, Responder, Service,
+    Account, ClientInfo, Handler, HandlerResult, NetStream, PacketIo, Responder, Service,
 };
 use bytes::{Bytes, BytesMut};
 use shardgate_config::{PasswordHash, Sha2Hash};
@@ -244,7 +244,7 @@ pub fn relay(data: &[u8]) {
             }
         });
         let mut conn = BackendConn::from_stream(backend_end);
-        let mut io = PacketIo::new(ClientStream::Plain(client_end));
+        let mut io = PacketIo::new(NetStream::Plain(client_end));
         let caps = CLIENT_PROTOCOL_41
             | if flags & 1 != 0 {
                 CLIENT_DEPRECATE_EOF

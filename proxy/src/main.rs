@@ -134,7 +134,19 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .and_then(|l| l.local_addr().ok())
         .map(|a| a.to_string())
         .unwrap_or_default();
+    let backend_tls = if config.backend.tls_ca_file.is_empty() {
+        None
+    } else {
+        Some(
+            shardgate_proxy::security::backend_client_config(&config.backend.tls_ca_file)
+                .map_err(|e| anyhow::anyhow!("backend.tls_ca_file: {e}"))?,
+        )
+    };
     let ctx = Context::new(config, snapshot, Some(store.clone()));
+    if let Some(tls) = backend_tls {
+        tracing::info!("backend connections use TLS, verified against backend.tls_ca_file");
+        ctx.backends.set_tls(tls);
+    }
     ctx.metrics.topology_revision.set(ctx.snapshot().revision);
     probe_backend_version(&ctx).await;
 

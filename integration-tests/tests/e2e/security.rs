@@ -414,3 +414,91 @@ async fn secure_transport_require_tls_and_certificate_reload() {
         "{metrics}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_connections_use_tls_verified_against_the_ca() {
+    use shardgate_proxy::backend::conn::{BackendConn, BackendTls, ConnectOptions};
+    use shardgate_resharder::local::{mariadb, process};
+    let mut c = TestCluster::start_with(1, false).await;
+    let files = certs::ensure(c.dir()).unwrap();
+    // The commerce server again on the same port and data, now offering TLS with the
+    // cluster's certificate (made for 127.0.0.1).
+    let old = c.info.instance("commerce").unwrap().clone();
+    assert!(process::stop_ours(
+        old.pid,
+        old.started,
+        Duration::from_secs(30)
+    ));
+    let args = [
+        format!("--ssl-cert={}", files.cert.display()),
+        format!("--ssl-key={}", files.key.display()),
+    ];
+    let m = mariadb::start_with("commerce", &old.datadir, old.port, &args)
+        .await
+        .unwrap();
+    c.info.mariadb.retain(|x| x.name != "commerce");
+    c.info.mariadb.push(m.clone());
+    c.info.save().unwrap();
+
+    let ca = files.ca.display().to_string();
+    let config = shardgate_proxy::security::backend_client_config(&ca).unwrap();
+    let options = |addr: &str, tls: Option<BackendTls>| ConnectOptions {
+        addr: addr.to_string(),
+        user: "root".into(),
+        password: String::new(),
+        database: "commerce".into(),
+        charset: 45,
+        extra_capabilities: 0,
+        connect_timeout: Duration::from_secs(5),
+        tls,
+    };
+    // The connector itself: verified TLS works; a certificate from another CA and a
+    // server without TLS are refused.
+    let mut conn = BackendConn::connect(&options(&m.addr(), Some(BackendTls(config.clone()))))
+        .await
+        .unwrap();
+    let answer = integration_tests::raw_query(
+        &mut conn,
+        b"SELECT VARIABLE_VALUE FROM information_schema.SESSION_STATUS WHERE VARIABLE_NAME = 'Ssl_version'",
+    )
+    .await
+    .unwrap();
+    let version = answer[0].scalar().unwrap_or_default();
+    assert!(version.starts_with("TLSv1."), "{version:?}");
+    let (other_ca, _, _) = certs::generate(&["127.0.0.1"]).unwrap();
+    let other = c.dir().join("other-ca.pem");
+    std::fs::write(&other, other_ca).unwrap();
+    let wrong =
+        shardgate_proxy::security::backend_client_config(&other.display().to_string()).unwrap();
+    let e = BackendConn::connect(&options(&m.addr(), Some(BackendTls(wrong))))
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("TLS handshake failed"), "{e}");
+    let plain = c.info.instance(&c.info.shards[1].instance).unwrap().addr();
+    let e = BackendConn::connect(&options(&plain, Some(BackendTls(config))))
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("TLS"), "{e}");
+
+    // Through a proxy with backend.tls_ca_file: the backend connection reports TLS.
+    let p = c
+        .info
+        .start_proxy_with("tlsback", 0, 0, &[], |cfg| {
+            cfg.backend.tls_ca_file = ca.clone();
+        })
+        .await
+        .unwrap();
+    let (ok, out, err) = mariadb(
+        &p.mysql,
+        "root",
+        "",
+        &[],
+        "USE commerce; SELECT VARIABLE_VALUE FROM information_schema.SESSION_STATUS WHERE VARIABLE_NAME = 'Ssl_version'",
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("TLSv1."), "{out}");
+}

@@ -12,7 +12,7 @@ use super::packet::{PacketError, PacketIo};
 use super::packets::{ErrPacket, OkPacket};
 use super::responder::Responder;
 use super::sha2::{RsaKeys, Sha2Cache};
-use super::stream::{ClientStream, TlsInfo};
+use super::stream::{NetStream, TlsInfo};
 use bytes::{Bytes, BytesMut};
 use futures::FutureExt;
 use shardgate_config::{PasswordHash, Sha2Hash};
@@ -353,7 +353,7 @@ async fn wait_shutdown(mut rx: watch::Receiver<bool>) {
 /// Handles one command. `Ok(false)` ends the connection.
 async fn dispatch<H: Handler>(
     handler: &mut H,
-    io: &mut PacketIo<ClientStream>,
+    io: &mut PacketIo<NetStream>,
     caps: &mut Caps,
     packet: Bytes,
 ) -> Result<bool, PacketError> {

@@ -18,7 +18,7 @@ use super::sha2::{
     verify_password, verify_scramble, CACHING_SHA2_PASSWORD, FAST_AUTH_SUCCESS,
     PERFORM_FULL_AUTHENTICATION, REQUEST_PUBLIC_KEY,
 };
-use super::stream::ClientStream;
+use super::stream::NetStream;
 use bytes::BufMut;
 use std::net::SocketAddr;
 use tokio::io::AsyncReadExt;
@@ -46,7 +46,7 @@ pub(super) async fn handshake<S: Service>(
     tcp: TcpStream,
     connection_id: u32,
     peer: SocketAddr,
-) -> Option<(PacketIo<ClientStream>, S::Handler, u32)> {
+) -> Option<(PacketIo<NetStream>, S::Handler, u32)> {
     let scramble = new_scramble();
     let tls = service.tls();
     let offered = SERVER_CAPABILITIES | if tls.is_some() { CLIENT_SSL } else { 0 };
@@ -64,12 +64,14 @@ pub(super) async fn handshake<S: Service>(
     greeting.encode(first.buf());
     first.finish_packet(at);
     first.flush().await.ok()?;
-    let mut tcp = first.into_inner();
+    let Some(mut tcp) = first.into_inner() else {
+        return None;
+    };
     let payload = read_first_packet(&mut tcp).await.ok()?;
 
     let (mut io, payload, secure) = if HandshakeResponse::is_ssl_request(&payload) {
         let Some(acceptor) = tls else {
-            let mut io = PacketIo::new(ClientStream::Plain(tcp));
+            let mut io = PacketIo::new(NetStream::Plain(tcp));
             io.set_seq(2);
             refuse(
                 &mut io,
@@ -89,12 +91,14 @@ pub(super) async fn handshake<S: Service>(
                 return None;
             }
         };
-        let mut io = PacketIo::new(ClientStream::Tls(Box::new(stream)));
+        let mut io = PacketIo::new(NetStream::Tls(Box::new(tokio_rustls::TlsStream::Server(
+            stream,
+        ))));
         io.set_seq(2);
         let payload = io.read_packet(MAX_HANDSHAKE_PACKET).await.ok()?.to_vec();
         (io, payload, true)
     } else {
-        let mut io = PacketIo::new(ClientStream::Plain(tcp));
+        let mut io = PacketIo::new(NetStream::Plain(tcp));
         io.set_seq(2);
         (io, payload, false)
     };
@@ -187,7 +191,7 @@ pub(super) async fn handshake<S: Service>(
 }
 
 /// Sends `err` and shuts the connection down.
-async fn refuse(io: &mut PacketIo<ClientStream>, err: ErrPacket) {
+async fn refuse(io: &mut PacketIo<NetStream>, err: ErrPacket) {
     let mut out = Responder::new(io, CLIENT_PROTOCOL_41);
     out.error(&err);
     io.shutdown().await;
@@ -214,7 +218,7 @@ async fn read_first_packet(tcp: &mut TcpStream) -> std::io::Result<Vec<u8>> {
 #[allow(clippy::too_many_arguments)]
 async fn authenticate<S: Service>(
     service: &S,
-    io: &mut PacketIo<ClientStream>,
+    io: &mut PacketIo<NetStream>,
     response: &HandshakeResponse,
     capabilities: u32,
     account: Option<&Account>,
@@ -253,7 +257,7 @@ async fn authenticate<S: Service>(
 /// is cached, full authentication otherwise.
 async fn sha2_login<S: Service>(
     service: &S,
-    io: &mut PacketIo<ClientStream>,
+    io: &mut PacketIo<NetStream>,
     response: &HandshakeResponse,
     stored: &shardgate_config::Sha2Hash,
     scramble: &[u8; 20],
@@ -323,7 +327,7 @@ async fn sha2_login<S: Service>(
 }
 
 /// Buffers an AuthMoreData packet (0x01 then `data`).
-fn more_data(io: &mut PacketIo<ClientStream>, data: &[u8]) {
+fn more_data(io: &mut PacketIo<NetStream>, data: &[u8]) {
     let at = io.begin_packet();
     io.buf().put_u8(1);
     io.buf().extend_from_slice(data);

@@ -111,7 +111,7 @@ async fn upgrade(
     let (mut io, g) = connect(addr).await;
     assert_ne!(g.capabilities & CLIENT_SSL, 0, "SSL offered");
     send(&mut io, &ssl_request()).await;
-    let tcp = io.into_inner();
+    let tcp = io.into_inner().unwrap();
     let name = ServerName::try_from("localhost").unwrap();
     let tls = connector.connect(name, tcp).await.unwrap();
     let mut io = PacketIo::new(tls);
@@ -330,7 +330,7 @@ async fn malformed_connection_phase_input_is_refused_not_fatal() {
     let mut rng = rand::thread_rng();
     for i in 0..12 {
         let (io, _) = connect(if i % 2 == 0 { &tls_addr } else { &addr }).await;
-        let mut tcp = io.into_inner();
+        let mut tcp = io.into_inner().unwrap();
         let mut bytes = Vec::new();
         match i % 4 {
             0 => {

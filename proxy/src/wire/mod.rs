@@ -25,4 +25,4 @@ pub use conn::{serve, Account, ClientInfo, Handler, HandlerResult, Service};
 pub use packet::{PacketError, PacketIo};
 pub use packets::{ColumnDef, ErrPacket, OkPacket};
 pub use responder::Responder;
-pub use stream::{ClientStream, TlsInfo};
+pub use stream::{NetStream, TlsInfo};

@@ -79,11 +79,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketIo<S> {
         &self.stream
     }
 
-    /// The stream back, for a protocol upgrade. Anything buffered is dropped: callers use
-    /// this only when nothing was read and everything written was flushed.
-    pub fn into_inner(self) -> S {
-        debug_assert!(self.rbuf.is_empty() && self.wbuf.is_empty());
-        self.stream
+    /// The stream back, for a protocol upgrade (TLS). `None` when the peer already sent
+    /// more than was read (it did not wait for the upgrade: a protocol violation).
+    /// Callers flush first.
+    pub fn into_inner(self) -> Option<S> {
+        self.rbuf.is_empty().then_some(self.stream)
     }
 
     /// Bytes written but not flushed yet.

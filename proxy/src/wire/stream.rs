@@ -1,4 +1,5 @@
-//! [`ClientStream`]: a client connection that is plain TCP or TLS over TCP.
+//! [`NetStream`]: a connection (a client's, or a backend's) that is plain TCP or TLS over
+//! TCP.
 //!
 //! An enum rather than a boxed trait object: on a plain connection every read and write
 //! costs one predictable branch more than a bare `TcpStream`, with no allocation and no
@@ -10,12 +11,13 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-/// A client connection, before or after a TLS upgrade.
-pub enum ClientStream {
+/// A connection, before or after a TLS upgrade.
+pub enum NetStream {
     /// Plain TCP.
     Plain(TcpStream),
-    /// TLS (server side) over TCP, after the client's SSLRequest.
-    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    /// TLS over TCP, after an SSLRequest: the server side for clients, the client side
+    /// for backends.
+    Tls(Box<tokio_rustls::TlsStream<TcpStream>>),
 }
 
 /// What TLS negotiated on a connection, for `SHOW STATUS LIKE 'Ssl%'` and the logs.
@@ -27,20 +29,20 @@ pub struct TlsInfo {
     pub cipher: String,
 }
 
-impl ClientStream {
+impl NetStream {
     /// The TCP socket underneath.
     pub fn tcp(&self) -> &TcpStream {
         match self {
-            ClientStream::Plain(s) => s,
-            ClientStream::Tls(s) => s.get_ref().0,
+            NetStream::Plain(s) => s,
+            NetStream::Tls(s) => s.get_ref().0,
         }
     }
 
     /// The negotiated protocol and cipher, or `None` on a plain connection.
     pub fn tls_info(&self) -> Option<TlsInfo> {
         match self {
-            ClientStream::Plain(_) => None,
-            ClientStream::Tls(s) => {
+            NetStream::Plain(_) => None,
+            NetStream::Tls(s) => {
                 let conn = s.get_ref().1;
                 let version = match conn.protocol_version() {
                     Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2".to_string(),
@@ -59,7 +61,7 @@ impl ClientStream {
     }
 }
 
-impl AsyncRead for ClientStream {
+impl AsyncRead for NetStream {
     #[inline]
     fn poll_read(
         self: Pin<&mut Self>,
@@ -67,13 +69,13 @@ impl AsyncRead for ClientStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            ClientStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            NetStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            NetStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
 
-impl AsyncWrite for ClientStream {
+impl AsyncWrite for NetStream {
     #[inline]
     fn poll_write(
         self: Pin<&mut Self>,
@@ -81,8 +83,8 @@ impl AsyncWrite for ClientStream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
-            ClientStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            NetStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            NetStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -93,30 +95,30 @@ impl AsyncWrite for ClientStream {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
-            ClientStream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+            NetStream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            NetStream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
         }
     }
 
     fn is_write_vectored(&self) -> bool {
         match self {
-            ClientStream::Plain(s) => s.is_write_vectored(),
-            ClientStream::Tls(s) => s.is_write_vectored(),
+            NetStream::Plain(s) => s.is_write_vectored(),
+            NetStream::Tls(s) => s.is_write_vectored(),
         }
     }
 
     #[inline]
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            ClientStream::Plain(s) => Pin::new(s).poll_flush(cx),
-            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            NetStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            NetStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            ClientStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            NetStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            NetStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }
