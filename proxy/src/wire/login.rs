@@ -64,9 +64,7 @@ pub(super) async fn handshake<S: Service>(
     greeting.encode(first.buf());
     first.finish_packet(at);
     first.flush().await.ok()?;
-    let Some(mut tcp) = first.into_inner() else {
-        return None;
-    };
+    let mut tcp = first.into_inner()?;
     let payload = read_first_packet(&mut tcp).await.ok()?;
 
     let (mut io, payload, secure) = if HandshakeResponse::is_ssl_request(&payload) {
