@@ -168,6 +168,28 @@ async fn caching_sha2_full_auth_with_rsa_then_fast_path() {
     send(&mut io, &response("sha", CACHING_SHA2_PASSWORD, answer)).await;
     assert_eq!(errno(&io.read_packet(1 << 20).await.unwrap()), 1045);
 
+    // A client whose default plugin differs from the greeting's sends no answer first
+    // (libmariadb with --default-auth): it is asked again by an auth switch.
+    let (mut io, g) = connect(&addr).await;
+    send(&mut io, &response("sha", CACHING_SHA2_PASSWORD, vec![])).await;
+    let switch = io.read_packet(1 << 20).await.unwrap();
+    let (plugin, nonce) = super::handshake::decode_auth_switch(&switch).unwrap();
+    assert_eq!(
+        (plugin.as_str(), &nonce[..]),
+        (CACHING_SHA2_PASSWORD, &g.scramble[..])
+    );
+    send(&mut io, &client_scramble(b"s3cret", &nonce)).await;
+    assert_eq!(&io.read_packet(1 << 20).await.unwrap()[..], &[1, 3]);
+    assert_eq!(io.read_packet(1 << 20).await.unwrap()[0], 0, "OK");
+    // An empty answer to the switch too: access denied (using password: NO).
+    let (mut io, _) = connect(&addr).await;
+    send(&mut io, &response("sha", CACHING_SHA2_PASSWORD, vec![])).await;
+    assert_eq!(io.read_packet(1 << 20).await.unwrap()[0], 0xfe);
+    send(&mut io, &[]).await;
+    let p = io.read_packet(1 << 20).await.unwrap();
+    assert_eq!(errno(&p), 1045);
+    assert!(String::from_utf8_lossy(&p).contains("using password: NO"));
+
     // The same user with mysql_native_password.
     let (mut io, g) = connect(&addr).await;
     let answer = super::auth::native_answer(b"s3cret", &g.scramble);

@@ -50,11 +50,15 @@ impl NetStream {
                     Some(v) => format!("{v:?}"),
                     None => String::new(),
                 };
+                // IANA names (rustls prefixes TLS 1.3 suites with `TLS13_`).
                 let cipher = conn
                     .negotiated_cipher_suite()
                     .and_then(|c| c.suite().as_str())
-                    .unwrap_or("")
-                    .to_string();
+                    .map(|n| match n.strip_prefix("TLS13_") {
+                        Some(rest) => format!("TLS_{rest}"),
+                        None => n.to_string(),
+                    })
+                    .unwrap_or_default();
                 Some(TlsInfo { version, cipher })
             }
         }
