@@ -12,7 +12,7 @@
 
 mod password;
 
-pub use password::{hash_password, PasswordHash};
+pub use password::{hash_password, hash_password_sha2, PasswordHash, Sha2Hash};
 
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -53,6 +53,8 @@ pub struct Config {
     pub log: LogConfig,
     /// OpenTelemetry trace export (off unless `otlp_endpoint` is set).
     pub tracing: TracingConfig,
+    /// TLS for clients (offered only when a certificate is configured).
+    pub tls: TlsConfig,
     /// Users that may connect to the proxy.
     pub users: Vec<UserConfig>,
 }
@@ -123,6 +125,24 @@ pub struct BackendConfig {
     /// How long a statement waits (in arrival order) for a connection when every
     /// connection of the shard is busy; then it fails with 1040 naming the shard.
     pub pool_wait_ms: u64,
+    /// PEM CA bundle: when set, every backend connection is upgraded to TLS and the
+    /// server's certificate must chain to one of these CAs and name the backend's host.
+    pub tls_ca_file: String,
+}
+
+/// TLS for client connections (see docs/security.md).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain served to clients (leaf first). Empty: TLS is not offered.
+    pub cert_file: String,
+    /// PEM private key of the certificate (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: String,
+    /// Refuse logins over plain TCP (error 3159), like MySQL's `require_secure_transport`.
+    pub require_secure_transport: bool,
+    /// PEM RSA private key for `caching_sha2_password`'s public-key exchange on plain
+    /// connections. Empty: a 2048-bit key is generated at start (its fingerprint is logged).
+    pub rsa_key_file: String,
 }
 
 /// Defaults for client sessions.
@@ -205,6 +225,14 @@ pub struct UserConfig {
     /// The MySQL `*`-prefixed double-SHA1 hash (`shardctl hash-password`), or "" for no password.
     #[serde(default)]
     pub password_hash: String,
+    /// `sha256:` and the hex of SHA256(SHA256(password)) (`shardctl hash-password`): lets
+    /// the user log in with `caching_sha2_password`. Empty: such clients are switched to
+    /// `mysql_native_password`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub caching_sha2_hash: String,
+    /// Refuse this user on a plain (non-TLS) connection, like MySQL's `REQUIRE SSL`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_tls: bool,
     /// Client addresses allowed: IPs, `localhost` (loopback), or `%` (any).
     #[serde(default = "any_host")]
     pub hosts: Vec<String>,
@@ -258,6 +286,7 @@ impl Default for BackendConfig {
             health_check_idle_ms: 30_000,
             max_idle_ms: 600_000,
             pool_wait_ms: 5_000,
+            tls_ca_file: String::new(),
         }
     }
 }
@@ -464,12 +493,39 @@ impl Config {
         if self.tracing.export_interval_ms == 0 {
             return bad("tracing.export_interval_ms must be at least 1".into());
         }
+        if self.tls.cert_file.is_empty() != self.tls.key_file.is_empty() {
+            return bad("tls.cert_file and tls.key_file go together".into());
+        }
+        let tls_offered = !self.tls.cert_file.is_empty();
+        if self.tls.require_secure_transport && !tls_offered {
+            return bad(
+                "tls.require_secure_transport = true needs tls.cert_file and tls.key_file (nobody could log in)"
+                    .into(),
+            );
+        }
         for (i, user) in self.users.iter().enumerate() {
             if user.name.is_empty() {
                 return bad(format!("users[{i}].name is empty"));
             }
             if let Err(e) = PasswordHash::parse(&user.password_hash) {
                 return bad(format!("users[{i}] ({}): password_hash {e}", user.name));
+            }
+            if let Err(e) = Sha2Hash::parse(&user.caching_sha2_hash) {
+                return bad(format!("users[{i}] ({}): caching_sha2_hash {e}", user.name));
+            }
+            if !user.caching_sha2_hash.is_empty() && user.password_hash.is_empty() {
+                // An empty password_hash means "no password" for mysql_native_password:
+                // with a caching_sha2 hash set, that would open the account to anyone.
+                return bad(format!(
+                    "users[{i}] ({}): caching_sha2_hash is set but password_hash is empty; set both (shardctl hash-password prints both)",
+                    user.name
+                ));
+            }
+            if user.require_tls && !tls_offered {
+                return bad(format!(
+                    "users[{i}] ({}): require_tls needs tls.cert_file and tls.key_file",
+                    user.name
+                ));
             }
             if user.hosts.is_empty() {
                 return bad(format!("users[{i}] ({}): hosts is empty", user.name));

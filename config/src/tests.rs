@@ -90,10 +90,72 @@ fn rendered_config_loads_back() {
     c.users.push(UserConfig {
         name: "root".into(),
         password_hash: String::new(),
+        caching_sha2_hash: String::new(),
         hosts: vec!["localhost".into()],
+        require_tls: false,
+    });
+    c.tls.cert_file = "/etc/shardgate/cert.pem".into();
+    c.tls.key_file = "/etc/shardgate/key.pem".into();
+    c.users.push(UserConfig {
+        name: "app".into(),
+        password_hash: hash_password("pw"),
+        caching_sha2_hash: hash_password_sha2("pw"),
+        hosts: vec!["%".into()],
+        require_tls: true,
     });
     let again = Config::from_toml(&c.to_toml()).unwrap();
     assert_eq!(again, c);
+}
+
+#[test]
+fn tls_and_user_security_settings_are_checked() {
+    let user = |extra: &str| {
+        format!(
+            "[[users]]\nname = \"u\"\npassword_hash = {:?}\n{extra}\n",
+            hash_password("pw")
+        )
+    };
+    let tls = "[tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n";
+    let cases = [
+        ("[tls]\ncert_file = \"c.pem\"\n".to_string(), "tls.cert_file and tls.key_file"),
+        (
+            "[tls]\nrequire_secure_transport = true\n".to_string(),
+            "require_secure_transport",
+        ),
+        (user("require_tls = true"), "require_tls needs tls.cert_file"),
+        (user("caching_sha2_hash = \"*00\""), "caching_sha2_hash must start"),
+        (
+            "[[users]]\nname = \"u\"\ncaching_sha2_hash = \"sha256:0000000000000000000000000000000000000000000000000000000000000000\"\n"
+                .to_string(),
+            "password_hash is empty",
+        ),
+    ];
+    for (text, want) in cases {
+        let e = Config::from_toml(&text).unwrap_err().to_string();
+        assert!(e.contains(want), "{text}: {e}");
+    }
+    let ok = Config::from_toml(&format!(
+        "{tls}require_secure_transport = true\n{}",
+        user(&format!(
+            "require_tls = true\ncaching_sha2_hash = {:?}",
+            hash_password_sha2("pw")
+        ))
+    ))
+    .unwrap();
+    assert!(ok.tls.require_secure_transport && ok.users[0].require_tls);
+    // The environment reaches the new section.
+    let c = Config::load(
+        None,
+        vec![
+            ("SHARDGATE_TLS_CERT_FILE".into(), "c.pem".into()),
+            ("SHARDGATE_TLS_KEY_FILE".into(), "k.pem".into()),
+            ("SHARDGATE_BACKEND_TLS_CA_FILE".into(), "ca.pem".into()),
+        ],
+        &[],
+    )
+    .unwrap();
+    assert_eq!(c.tls.cert_file, "c.pem");
+    assert_eq!(c.backend.tls_ca_file, "ca.pem");
 }
 
 #[test]

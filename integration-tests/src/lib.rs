@@ -239,6 +239,7 @@ pub async fn raw_conn(
             charset: collation,
             extra_capabilities: 0,
             connect_timeout: std::time::Duration::from_secs(5),
+            tls: None,
         },
     )
     .await

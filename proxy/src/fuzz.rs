@@ -13,9 +13,12 @@ use crate::wire::consts::*;
 use crate::wire::handshake::{decode_auth_switch, Greeting, HandshakeResponse};
 use crate::wire::packets::{status_and_warnings, ColumnDef, ErrPacket, OkPacket};
 use crate::wire::params::Execute;
-use crate::wire::{Account, ClientInfo, Handler, HandlerResult, PacketIo, Responder, Service};
+use crate::wire::sha2::{RsaKeys, Sha2Cache};
+use crate::wire::{
+    Account, ClientInfo, Handler, HandlerResult, NetStream, PacketIo, Responder, Service,
+};
 use bytes::{Bytes, BytesMut};
-use shardgate_config::PasswordHash;
+use shardgate_config::{PasswordHash, Sha2Hash};
 use shardgate_topology::Snapshot;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
@@ -241,7 +244,7 @@ pub fn relay(data: &[u8]) {
             }
         });
         let mut conn = BackendConn::from_stream(backend_end);
-        let mut io = PacketIo::new(client_end);
+        let mut io = PacketIo::new(NetStream::Plain(client_end));
         let caps = CLIENT_PROTOCOL_41
             | if flags & 1 != 0 {
                 CLIENT_DEPRECATE_EOF
@@ -269,8 +272,10 @@ pub fn relay(data: &[u8]) {
     });
 }
 
-/// A do-nothing service for [`client`]: one account without a password, and a handler
-/// that answers every command.
+/// A do-nothing service for [`client`]: `root` without a password; `sha2` and `cached`
+/// (password `pw`, both hashes; `cached` takes the caching_sha2 fast path) and `tls`
+/// (requires TLS, which this service does not offer); a handler that answers every
+/// command.
 struct FuzzService;
 
 struct FuzzHandler;
@@ -290,10 +295,31 @@ impl Service for FuzzService {
         Some(Duration::from_secs(2))
     }
     fn account(&self, user: &str) -> Option<Account> {
-        (user == "root").then(|| Account {
-            password: PasswordHash::Empty,
+        let pw = || PasswordHash::parse(&shardgate_config::hash_password("pw")).ok();
+        let (password, sha2, require_tls) = match user {
+            "root" => (PasswordHash::Empty, None, false),
+            "sha2" | "cached" => (pw()?, Some(Sha2Hash::of_password(b"pw")), false),
+            "tls" => (pw()?, Some(Sha2Hash::of_password(b"pw")), true),
+            _ => return None,
+        };
+        Some(Account {
+            password,
+            sha2,
             hosts: vec!["%".into()],
+            require_tls,
         })
+    }
+    fn rsa_keys(&self) -> Option<&RsaKeys> {
+        static KEYS: std::sync::OnceLock<Option<RsaKeys>> = std::sync::OnceLock::new();
+        KEYS.get_or_init(|| RsaKeys::generate().ok()).as_ref()
+    }
+    fn sha2_cache(&self) -> Option<&Sha2Cache> {
+        static CACHE: std::sync::OnceLock<Sha2Cache> = std::sync::OnceLock::new();
+        Some(CACHE.get_or_init(|| {
+            let c = Sha2Cache::default();
+            c.insert("cached", &Sha2Hash::of_password(b"pw"));
+            c
+        }))
     }
     fn start(&self, _info: ClientInfo) -> Result<FuzzHandler, ErrPacket> {
         Ok(FuzzHandler)

@@ -20,6 +20,7 @@ pub mod planner;
 pub mod querylog;
 pub mod registry;
 pub mod schema;
+pub mod security;
 pub mod server;
 pub mod session;
 pub mod status;

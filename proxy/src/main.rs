@@ -4,6 +4,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use shardgate_config::Config;
 use shardgate_proxy::context::Context;
+use shardgate_proxy::security::Security;
 use shardgate_proxy::{http, server, topo};
 use shardgate_topology::docs::ProxyDoc;
 use shardgate_topology::Store;
@@ -92,6 +93,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         anyhow::bail!("invalid configuration: no [[users]] configured; nobody could log in");
     }
     init_logging(&config);
+    // Certificate, key and RSA key first: a bad file stops the start with its name.
+    let security = {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || Security::load(&config))
+            .await?
+            .map_err(|e| anyhow::anyhow!("TLS configuration: {e}"))?
+    };
+    let security = Arc::new(security);
     let store = Store::connect(&config.topology)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -125,7 +134,19 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .and_then(|l| l.local_addr().ok())
         .map(|a| a.to_string())
         .unwrap_or_default();
+    let backend_tls = if config.backend.tls_ca_file.is_empty() {
+        None
+    } else {
+        Some(
+            shardgate_proxy::security::backend_client_config(&config.backend.tls_ca_file)
+                .map_err(|e| anyhow::anyhow!("backend.tls_ca_file: {e}"))?,
+        )
+    };
     let ctx = Context::new(config, snapshot, Some(store.clone()));
+    if let Some(tls) = backend_tls {
+        tracing::info!("backend connections use TLS, verified against backend.tls_ca_file");
+        ctx.backends.set_tls(tls);
+    }
     ctx.metrics.topology_revision.set(ctx.snapshot().revision);
     probe_backend_version(&ctx).await;
 
@@ -177,7 +198,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     });
     tracing::info!(id = %id, mysql = %mysql_addr, http = %http_addr, "shardgate is serving");
     let otel = ctx.otel.as_ref().map(|o| o.provider());
-    server::run(listener, ctx, shutdown_signal()).await;
+    tokio::spawn(reload_on_sighup(ctx.clone(), security.clone()));
+    server::run(listener, ctx, security, shutdown_signal()).await;
     follower.deregister().await;
     if let Some(provider) = otel {
         shardgate_proxy::otel::shutdown(provider, std::time::Duration::from_secs(5)).await;
@@ -197,6 +219,36 @@ fn raise_fd_limit() {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < r.rlim_max {
             r.rlim_cur = r.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        }
+    }
+}
+
+/// Reloads the client TLS certificate on each SIGHUP (a bad file keeps the old one).
+async fn reload_on_sighup(ctx: Arc<Context>, security: Arc<Security>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot handle SIGHUP: the TLS certificate will not be reloaded");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        tracing::info!("SIGHUP received: reloading the TLS certificate");
+        let s = security.clone();
+        let result = tokio::task::spawn_blocking(move || s.reload())
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+        match result {
+            Ok(()) => ctx
+                .metrics
+                .tls_reloads_total
+                .with_label_values(&["ok"])
+                .inc(),
+            Err(e) => {
+                ctx.metrics
+                    .tls_reloads_total
+                    .with_label_values(&["error"])
+                    .inc();
+                tracing::error!(error = %e, "TLS certificate reload failed; still serving the previous certificate");
+            }
         }
     }
 }

@@ -48,6 +48,15 @@ pub struct Metrics {
     pub idle_transactions_killed_total: IntCounter,
     /// Transactions rolled back to break a lock-wait cycle across shards.
     pub deadlocks_broken_total: IntCounter,
+    /// Successful client logins by auth plugin and path (scramble, fast, full_tls,
+    /// full_rsa).
+    pub auth_total: IntCounterVec,
+    /// Client logins refused with access denied.
+    pub auth_failures_total: IntCounter,
+    /// Client connections that negotiated TLS.
+    pub tls_connections_total: IntCounter,
+    /// Certificate reloads (SIGHUP) by result (ok, error).
+    pub tls_reloads_total: IntCounterVec,
 }
 
 impl Metrics {
@@ -101,6 +110,24 @@ impl Metrics {
                 "Client connections refused (limit or shutdown).",
             ),
             connections_current: gauge("connections_current", "Client connections open now."),
+            auth_total: vec(
+                "auth_total",
+                "Successful client logins, by auth plugin and path (scramble: mysql_native_password; fast: caching_sha2_password from the cache; full_tls / full_rsa: caching_sha2_password full authentication over TLS / with the RSA key).",
+                &["plugin", "path"],
+            ),
+            auth_failures_total: counter(
+                "auth_failures_total",
+                "Client logins refused with access denied (1045).",
+            ),
+            tls_connections_total: counter(
+                "tls_connections_total",
+                "Client connections that logged in over TLS.",
+            ),
+            tls_reloads_total: vec(
+                "tls_reloads_total",
+                "TLS certificate reloads on SIGHUP, by result (ok, error).",
+                &["result"],
+            ),
             query_errors_total: vec(
                 "query_errors_total",
                 "Statements that returned an error, by errno and origin (client: the statement or a value was wrong; proxy: refused or failed in the proxy; backend: a MySQL server's error).",

@@ -2,9 +2,11 @@
 //! gracefully (stop accepting, let running statements finish within the deadline, close).
 
 use crate::context::Context;
+use crate::security::Security;
 use crate::session::Session;
+use crate::wire::sha2::{RsaKeys, Sha2Cache};
 use crate::wire::{self, Account, ClientInfo, ErrPacket, PacketIo, Service};
-use shardgate_config::PasswordHash;
+use shardgate_config::{PasswordHash, Sha2Hash};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +17,8 @@ use tokio::task::JoinSet;
 /// The wire-layer service backed by a proxy [`Context`].
 pub struct ProxyService {
     pub ctx: Arc<Context>,
+    /// TLS and `caching_sha2_password` state.
+    pub security: Arc<Security>,
 }
 
 impl Service for ProxyService {
@@ -48,9 +52,46 @@ impl Service for ProxyService {
             .iter()
             .find(|u| u.name == user)
             .map(|u| Account {
-                password: PasswordHash::parse(&u.password_hash).unwrap_or(PasswordHash::Empty),
+                // Validated at load: a hash that does not parse cannot be here. Should one
+                // ever, it must lock the account, not open it.
+                password: PasswordHash::parse(&u.password_hash)
+                    .unwrap_or(PasswordHash::DoubleSha1([0; 20])),
+                sha2: Sha2Hash::parse(&u.caching_sha2_hash).ok().flatten(),
                 hosts: u.hosts.clone(),
+                require_tls: u.require_tls,
             })
+    }
+
+    fn tls(&self) -> Option<tokio_rustls::TlsAcceptor> {
+        self.security.acceptor()
+    }
+
+    fn require_secure_transport(&self) -> bool {
+        self.security.require_secure_transport
+    }
+
+    fn rsa_keys(&self) -> Option<&RsaKeys> {
+        self.security.rsa.as_ref()
+    }
+
+    fn sha2_cache(&self) -> Option<&Sha2Cache> {
+        Some(&self.security.sha2_cache)
+    }
+
+    fn count_auth(&self, plugin: &'static str, path: &'static str) {
+        self.ctx
+            .metrics
+            .auth_total
+            .with_label_values(&[plugin, path])
+            .inc();
+    }
+
+    fn count_tls(&self) {
+        self.ctx.metrics.tls_connections_total.inc();
+    }
+
+    fn count_auth_failure(&self) {
+        self.ctx.metrics.auth_failures_total.inc();
     }
 
     fn start(&self, info: ClientInfo) -> Result<Session, ErrPacket> {
@@ -83,8 +124,16 @@ impl Drop for LiveConnection {
 }
 
 /// Serves clients on `listener` until `shutdown` completes, then drains.
-pub async fn run(listener: TcpListener, ctx: Arc<Context>, shutdown: impl Future<Output = ()>) {
-    let service = Arc::new(ProxyService { ctx: ctx.clone() });
+pub async fn run(
+    listener: TcpListener,
+    ctx: Arc<Context>,
+    security: Arc<Security>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let service = Arc::new(ProxyService {
+        ctx: ctx.clone(),
+        security,
+    });
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
     let max = ctx.config.proxy.max_connections as usize;

@@ -197,6 +197,7 @@ async fn raw_login(addr: &str) -> shardgate_proxy::backend::conn::BackendConn {
             charset: 45,
             extra_capabilities: 0,
             connect_timeout: Duration::from_secs(5),
+            tls: None,
         },
     )
     .await

@@ -89,7 +89,14 @@ async fn shardctl_asks_previews_and_says_what_kind_of_failure() {
     // hash-password reads stdin, never argv.
     let (code, out) = c.shardctl_input(&["hash-password"], "s3cret\n");
     assert_eq!(code, 0, "{out}");
-    assert_eq!(out.trim(), shardgate_config::hash_password("s3cret"));
+    assert_eq!(
+        out.trim(),
+        format!(
+            "password_hash = \"{}\"\ncaching_sha2_hash = \"{}\"",
+            shardgate_config::hash_password("s3cret"),
+            shardgate_config::hash_password_sha2("s3cret")
+        )
+    );
 
     let store = c.info.store().await.unwrap();
     let before = store.get("keyspaces/customer").await.unwrap().unwrap();

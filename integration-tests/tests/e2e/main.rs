@@ -15,6 +15,7 @@ mod pressure;
 mod races;
 mod resharding;
 mod routing;
+mod security;
 mod sessions;
 mod topology;
 mod tpcc;

@@ -11,10 +11,36 @@ use crate::wire::codec::{Malformed, Reader};
 use crate::wire::consts::*;
 use crate::wire::handshake::{decode_auth_switch, Greeting, HandshakeResponse};
 use crate::wire::packets::{ColumnDef, ErrPacket, OkPacket};
-use crate::wire::{PacketError, PacketIo};
-use bytes::{Bytes, BytesMut};
+use crate::wire::{NetStream, PacketError, PacketIo};
+use bytes::{BufMut, Bytes, BytesMut};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
+
+/// TLS to backends: the rustls client configuration built from `backend.tls_ca_file`
+/// (compared by identity, so options stay usable as a map key).
+#[derive(Clone)]
+pub struct BackendTls(pub Arc<rustls::ClientConfig>);
+
+impl PartialEq for BackendTls {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for BackendTls {}
+
+impl std::hash::Hash for BackendTls {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (Arc::as_ptr(&self.0) as usize).hash(state);
+    }
+}
+
+impl std::fmt::Debug for BackendTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BackendTls")
+    }
+}
 
 /// Capabilities every backend connection uses.
 pub const BACKEND_CAPABILITIES: u32 = CLIENT_LONG_PASSWORD
@@ -73,11 +99,13 @@ pub struct ConnectOptions {
     /// Client capabilities to mirror (a subset of [`MIRRORED_CAPABILITIES`]).
     pub extra_capabilities: u32,
     pub connect_timeout: Duration,
+    /// Upgrade to TLS and verify the server's certificate (None: plain TCP).
+    pub tls: Option<BackendTls>,
 }
 
 /// A live backend connection.
 pub struct BackendConn {
-    io: PacketIo<TcpStream>,
+    io: PacketIo<NetStream>,
     /// The server's connection (thread) id, for KILL.
     pub thread_id: u32,
     pub server_version: String,
@@ -108,14 +136,14 @@ impl BackendConn {
             .map_err(|_| fail("connect timed out".into()))?
             .map_err(|e| fail(e.to_string()))?;
         stream.set_nodelay(true).ok();
-        let io = PacketIo::new(stream);
+        let io = PacketIo::new(NetStream::Plain(stream));
         tokio::time::timeout(opts.connect_timeout, Self::login(io, opts))
             .await
             .map_err(|_| fail("login timed out".into()))?
     }
 
     async fn login(
-        mut io: PacketIo<TcpStream>,
+        mut io: PacketIo<NetStream>,
         opts: &ConnectOptions,
     ) -> Result<BackendConn, BackendError> {
         let first = io.read_packet(1 << 20).await?;
@@ -134,7 +162,11 @@ impl BackendConn {
             } else {
                 CLIENT_CONNECT_WITH_DB
             };
-        let caps = caps & (greeting.capabilities | CLIENT_CONNECT_WITH_DB);
+        let mut caps = caps & (greeting.capabilities | CLIENT_CONNECT_WITH_DB);
+        if let Some(tls) = &opts.tls {
+            caps |= CLIENT_SSL;
+            io = Self::upgrade(io, opts, tls, &greeting, caps).await?;
+        }
         let mut plugin = greeting.auth_plugin.clone();
         if plugin.is_empty() {
             plugin = NATIVE_PASSWORD.into();
@@ -201,13 +233,64 @@ impl BackendConn {
         })
     }
 
+    /// Sends an SSLRequest and runs the TLS handshake, verifying the server's certificate
+    /// against the configured CAs and the address's host name or IP.
+    async fn upgrade(
+        mut io: PacketIo<NetStream>,
+        opts: &ConnectOptions,
+        tls: &BackendTls,
+        greeting: &Greeting,
+        caps: u32,
+    ) -> Result<PacketIo<NetStream>, BackendError> {
+        let fail = |reason: String| BackendError::Connect {
+            addr: opts.addr.clone(),
+            reason,
+        };
+        if greeting.capabilities & CLIENT_SSL == 0 {
+            return Err(fail(
+                "backend.tls_ca_file is set but the server does not offer TLS".into(),
+            ));
+        }
+        let host = opts
+            .addr
+            .rsplit_once(':')
+            .map(|(h, _)| h)
+            .unwrap_or(&opts.addr)
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let name = rustls::pki_types::ServerName::try_from(host.to_string())
+            .map_err(|e| fail(format!("{host:?} is not a TLS server name: {e}")))?;
+        let at = io.begin_packet();
+        let b = io.buf();
+        b.put_u32_le(caps);
+        b.put_u32_le(1 << 30);
+        b.put_u8(opts.charset);
+        b.put_slice(&[0u8; 23]);
+        io.finish_packet(at);
+        io.flush().await?;
+        let seq = io.seq();
+        let Some(NetStream::Plain(tcp)) = io.into_inner() else {
+            return Err(BackendError::Protocol);
+        };
+        let connector = tokio_rustls::TlsConnector::from(tls.0.clone());
+        let stream = connector
+            .connect(name, tcp)
+            .await
+            .map_err(|e| fail(format!("TLS handshake failed: {e}")))?;
+        let mut io = PacketIo::new(NetStream::Tls(Box::new(tokio_rustls::TlsStream::Client(
+            stream,
+        ))));
+        io.set_seq(seq);
+        Ok(io)
+    }
+
     /// A connection over `stream` that is already past its handshake, waiting for the
     /// response to a command just sent. For fuzzing and tests of the relay, which read
     /// whatever the peer writes as a backend's answer.
     #[doc(hidden)]
     pub fn from_stream(stream: TcpStream) -> BackendConn {
         BackendConn {
-            io: PacketIo::new(stream),
+            io: PacketIo::new(NetStream::Plain(stream)),
             thread_id: 0,
             server_version: String::new(),
             status: 0,
@@ -228,7 +311,7 @@ impl BackendConn {
             return true;
         }
         let mut probe = [0u8; 1];
-        match self.io.get_ref().try_read(&mut probe) {
+        match self.io.get_ref().tcp().try_read(&mut probe) {
             Ok(_) => true,
             Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
         }

@@ -32,6 +32,8 @@ pub struct Backends {
     /// Connection budgets, by (address, database).
     limits: Mutex<HashMap<(String, String), Arc<pool::ShardLimit>>>,
     version: Mutex<Option<String>>,
+    /// TLS to backends (`backend.tls_ca_file`), set once at start before any pool exists.
+    tls: std::sync::OnceLock<conn::BackendTls>,
 }
 
 impl Backends {
@@ -41,7 +43,13 @@ impl Backends {
             pools: Mutex::new(HashMap::new()),
             limits: Mutex::new(HashMap::new()),
             version: Mutex::new(None),
+            tls: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Makes every backend connection opened from now on use TLS with `config`.
+    pub fn set_tls(&self, config: Arc<rustls::ClientConfig>) {
+        let _ = self.tls.set(conn::BackendTls(config));
     }
 
     /// The pool for `shard` with the client's character set and mirrored capabilities.
@@ -82,6 +90,7 @@ impl Backends {
             charset,
             extra_capabilities: key.capabilities,
             connect_timeout: Duration::from_millis(self.config.connect_timeout_ms),
+            tls: self.tls.get().cloned(),
         };
         let limit = self
             .limits

@@ -93,6 +93,11 @@ pub fn plan(sql: &str, ctx: &PlanContext) -> Result<Plan, ProxyError> {
                 Ok(Plan::Session(SessionOp::ShowWarnings))
             }
             "PROCESSLIST" => Ok(Plan::Session(SessionOp::ShowProcesslist { full: false })),
+            "STATUS" | "SESSION" | "GLOBAL" | "LOCAL" if ssl_status_pattern(sql).is_some() => {
+                Ok(Plan::Session(SessionOp::ShowSslStatus {
+                    pattern: ssl_status_pattern(sql).unwrap_or_default(),
+                }))
+            }
             "QUERY" if w(2) == "STATS" => Ok(Plan::Session(SessionOp::ShowQueryStats)),
             "LAST" if w(2) == "QUERY" && w(3) == "TRACE" => {
                 Ok(Plan::Session(SessionOp::ShowLastTrace))
@@ -154,6 +159,44 @@ pub fn plan(sql: &str, ctx: &PlanContext) -> Result<Plan, ProxyError> {
         }
         _ => plan_statement(sql, ctx),
     }
+}
+
+/// The pattern of `SHOW [SESSION | GLOBAL | LOCAL] STATUS LIKE 'ssl...'`, when `sql` is
+/// that statement with a pattern starting with `ssl` (any case).
+fn ssl_status_pattern(sql: &str) -> Option<String> {
+    let words = leading_words(sql, 5);
+    let at = match words.get(1).map(String::as_str) {
+        Some("STATUS") => 2,
+        Some("SESSION" | "GLOBAL" | "LOCAL")
+            if words.get(2).map(String::as_str) == Some("STATUS") =>
+        {
+            3
+        }
+        _ => return None,
+    };
+    if words.get(at).map(String::as_str) != Some("LIKE") {
+        return None;
+    }
+    let code = sqltext::strip_comments(sql);
+    let upper = code.to_ascii_uppercase();
+    let rest = code.get(upper.find(" LIKE")? + 5..)?.trim();
+    let quote = rest.chars().next().filter(|c| *c == '\'' || *c == '"')?;
+    let body = rest.get(1..)?;
+    let end = body.find(quote)?;
+    let pattern = body.get(..end)?;
+    if !body
+        .get(end + 1..)?
+        .trim()
+        .trim_end_matches(';')
+        .trim()
+        .is_empty()
+    {
+        return None;
+    }
+    pattern
+        .get(..3)
+        .filter(|p| p.eq_ignore_ascii_case("ssl"))
+        .map(|_| pattern.to_string())
 }
 
 /// SAVEPOINT name, ROLLBACK [WORK] TO [SAVEPOINT] name, RELEASE SAVEPOINT name.

@@ -156,6 +156,12 @@ pub enum SessionOp {
         id: u64,
         query_only: bool,
     },
+    /// `SHOW [SESSION | GLOBAL] STATUS LIKE 'Ssl%'`: the client connection's TLS, which only
+    /// the proxy knows (a backend would describe its own connection to the proxy).
+    ShowSslStatus {
+        /// The LIKE pattern (starts with `ssl`, any case).
+        pattern: String,
+    },
     /// `SHOW [FULL] PROCESSLIST`: the proxy's sessions.
     ShowProcesslist {
         full: bool,

@@ -39,6 +39,27 @@ impl Session {
                 self.rows(out, &[ColumnDef::text("Database")], &rows, more);
                 Ok(())
             }
+            SessionOp::ShowSslStatus { pattern } => {
+                let tls = self.info.tls.as_ref();
+                let all = [
+                    (
+                        "Ssl_cipher",
+                        tls.map(|t| t.cipher.clone()).unwrap_or_default(),
+                    ),
+                    (
+                        "Ssl_version",
+                        tls.map(|t| t.version.clone()).unwrap_or_default(),
+                    ),
+                ];
+                let rows: Vec<Vec<Option<String>>> = all
+                    .into_iter()
+                    .filter(|(name, _)| like_match(pattern, name))
+                    .map(|(name, value)| vec![Some(name.to_string()), Some(value)])
+                    .collect();
+                let cols = [ColumnDef::text("Variable_name"), ColumnDef::text("Value")];
+                self.rows(out, &cols, &rows, more);
+                Ok(())
+            }
             SessionOp::ShowShards => {
                 let snapshot = self.ctx.snapshot();
                 let mut rows = Vec::new();
@@ -473,4 +494,61 @@ fn unknown_prepared(name: &str, command: &str) -> ProxyError {
 /// The plan as indented JSON lines.
 pub fn explain_text(plan: &Plan) -> String {
     serde_json::to_string_pretty(plan).unwrap_or_else(|e| format!("(cannot render plan: {e})"))
+}
+
+/// SQL LIKE, case-insensitive (ASCII): `%` any run, `_` one character, `\\` escapes.
+fn like_match(pattern: &str, text: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let t: Vec<char> = text.chars().collect();
+    // Positions in the text reachable after each pattern element.
+    let mut reach = vec![false; t.len() + 1];
+    reach[0] = true;
+    let mut i = 0;
+    while i < p.len() {
+        let mut next = vec![false; t.len() + 1];
+        match p[i] {
+            '%' => {
+                let mut on = false;
+                for j in 0..=t.len() {
+                    on |= reach[j];
+                    next[j] = on;
+                }
+            }
+            c => {
+                let (c, any) = match c {
+                    '\\' if i + 1 < p.len() => {
+                        i += 1;
+                        (p[i], false)
+                    }
+                    '_' => (c, true),
+                    c => (c, false),
+                };
+                for j in 0..t.len() {
+                    if reach[j] && (any || t[j].eq_ignore_ascii_case(&c)) {
+                        next[j + 1] = true;
+                    }
+                }
+            }
+        }
+        reach = next;
+        i += 1;
+    }
+    reach[t.len()]
+}
+
+#[cfg(test)]
+mod like_tests {
+    use super::like_match;
+
+    #[test]
+    fn like_patterns() {
+        assert!(like_match("Ssl%", "Ssl_version"));
+        assert!(like_match("ssl_version", "Ssl_version"));
+        assert!(like_match("%cipher", "Ssl_cipher"));
+        assert!(!like_match("Ssl\\_v%", "SslXversion"));
+        assert!(like_match("Ssl\\_v%", "Ssl_version"));
+        assert!(!like_match("ssl", "Ssl_version"));
+        assert!(like_match("%", ""));
+        assert!(like_match("\\", "\\"));
+    }
 }

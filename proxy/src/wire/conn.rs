@@ -5,16 +5,17 @@
 //! connection; a command the proxy does not implement gets error 1047 and the connection
 //! stays usable.
 
-use super::auth::{new_scramble, verify_native, NATIVE_PASSWORD};
 use super::codec::Reader;
 use super::consts::*;
-use super::handshake::{encode_auth_switch, Greeting, HandshakeResponse};
+use super::login::handshake;
 use super::packet::{PacketError, PacketIo};
 use super::packets::{ErrPacket, OkPacket};
 use super::responder::Responder;
+use super::sha2::{RsaKeys, Sha2Cache};
+use super::stream::{NetStream, TlsInfo};
 use bytes::{Bytes, BytesMut};
 use futures::FutureExt;
-use shardgate_config::PasswordHash;
+use shardgate_config::{PasswordHash, Sha2Hash};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
@@ -32,13 +33,20 @@ pub struct ClientInfo {
     pub charset: u8,
     pub peer: SocketAddr,
     pub attributes: Vec<(String, String)>,
+    /// What TLS negotiated, or `None` on a plain connection.
+    pub tls: Option<TlsInfo>,
 }
 
 /// A stored account, as the service looks it up for authentication.
 #[derive(Debug, Clone)]
 pub struct Account {
+    /// The `mysql_native_password` hash.
     pub password: PasswordHash,
+    /// The `caching_sha2_password` hash (None: such clients are switched to native).
+    pub sha2: Option<Sha2Hash>,
     pub hosts: Vec<String>,
+    /// Refuse this account on plain connections.
+    pub require_tls: bool,
 }
 
 impl Account {
@@ -71,6 +79,29 @@ pub trait Service: Send + Sync + 'static {
     fn count_panic(&self) {}
     /// Looks up an account by user name.
     fn account(&self, user: &str) -> Option<Account>;
+    /// The TLS acceptor for a new connection (None: CLIENT_SSL is not offered).
+    fn tls(&self) -> Option<tokio_rustls::TlsAcceptor> {
+        None
+    }
+    /// Refuse logins on plain connections with error 3159.
+    fn require_secure_transport(&self) -> bool {
+        false
+    }
+    /// The RSA key pair for `caching_sha2_password` on plain connections.
+    fn rsa_keys(&self) -> Option<&RsaKeys> {
+        None
+    }
+    /// Users that completed a `caching_sha2_password` full authentication (None: the fast
+    /// path is never taken).
+    fn sha2_cache(&self) -> Option<&Sha2Cache> {
+        None
+    }
+    /// Counts a successful login by plugin and path (see [`super::login::AuthPath`]).
+    fn count_auth(&self, _plugin: &'static str, _path: &'static str) {}
+    /// Counts a refused login (access denied).
+    fn count_auth_failure(&self) {}
+    /// Counts a login over TLS.
+    fn count_tls(&self) {}
     /// Creates the session after authentication; an error (unknown database, ...) is sent
     /// to the client and the connection closed.
     fn start(&self, info: ClientInfo) -> Result<Self::Handler, ErrPacket>;
@@ -180,23 +211,19 @@ pub async fn serve<S: Service>(
         Err(_) => return,
     };
     let _ = stream.set_nodelay(true);
-    let mut io = PacketIo::new(stream);
     let handshake = tokio::time::timeout(
         service.handshake_timeout(),
-        AssertUnwindSafe(handshake(service, &mut io, connection_id, peer)).catch_unwind(),
+        AssertUnwindSafe(handshake(service, stream, connection_id, peer)).catch_unwind(),
     )
     .await;
-    let (mut handler, mut capabilities) = match handshake {
-        Ok(Ok(Some((h, caps)))) => (h, Caps(caps)),
+    let (mut io, mut handler, mut capabilities) = match handshake {
+        Ok(Ok(Some((io, h, caps)))) => (io, h, Caps(caps)),
         Ok(Err(_)) => {
             tracing::error!(%peer, "the handshake panicked; closing the connection");
             service.count_panic();
             return;
         }
-        Ok(Ok(None)) => {
-            io.shutdown().await;
-            return;
-        }
+        Ok(Ok(None)) => return,
         Err(_) => {
             tracing::debug!(%peer, "handshake timed out");
             return;
@@ -323,119 +350,10 @@ async fn wait_shutdown(mut rx: watch::Receiver<bool>) {
     }
 }
 
-/// Runs the connection phase; `None` when the client was refused (already told why).
-async fn handshake<S: Service>(
-    service: &S,
-    io: &mut PacketIo<TcpStream>,
-    connection_id: u32,
-    peer: SocketAddr,
-) -> Option<(S::Handler, u32)> {
-    let scramble = new_scramble();
-    let greeting = Greeting {
-        server_version: service.server_version(),
-        connection_id,
-        scramble: scramble.to_vec(),
-        capabilities: SERVER_CAPABILITIES,
-        charset: CHARSET_UTF8MB4_GENERAL_CI as u8,
-        status: SERVER_STATUS_AUTOCOMMIT,
-        auth_plugin: NATIVE_PASSWORD.to_string(),
-    };
-    io.set_seq(0);
-    let at = io.begin_packet();
-    greeting.encode(io.buf());
-    io.finish_packet(at);
-    io.flush().await.ok()?;
-
-    let refuse = |io: &mut PacketIo<TcpStream>, err: ErrPacket| {
-        let mut out = Responder::new(io, CLIENT_PROTOCOL_41);
-        out.error(&err);
-    };
-    let payload = io.read_packet(1 << 20).await.ok()?;
-    if HandshakeResponse::is_ssl_request(&payload) {
-        refuse(
-            io,
-            ErrPacket::new(
-                1043,
-                "08S01",
-                "Bad handshake: shardgate does not offer SSL to clients",
-            ),
-        );
-        io.flush().await.ok();
-        return None;
-    }
-    let response = match HandshakeResponse::decode(&payload) {
-        Ok(r) => r,
-        Err(_) => {
-            refuse(io, ErrPacket::new(1043, "08S01", "Bad handshake"));
-            io.flush().await.ok();
-            return None;
-        }
-    };
-    let capabilities = response.capabilities & SERVER_CAPABILITIES;
-    let mut answer = response.auth_response.clone();
-    let plugin = response.auth_plugin.as_deref().unwrap_or(NATIVE_PASSWORD);
-    if plugin != NATIVE_PASSWORD && capabilities & CLIENT_PLUGIN_AUTH != 0 {
-        // MySQL 8 clients start with caching_sha2_password: ask for native instead.
-        let at = io.begin_packet();
-        encode_auth_switch(io.buf(), NATIVE_PASSWORD, &scramble);
-        io.finish_packet(at);
-        io.flush().await.ok()?;
-        answer = io.read_packet(1 << 16).await.ok()?.to_vec();
-    }
-    let denied = |using_password: bool| {
-        ErrPacket::new(
-            1045,
-            "28000",
-            format!(
-                "Access denied for user '{}'@'{}' (using password: {})",
-                response.user,
-                peer.ip(),
-                if using_password { "YES" } else { "NO" }
-            ),
-        )
-    };
-    let ok = match service.account(&response.user) {
-        Some(account) => {
-            account.allows(peer.ip()) && verify_native(&account.password, &scramble, &answer)
-        }
-        None => false,
-    };
-    if !ok {
-        tracing::info!(%peer, user = %response.user, "access denied");
-        refuse(io, denied(!answer.is_empty()));
-        io.flush().await.ok();
-        return None;
-    }
-    let info = ClientInfo {
-        connection_id,
-        user: response.user.clone(),
-        database: response.database.clone(),
-        capabilities,
-        charset: response.charset,
-        peer,
-        attributes: response.attributes.clone(),
-    };
-    let handler = match service.start(info) {
-        Ok(h) => h,
-        Err(e) => {
-            refuse(io, e);
-            io.flush().await.ok();
-            return None;
-        }
-    };
-    let mut out = Responder::new(io, capabilities);
-    out.ok(&OkPacket {
-        status: handler.status(),
-        ..OkPacket::default()
-    });
-    io.flush().await.ok()?;
-    Some((handler, capabilities))
-}
-
 /// Handles one command. `Ok(false)` ends the connection.
 async fn dispatch<H: Handler>(
     handler: &mut H,
-    io: &mut PacketIo<TcpStream>,
+    io: &mut PacketIo<NetStream>,
     caps: &mut Caps,
     packet: Bytes,
 ) -> Result<bool, PacketError> {

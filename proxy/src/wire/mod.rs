@@ -8,11 +8,16 @@ pub mod codec;
 pub mod conn;
 pub mod consts;
 pub mod handshake;
+pub mod login;
+#[cfg(test)]
+mod login_tests;
 pub mod packet;
 pub mod packets;
 pub mod params;
 pub mod responder;
 pub mod rows;
+pub mod sha2;
+pub mod stream;
 #[cfg(test)]
 mod tests;
 
@@ -20,3 +25,4 @@ pub use conn::{serve, Account, ClientInfo, Handler, HandlerResult, Service};
 pub use packet::{PacketError, PacketIo};
 pub use packets::{ColumnDef, ErrPacket, OkPacket};
 pub use responder::Responder;
+pub use stream::{NetStream, TlsInfo};

@@ -79,6 +79,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketIo<S> {
         &self.stream
     }
 
+    /// The stream back, for a protocol upgrade (TLS). `None` when the peer already sent
+    /// more than was read (it did not wait for the upgrade: a protocol violation).
+    /// Callers flush first.
+    pub fn into_inner(self) -> Option<S> {
+        self.rbuf.is_empty().then_some(self.stream)
+    }
+
     /// Bytes written but not flushed yet.
     pub fn pending_write(&self) -> usize {
         self.wbuf.len()
@@ -243,7 +250,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketIo<S> {
             return Ok(());
         }
         if !self.wbuf.is_empty() {
-            let write = self.stream.write_all(&self.wbuf);
+            // The flush is a no-op on TCP; TLS may hold the last record until it.
+            let stream = &mut self.stream;
+            let wbuf = &self.wbuf;
+            let write = async move {
+                stream.write_all(wbuf).await?;
+                stream.flush().await
+            };
             tokio::pin!(write);
             // Most flushes complete at once (the socket has room): no timer for those.
             match futures::poll!(&mut write) {

@@ -10,12 +10,12 @@ use super::codec::put_lenenc_int;
 use super::consts::*;
 use super::packet::{PacketError, PacketIo};
 use super::packets::{encode_eof, ColumnDef, ErrPacket, OkPacket};
+use super::stream::NetStream;
 use bytes::{BufMut, BytesMut};
-use tokio::net::TcpStream;
 
 /// Writes the reply to one command on the client connection.
 pub struct Responder<'a> {
-    io: &'a mut PacketIo<TcpStream>,
+    io: &'a mut PacketIo<NetStream>,
     capabilities: u32,
     replied: bool,
 }
@@ -23,7 +23,7 @@ pub struct Responder<'a> {
 impl<'a> Responder<'a> {
     /// A responder for one command on `io` (the connection loop makes one per command;
     /// public for fuzzing and tests).
-    pub fn new(io: &'a mut PacketIo<TcpStream>, capabilities: u32) -> Self {
+    pub fn new(io: &'a mut PacketIo<NetStream>, capabilities: u32) -> Self {
         Responder {
             io,
             capabilities,

@@ -9,8 +9,16 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-struct FakeService;
-struct Fake;
+/// The fake service: `app` (password `s3cret`, native hash only), `sha` (`s3cret`, both
+/// hashes) and `tlsonly` (`s3cret`, both hashes, requires TLS).
+#[derive(Default)]
+pub(super) struct FakeService {
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    pub secure_only: bool,
+    pub rsa: Option<std::sync::Arc<super::sha2::RsaKeys>>,
+    pub cache: super::sha2::Sha2Cache,
+}
+pub(super) struct Fake;
 
 impl Service for FakeService {
     type Handler = Fake;
@@ -24,10 +32,31 @@ impl Service for FakeService {
         Duration::from_secs(5)
     }
     fn account(&self, user: &str) -> Option<Account> {
-        (user == "app").then(|| Account {
+        let sha2 = Some(shardgate_config::Sha2Hash::of_password(b"s3cret"));
+        let (sha2, require_tls) = match user {
+            "app" => (None, false),
+            "sha" => (sha2, false),
+            "tlsonly" => (sha2, true),
+            _ => return None,
+        };
+        Some(Account {
             password: PasswordHash::parse(&hash_password("s3cret")).unwrap(),
+            sha2,
             hosts: vec!["localhost".into()],
+            require_tls,
         })
+    }
+    fn tls(&self) -> Option<tokio_rustls::TlsAcceptor> {
+        self.tls.clone()
+    }
+    fn require_secure_transport(&self) -> bool {
+        self.secure_only
+    }
+    fn rsa_keys(&self) -> Option<&super::sha2::RsaKeys> {
+        self.rsa.as_deref()
+    }
+    fn sha2_cache(&self) -> Option<&super::sha2::Sha2Cache> {
+        Some(&self.cache)
     }
     fn start(&self, info: ClientInfo) -> Result<Fake, ErrPacket> {
         match info.database.as_deref() {
@@ -125,12 +154,17 @@ impl Handler for Fake {
 }
 
 async fn fake_server() -> String {
+    fake_server_with(FakeService::default()).await
+}
+
+/// Serves `svc` on a loopback port; returns the address.
+pub(super) async fn fake_server_with(svc: FakeService) -> String {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap().to_string();
     let (_tx, rx) = watch::channel(false);
     tokio::spawn(async move {
         let _keep = _tx;
-        let svc = std::sync::Arc::new(FakeService);
+        let svc = std::sync::Arc::new(svc);
         let mut id = 0;
         loop {
             let (s, _) = l.accept().await.unwrap();

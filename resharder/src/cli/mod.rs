@@ -59,9 +59,10 @@ pub enum Command {
         #[arg(long)]
         yes: bool,
     },
-    /// Print the mysql_native_password hash of a password (for [[users]] password_hash),
-    /// read from a prompt on a terminal or from the first line of stdin (never argv,
-    /// which other users of the machine can see).
+    /// Print the hashes of a password for a [[users]] entry (password_hash for
+    /// mysql_native_password, caching_sha2_hash for caching_sha2_password), read from a
+    /// prompt on a terminal or from the first line of stdin (never argv, which other users
+    /// of the machine can see).
     HashPassword,
     /// Print the plan a proxy would make for SQL, offline, from a VSchema file.
     Explain {
@@ -273,7 +274,13 @@ pub async fn run(cli: Cli) -> Result<()> {
                 std::io::stdin().read_line(&mut line)?;
                 line.trim_end_matches(['\r', '\n']).to_string()
             };
-            println!("{}", shardgate_config::hash_password(&password));
+            // Both hashes, ready for a [[users]] entry: the same password logs in with
+            // mysql_native_password and caching_sha2_password.
+            println!(
+                "password_hash = \"{}\"\ncaching_sha2_hash = \"{}\"",
+                shardgate_config::hash_password(&password),
+                shardgate_config::hash_password_sha2(&password)
+            );
             Ok(())
         }
         Command::Explain {

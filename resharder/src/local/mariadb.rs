@@ -98,6 +98,16 @@ pub fn template() -> Result<PathBuf> {
 
 /// Creates `datadir` from the template (unless it exists) and starts mariadbd on `port`.
 pub async fn start(name: &str, datadir: &Path, port: u16) -> Result<MariaDb> {
+    start_with(name, datadir, port, &[]).await
+}
+
+/// Like [`start`], with more mariadbd options (e.g. `--ssl-cert=...`).
+pub async fn start_with(
+    name: &str,
+    datadir: &Path,
+    port: u16,
+    extra_args: &[String],
+) -> Result<MariaDb> {
     if !datadir.join("mysql").is_dir() {
         let t = template()?;
         std::fs::create_dir_all(datadir.parent().unwrap_or(Path::new("/")))?;
@@ -144,7 +154,8 @@ pub async fn start(name: &str, datadir: &Path, port: u16) -> Result<MariaDb> {
         .arg("--max-allowed-packet=1G")
         .arg("--thread-cache-size=64")
         .arg("--character-set-server=utf8mb4")
-        .arg("--collation-server=utf8mb4_general_ci");
+        .arg("--collation-server=utf8mb4_general_ci")
+        .args(extra_args);
     let pid = spawn(&mut cmd, &datadir.join("stdout.log"))?;
     let db = MariaDb {
         name: name.to_string(),

@@ -2,6 +2,7 @@
 //! integration tests: etcd, private MariaDB servers and proxies on 127.0.0.1, with the
 //! topology written to etcd and everything recorded in `DIR/cluster.json`.
 
+pub mod certs;
 pub mod etcd;
 pub mod mariadb;
 pub mod process;
@@ -145,6 +146,20 @@ impl ClusterInfo {
         http_port: u16,
         env: &[(&str, &str)],
     ) -> Result<ProxyProc> {
+        self.start_proxy_with(id, port, http_port, env, |_| {})
+            .await
+    }
+
+    /// Starts a proxy whose configuration `edit` changes before it is written (users, TLS
+    /// settings, ...).
+    pub async fn start_proxy_with(
+        &mut self,
+        id: &str,
+        port: u16,
+        http_port: u16,
+        env: &[(&str, &str)],
+        edit: impl FnOnce(&mut Config),
+    ) -> Result<ProxyProc> {
         if port != 0 && !process::port_free(port) {
             bail!("port {port} is taken by another program; choose another with --port");
         }
@@ -172,8 +187,15 @@ impl ClusterInfo {
         cfg.users.push(UserConfig {
             name: "root".into(),
             password_hash: String::new(),
+            caching_sha2_hash: String::new(),
             hosts: vec!["localhost".into()],
+            require_tls: false,
         });
+        // TLS by default, with the cluster's own CA (made on the first start).
+        let certs = certs::ensure(&self.dir)?;
+        cfg.tls.cert_file = certs.cert.display().to_string();
+        cfg.tls.key_file = certs.key.display().to_string();
+        edit(&mut cfg);
         let config = self.dir.join(format!("{id}.toml"));
         std::fs::write(&config, cfg.to_toml())?;
         let log = self.dir.join(format!("{id}.log"));
@@ -514,8 +536,11 @@ pub fn connect_help(info: &ClusterInfo) -> String {
     if let Some(p) = info.proxies.first() {
         let (host, port) = p.mysql.rsplit_once(':').unwrap_or(("127.0.0.1", "15306"));
         s.push_str(&format!(
-            "shardgate is running.\n\n  connect:   mariadb -h {host} -P {port} -u root commerce\n             mysql://root@{} (databases: commerce, customer)\n  status:    http://{}/   metrics: http://{}/metrics\n",
-            p.mysql, p.http, p.http
+            "shardgate is running.\n\n  connect:   mariadb -h {host} -P {port} -u root commerce\n             mysql://root@{} (databases: commerce, customer)\n  with TLS:  mariadb -h {host} -P {port} -u root --ssl --ssl-ca={} --ssl-verify-server-cert commerce\n  status:    http://{}/   metrics: http://{}/metrics\n",
+            p.mysql,
+            certs::CertFiles::in_dir(&info.dir).ca.display(),
+            p.http,
+            p.http
         ));
     }
     s.push_str(&format!(
