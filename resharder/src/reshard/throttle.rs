@@ -191,7 +191,8 @@ impl Throttle {
                 self.slow.store(false, Ordering::Relaxed);
             }
             rest = next_rest(rest, slow);
-            self.rest_milli.store((rest * 1000.0) as u64, Ordering::Relaxed);
+            self.rest_milli
+                .store((rest * 1000.0) as u64, Ordering::Relaxed);
             let next = streams_for(self.max_streams, foreground);
             if next != self.allowed.swap(next, Ordering::Relaxed) {
                 tracing::debug!(streams = next, slow, rest, "copy throttle");
