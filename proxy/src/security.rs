@@ -27,6 +27,8 @@ pub struct Security {
     pub rsa: Option<RsaKeys>,
     /// Users that completed a full `caching_sha2_password` authentication.
     pub sha2_cache: Sha2Cache,
+    /// Failed logins per client address (repeated failures are answered later).
+    pub login_delays: crate::wire::delays::LoginDelays,
 }
 
 /// The crypto provider every rustls configuration here uses.
@@ -48,6 +50,7 @@ impl Security {
             require_secure_transport: tls.require_secure_transport,
             rsa: rsa_keys(config)?,
             sha2_cache: Sha2Cache::default(),
+            login_delays: Default::default(),
         };
         if security.files.is_some() {
             security.reload()?;
@@ -64,6 +67,7 @@ impl Security {
             require_secure_transport: false,
             rsa: None,
             sha2_cache: Sha2Cache::default(),
+            login_delays: Default::default(),
         }
     }
 

@@ -94,6 +94,10 @@ impl Service for ProxyService {
         self.ctx.metrics.auth_failures_total.inc();
     }
 
+    fn login_delays(&self) -> Option<&crate::wire::delays::LoginDelays> {
+        Some(&self.security.login_delays)
+    }
+
     fn start(&self, info: ClientInfo) -> Result<Session, ErrPacket> {
         Session::start(self.ctx.clone(), info)
     }

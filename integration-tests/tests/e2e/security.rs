@@ -502,3 +502,29 @@ async fn backend_connections_use_tls_verified_against_the_ca() {
     assert!(ok, "{err}");
     assert!(out.contains("TLSv1."), "{out}");
 }
+
+/// Repeated failed logins from one address are answered later and later (password
+/// guessing slowed down); a correct login still gets in and clears the count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_failed_logins_are_slowed_down() {
+    let c = TestCluster::start(1).await;
+    let bad = format!("mysql://root:wrong@{}/customer", c.proxy_addr());
+    let mut took = Vec::new();
+    for _ in 0..5 {
+        let t0 = std::time::Instant::now();
+        let e = mysql_async::Conn::new(mysql_async::Opts::from_url(&bad).unwrap())
+            .await
+            .err()
+            .expect("a wrong password is refused");
+        assert_eq!(integration_tests::errno(&e), Some(1045), "{e}");
+        took.push(t0.elapsed());
+    }
+    // Failures 4 and 5 wait at least 250 and 500 ms before their refusal.
+    assert!(took[3] >= Duration::from_millis(250), "{took:?}");
+    assert!(took[4] >= Duration::from_millis(500), "{took:?}");
+    let mut ok = c.conn("customer").await;
+    let one: Option<u8> = mysql_async::prelude::Queryable::query_first(&mut ok, "SELECT 1")
+        .await
+        .unwrap();
+    assert_eq!(one, Some(1));
+}

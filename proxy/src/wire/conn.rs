@@ -100,6 +100,10 @@ pub trait Service: Send + Sync + 'static {
     fn count_auth(&self, _plugin: &'static str, _path: &'static str) {}
     /// Counts a refused login (access denied).
     fn count_auth_failure(&self) {}
+    /// Failed logins per address, to slow down password guessing (None: never slowed).
+    fn login_delays(&self) -> Option<&super::delays::LoginDelays> {
+        None
+    }
     /// Counts a login over TLS.
     fn count_tls(&self) {}
     /// Creates the session after authentication; an error (unknown database, ...) is sent

@@ -141,8 +141,16 @@ pub(super) async fn handshake<S: Service>(
     let path = match path {
         Ok(p) => p,
         Err(using_password) => {
-            tracing::info!(%peer, user = %response.user, "access denied");
             service.count_auth_failure();
+            let delay = service
+                .login_delays()
+                .map(|d| d.failed(peer.ip()))
+                .unwrap_or_default();
+            tracing::info!(%peer, user = %response.user, delay_ms = delay.as_millis() as u64, "access denied");
+            if !delay.is_zero() {
+                // Repeated failures from this address: answer later (password guessing).
+                tokio::time::sleep(delay).await;
+            }
             let err = ErrPacket::new(
                 1045,
                 "28000",
@@ -158,6 +166,9 @@ pub(super) async fn handshake<S: Service>(
         }
     };
     service.count_auth(path.plugin, path.path);
+    if let Some(d) = service.login_delays() {
+        d.succeeded(peer.ip());
+    }
     let tls_info = io.get_ref().tls_info();
     if tls_info.is_some() {
         service.count_tls();

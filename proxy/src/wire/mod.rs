@@ -7,6 +7,7 @@ pub mod charset;
 pub mod codec;
 pub mod conn;
 pub mod consts;
+pub mod delays;
 pub mod handshake;
 pub mod login;
 #[cfg(test)]
