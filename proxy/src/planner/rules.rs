@@ -187,6 +187,15 @@ mod tests {
         Snapshot::build(1, entries.iter().map(|(k, v)| (*k, v.as_bytes()))).unwrap()
     }
 
+    fn in_commerce<'a>(s: &'a Snapshot, schema: &'a crate::schema::Schemas) -> PlanContext<'a> {
+        PlanContext {
+            snapshot: s,
+            schema,
+            keyspace: Some("commerce"),
+            shard: None,
+        }
+    }
+
     fn planned(sql: &str, keyspace: Option<&str>) -> QueryPlan {
         let s = snapshot();
         let schema = crate::schema::Schemas::default();
@@ -243,14 +252,8 @@ mod tests {
 
     #[test]
     fn a_statement_spanning_both_keyspaces_names_each_table_where_it_lives() {
-        let s = snapshot();
-        let schema = crate::schema::Schemas::default();
-        let ctx = PlanContext {
-            snapshot: &s,
-            schema: &schema,
-            keyspace: Some("commerce"),
-            shard: None,
-        };
+        let (s, schema) = (snapshot(), crate::schema::Schemas::default());
+        let ctx = in_commerce(&s, &schema);
         let stmt = sqlparser::parser::Parser::parse_sql(
             &sqlparser::dialect::MySqlDialect {},
             "SELECT * FROM orders o JOIN product p ON p.id = o.product_id",
@@ -274,14 +277,8 @@ mod tests {
 
     #[test]
     fn what_cannot_be_rewritten_is_refused() {
-        let s = snapshot();
-        let schema = crate::schema::Schemas::default();
-        let ctx = PlanContext {
-            snapshot: &s,
-            schema: &schema,
-            keyspace: Some("commerce"),
-            shard: None,
-        };
+        let (s, schema) = (snapshot(), crate::schema::Schemas::default());
+        let ctx = in_commerce(&s, &schema);
         let e = plan(
             "SELECT commerce.orders.id FROM commerce.orders WHERE id = 1",
             &ctx,

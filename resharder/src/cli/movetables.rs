@@ -99,25 +99,8 @@ pub struct MoveArgs {
     /// Workflow name (default: `<from>2<to>`).
     #[arg(long)]
     pub workflow: Option<String>,
-    /// Rows per copy chunk.
-    #[arg(long, default_value_t = 1000)]
-    pub chunk_rows: u64,
-    /// Copy rate limit in rows/s (0: none; the copy still backs off under load).
-    #[arg(long, default_value_t = 0)]
-    pub max_rows_per_s: u64,
-    /// Longest writes are held at cutover, in ms.
-    #[arg(long, default_value_t = 3000)]
-    pub buffer_max_ms: u64,
-    /// Copy streams at most (tables, source shards and key ranges of big tables copy
-    /// in parallel; fewer run while the sources slow down).
-    #[arg(long, default_value_t = 4)]
-    pub streams: u32,
-    /// Progress as JSON lines on stdout (instead of bars on a terminal).
-    #[arg(long)]
-    pub json: bool,
-    /// Make every check, print every step and what it would do, change nothing.
-    #[arg(long)]
-    pub dry_run: bool,
+    #[command(flatten)]
+    pub copy: super::reshard::CopyArgs,
 }
 
 fn as_reshard_arg(w: &Workflow) -> super::reshard::WorkflowArg {
@@ -215,27 +198,13 @@ async fn start(
         from_keyspace: a.from.clone(),
         to_keyspace: a.to.clone(),
         tables: a.tables.clone(),
-        options: Options {
-            chunk_rows: a.chunk_rows.max(1),
-            max_rows_per_s: a.max_rows_per_s,
-            buffer_max_ms: a.buffer_max_ms,
-            delete_source_rows: false,
-            streams: a.streams.max(1),
-        },
+        options: a.copy.options(false),
         goal,
     };
-    if a.dry_run {
+    if a.copy.dry_run {
         return match movetables::check(store, &req, creds).await {
-            Ok(doc) => super::reshard::print_dry_run(&doc, goal, &[], &[]),
-            Err(e) => super::reshard::print_dry_run(
-                &crate::reshard::workflow::WorkflowDoc {
-                    name,
-                    ..placeholder(&req)
-                },
-                goal,
-                &[format!("{e:#}")],
-                &[],
-            ),
+            Ok(doc) => super::reshard::print_dry_run(&name, Some(&doc), goal, &[], &[]),
+            Err(e) => super::reshard::print_dry_run(&name, None, goal, &[format!("{e:#}")], &[]),
         };
     }
     movetables::create(store, &req, creds).await?;
@@ -246,7 +215,7 @@ async fn start(
         a.to
     );
     let mut c = Controller::open(store, &name, creds).await?;
-    let progress = super::progress::spawn(store.clone(), name.clone(), a.json);
+    let progress = super::progress::spawn(store.clone(), name.clone(), a.copy.json);
     let r = c.drive(goal).await;
     progress.finish().await;
     println!(
@@ -255,27 +224,4 @@ async fn start(
     );
     c.close().await;
     r
-}
-
-/// A document to name a refused dry run by (never written).
-fn placeholder(req: &Request) -> crate::reshard::workflow::WorkflowDoc {
-    crate::reshard::workflow::WorkflowDoc {
-        name: req.name.clone(),
-        keyspace: req.from_keyspace.clone(),
-        target_keyspace: Some(req.to_keyspace.clone()),
-        vschema_added: Vec::new(),
-        from: Vec::new(),
-        to: Vec::new(),
-        phase: Phase::Created,
-        goal: req.goal,
-        options: req.options.clone(),
-        tables: Default::default(),
-        verify: None,
-        cutover: None,
-        created_ms: 0,
-        updated_ms: 0,
-        copy_started_ms: 0,
-        message: String::new(),
-        leftovers_removed: false,
-    }
 }

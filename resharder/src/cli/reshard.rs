@@ -136,6 +136,16 @@ pub struct StartArgs {
     /// Workflow name (default: the keyspace).
     #[arg(long)]
     pub workflow: Option<String>,
+    #[command(flatten)]
+    pub copy: CopyArgs,
+    /// At complete, delete the moved rows from the sources.
+    #[arg(long)]
+    pub delete_source_rows: bool,
+}
+
+/// How a workflow copies and cuts over (`start` and `run` of reshard and movetables).
+#[derive(Args, Debug)]
+pub struct CopyArgs {
     /// Rows per copy chunk.
     #[arg(long, default_value_t = 1000)]
     pub chunk_rows: u64,
@@ -149,15 +159,25 @@ pub struct StartArgs {
     /// in parallel; fewer run while the sources slow down).
     #[arg(long, default_value_t = 4)]
     pub streams: u32,
-    /// At complete, delete the moved rows from the sources.
-    #[arg(long)]
-    pub delete_source_rows: bool,
     /// Progress as JSON lines on stdout (instead of bars on a terminal).
     #[arg(long)]
     pub json: bool,
     /// Make every check, print every step and what it would do, change nothing.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+impl CopyArgs {
+    /// The workflow's options.
+    pub fn options(&self, delete_source_rows: bool) -> Options {
+        Options {
+            chunk_rows: self.chunk_rows.max(1),
+            max_rows_per_s: self.max_rows_per_s,
+            buffer_max_ms: self.buffer_max_ms,
+            delete_source_rows,
+            streams: self.streams.max(1),
+        }
+    }
 }
 
 /// Backend credentials: --config's [backend] user/password, else SHARDGATE_BACKEND_USER /
@@ -286,7 +306,7 @@ async fn start(
     goal: Phase,
 ) -> Result<()> {
     let name = a.workflow.clone().unwrap_or_else(|| a.keyspace.clone());
-    if a.dry_run {
+    if a.copy.dry_run {
         return dry_run(store, creds, a, &name, goal).await;
     }
     register_targets(cli, store, a).await?;
@@ -295,13 +315,7 @@ async fn start(
         keyspace: a.keyspace.clone(),
         from: a.from.clone(),
         to: a.to.clone(),
-        options: Options {
-            chunk_rows: a.chunk_rows.max(1),
-            max_rows_per_s: a.max_rows_per_s,
-            buffer_max_ms: a.buffer_max_ms,
-            delete_source_rows: a.delete_source_rows,
-            streams: a.streams.max(1),
-        },
+        options: a.copy.options(a.delete_source_rows),
         goal,
     };
     setup::create(store, &req, creds).await?;
@@ -311,7 +325,7 @@ async fn start(
         a.to.join(",")
     );
     let mut c = Controller::open(store, &name, creds).await?;
-    let progress = super::progress::spawn(store.clone(), name.clone(), a.json);
+    let progress = super::progress::spawn(store.clone(), name.clone(), a.copy.json);
     let r = c.drive(goal).await;
     progress.finish().await;
     println!(
@@ -352,31 +366,16 @@ async fn dry_run(
             (t.name.clone(), progress)
         })
         .collect();
-    let doc = WorkflowDoc {
-        name: name.to_string(),
-        keyspace: a.keyspace.clone(),
-        target_keyspace: None,
-        vschema_added: Vec::new(),
-        from: a.from.clone(),
-        to: a.to.clone(),
-        phase: Phase::Created,
+    let doc = WorkflowDoc::new(
+        name,
+        &a.keyspace,
+        None,
+        a.from.clone(),
+        a.to.clone(),
         goal,
-        options: Options {
-            chunk_rows: a.chunk_rows.max(1),
-            max_rows_per_s: a.max_rows_per_s,
-            buffer_max_ms: a.buffer_max_ms,
-            delete_source_rows: a.delete_source_rows,
-            streams: a.streams.max(1),
-        },
+        a.copy.options(a.delete_source_rows),
         tables,
-        verify: None,
-        cutover: None,
-        created_ms: 0,
-        updated_ms: 0,
-        copy_started_ms: 0,
-        message: String::new(),
-        leftovers_removed: false,
-    };
+    );
     let mut before = Vec::new();
     if !unregistered.is_empty() {
         before.push(format!(
@@ -384,18 +383,20 @@ async fn dry_run(
             unregistered.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",")
         ));
     }
-    print_dry_run(&doc, goal, &p.refusals, &before)
+    print_dry_run(name, Some(&doc), goal, &p.refusals, &before)
 }
 
-/// Prints a dry run: the refusals (an error when there are any), else each step.
+/// Prints a dry run: the refusals (an error when there are any), else each step of
+/// `doc` (a refused dry run has none).
 pub(super) fn print_dry_run(
-    doc: &WorkflowDoc,
+    name: &str,
+    doc: Option<&WorkflowDoc>,
     goal: Phase,
     refusals: &[String],
     before: &[String],
 ) -> Result<()> {
-    println!("dry run of workflow {} (nothing is changed)", doc.name);
-    if !refusals.is_empty() {
+    println!("dry run of workflow {name} (nothing is changed)");
+    let Some(doc) = doc.filter(|_| refusals.is_empty()) else {
         for r in refusals {
             println!("  refused: {r}");
         }
@@ -403,7 +404,7 @@ pub(super) fn print_dry_run(
             "the workflow would be refused ({} reasons above)",
             refusals.len()
         ))));
-    }
+    };
     println!("checks passed: shards, tables (primary keys, VSchema, foreign keys, triggers)");
     for b in before {
         println!("  {b}");

@@ -131,27 +131,16 @@ pub async fn check(store: &Store, req: &Request, creds: &Credentials) -> Result<
     if !problems.is_empty() {
         bail!("these tables cannot be moved:\n  {}", problems.join("\n  "));
     }
-    let now = now_ms();
-    let doc = WorkflowDoc {
-        name: req.name.clone(),
-        keyspace: from.name.clone(),
-        target_keyspace: Some(to.name.clone()),
-        vschema_added: Vec::new(),
-        from: from.serving.iter().map(|s| s.name.clone()).collect(),
-        to: to.serving.iter().map(|s| s.name.clone()).collect(),
-        phase: Phase::Created,
-        goal: req.goal,
-        options: req.options.clone(),
+    Ok(WorkflowDoc::new(
+        &req.name,
+        &from.name,
+        Some(&to.name),
+        from.serving.iter().map(|s| s.name.clone()).collect(),
+        to.serving.iter().map(|s| s.name.clone()).collect(),
+        req.goal,
+        req.options.clone(),
         tables,
-        verify: None,
-        cutover: None,
-        created_ms: now,
-        updated_ms: now,
-        copy_started_ms: 0,
-        message: "created".into(),
-        leftovers_removed: false,
-    };
-    Ok(doc)
+    ))
 }
 
 /// How the table will be distributed in the target keyspace.

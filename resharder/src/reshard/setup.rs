@@ -61,27 +61,16 @@ pub async fn check(store: &Store, req: &Request, creds: &Credentials) -> Result<
     if tables.is_empty() {
         bail!("the source shards hold no tables");
     }
-    let now = now_ms();
-    let doc = WorkflowDoc {
-        name: req.name.clone(),
-        keyspace: req.keyspace.clone(),
-        target_keyspace: None,
-        vschema_added: Vec::new(),
-        from: req.from.clone(),
-        to: req.to.clone(),
-        phase: Phase::Created,
-        goal: req.goal,
-        options: req.options.clone(),
+    Ok(WorkflowDoc::new(
+        &req.name,
+        &req.keyspace,
+        None,
+        req.from.clone(),
+        req.to.clone(),
+        req.goal,
+        req.options.clone(),
         tables,
-        verify: None,
-        cutover: None,
-        created_ms: now,
-        updated_ms: now,
-        copy_started_ms: 0,
-        message: "created".into(),
-        leftovers_removed: false,
-    };
-    Ok(doc)
+    ))
 }
 
 /// Writes a new workflow document (replacing one that ended under the same name).

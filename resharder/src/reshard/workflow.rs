@@ -198,6 +198,40 @@ pub struct WorkflowDoc {
 }
 
 impl WorkflowDoc {
+    /// A new workflow in phase `Created`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        name: &str,
+        keyspace: &str,
+        target_keyspace: Option<&str>,
+        from: Vec<String>,
+        to: Vec<String>,
+        goal: Phase,
+        options: Options,
+        tables: BTreeMap<String, TableProgress>,
+    ) -> WorkflowDoc {
+        let now = now_ms();
+        WorkflowDoc {
+            name: name.to_string(),
+            keyspace: keyspace.to_string(),
+            target_keyspace: target_keyspace.map(str::to_string),
+            vschema_added: Vec::new(),
+            from,
+            to,
+            phase: Phase::Created,
+            goal,
+            options,
+            tables,
+            verify: None,
+            cutover: None,
+            created_ms: now,
+            updated_ms: now,
+            copy_started_ms: 0,
+            message: "created".into(),
+            leftovers_removed: false,
+        }
+    }
+
     /// The keyspace of the `to` shards.
     pub fn target(&self) -> &str {
         self.target_keyspace.as_deref().unwrap_or(&self.keyspace)
