@@ -467,11 +467,12 @@ impl TestCluster {
         &mut self,
         name: &str,
     ) -> shardgate_resharder::local::mariadb::MariaDb {
-        let port = shardgate_resharder::local::process::free_port().unwrap();
         let datadir = self.dir.join("mysql").join(name);
-        let m = shardgate_resharder::local::mariadb::start(name, &datadir, port)
-            .await
-            .unwrap();
+        let m = shardgate_resharder::local::process::with_free_port(|port| {
+            shardgate_resharder::local::mariadb::start(name, &datadir, port)
+        })
+        .await
+        .unwrap();
         self.info.mariadb.push(m.clone());
         self.info.save().unwrap();
         m

@@ -160,3 +160,46 @@ async fn shardctl_asks_previews_and_says_what_kind_of_failure() {
         "{text}"
     );
 }
+
+/// A port handed out by `free_port` can be taken by another test's server before ours
+/// binds it (CI saw a resharding test talk to another test's MariaDB, which then shut
+/// down under it). A start whose port answers from another process is refused as
+/// `PortTaken`, and starts that chose their port themselves move on to another one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_never_mistakes_another_process_on_its_port_for_itself() {
+    use shardgate_resharder::local::{mariadb, process};
+    let dir = std::env::temp_dir().join(format!("sg-ports-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let first = mariadb::start("first", &dir.join("first"), process::free_port().unwrap())
+        .await
+        .unwrap();
+    let second = mariadb::start("second", &dir.join("second"), first.port).await;
+    let err = second.expect_err("a second MariaDB on a taken port was reported as started");
+    assert!(
+        err.downcast_ref::<process::PortTaken>().is_some(),
+        "not PortTaken: {err:#}"
+    );
+    // Choosing the port itself, a start retries elsewhere.
+    let mut tried = Vec::new();
+    let third = process::with_free_port(|port| {
+        tried.push(port);
+        let port = if tried.len() == 1 { first.port } else { port };
+        let datadir = dir.join("third");
+        async move { mariadb::start("third", &datadir, port).await }
+    })
+    .await
+    .unwrap();
+    assert_ne!(third.port, first.port);
+    assert!(tried.len() >= 2, "{tried:?}");
+    let mut c = integration_tests::connect(&third.addr(), "").await;
+    let datadir: String = mysql_async::prelude::Queryable::query_first(&mut c, "SELECT @@datadir")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(datadir.contains("third"), "{datadir}");
+    drop(c);
+    for m in [&first, &third] {
+        process::stop(m.pid, std::time::Duration::from_secs(10));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

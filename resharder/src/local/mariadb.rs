@@ -172,7 +172,13 @@ pub async fn start_with(
         &log,
     )
     .await
-    .map_err(|e| anyhow::anyhow!("{e}\n{}", tail(&log, 20)))?;
+    .map_err(|e| {
+        if e.is::<super::process::PortTaken>() {
+            e
+        } else {
+            anyhow::anyhow!("{e}\n{}", tail(&log, 20))
+        }
+    })?;
     wait_login(&db).await?;
     Ok(db)
 }

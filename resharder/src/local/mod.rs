@@ -166,16 +166,8 @@ impl ClusterInfo {
         if http_port != 0 && !process::port_free(http_port) {
             bail!("port {http_port} is taken by another program; choose another with --http-port");
         }
-        let port = if port == 0 { free_port()? } else { port };
-        let http_port = if http_port == 0 {
-            free_port()?
-        } else {
-            http_port
-        };
         let mut cfg = Config::default();
         cfg.proxy.id = id.to_string();
-        cfg.proxy.listen = format!("127.0.0.1:{port}");
-        cfg.proxy.http_listen = format!("127.0.0.1:{http_port}");
         cfg.proxy.shutdown_timeout_ms = 5_000;
         cfg.topology = self.topology_config();
         cfg.topology.lease_ttl_s = 4;
@@ -196,6 +188,39 @@ impl ClusterInfo {
         cfg.tls.cert_file = certs.cert.display().to_string();
         cfg.tls.key_file = certs.key.display().to_string();
         edit(&mut cfg);
+        // Ports left to us are chosen here, and chosen again when another program takes
+        // one first (see `process::PortTaken`).
+        let mut tries = 0;
+        let p = loop {
+            tries += 1;
+            let port = if port == 0 { free_port()? } else { port };
+            let http_port = if http_port == 0 {
+                free_port()?
+            } else {
+                http_port
+            };
+            match self.spawn_proxy(id, port, http_port, env, &mut cfg).await {
+                Err(e) if tries < 5 && e.downcast_ref::<process::PortTaken>().is_some() => {}
+                other => break other?,
+            }
+        };
+        self.proxies.retain(|x| x.id != id);
+        self.proxies.push(p.clone());
+        self.save()?;
+        Ok(p)
+    }
+
+    /// Writes `cfg` listening on the given ports and starts the proxy with it.
+    async fn spawn_proxy(
+        &self,
+        id: &str,
+        port: u16,
+        http_port: u16,
+        env: &[(&str, &str)],
+        cfg: &mut Config,
+    ) -> Result<ProxyProc> {
+        cfg.proxy.listen = format!("127.0.0.1:{port}");
+        cfg.proxy.http_listen = format!("127.0.0.1:{http_port}");
         let config = self.dir.join(format!("{id}.toml"));
         std::fs::write(&config, cfg.to_toml())?;
         let log = self.dir.join(format!("{id}.log"));
@@ -218,7 +243,7 @@ impl ClusterInfo {
             &log,
         )
         .await?;
-        let p = ProxyProc {
+        Ok(ProxyProc {
             id: id.to_string(),
             pid,
             started: process::start_ticks(pid).unwrap_or(0),
@@ -226,20 +251,16 @@ impl ClusterInfo {
             http: format!("127.0.0.1:{http_port}"),
             config,
             log,
-        };
-        self.proxies.retain(|x| x.id != id);
-        self.proxies.push(p.clone());
-        self.save()?;
-        Ok(p)
+        })
     }
 
     /// Starts one more private MariaDB (e.g. for a resharding target) and records it.
     pub async fn add_instance(&mut self, name: &str) -> Result<MariaDb> {
-        self.add_instance_on(name, free_port()?).await
+        self.add_instance_on(name, None).await
     }
 
-    /// Like [`ClusterInfo::add_instance`], on `port`.
-    pub async fn add_instance_on(&mut self, name: &str, port: u16) -> Result<MariaDb> {
+    /// Like [`ClusterInfo::add_instance`], on `preferred` while it is free.
+    pub async fn add_instance_on(&mut self, name: &str, preferred: Option<u16>) -> Result<MariaDb> {
         if let Some(m) = self.instance(name) {
             if process::alive(m.pid) {
                 return Ok(m.clone());
@@ -247,7 +268,7 @@ impl ClusterInfo {
         }
         tokio::task::spawn_blocking(mariadb::template).await??;
         let datadir = self.dir.join("mysql").join(name);
-        let m = mariadb::start(name, &datadir, port).await?;
+        let m = process::with_port(preferred, |port| mariadb::start(name, &datadir, port)).await?;
         self.mariadb.retain(|x| x.name != name);
         self.mariadb.push(m.clone());
         self.save()?;
@@ -305,11 +326,11 @@ pub async fn up(opts: &UpOptions) -> Result<ClusterInfo> {
         .collect();
     let remembered =
         |name: &str| -> Option<u16> { ports.iter().find(|(n, _)| n == name).map(|(_, p)| *p) };
-    let etcd = etcd::start(
-        &etcd_dir,
-        process::reuse_port(previous.as_ref().map(|p| p.etcd.client_port))?,
-        process::reuse_port(previous.as_ref().map(|p| p.etcd.peer_port))?,
-    )
+    let peer = previous.as_ref().map(|p| p.etcd.peer_port);
+    let etcd = process::with_port(previous.as_ref().map(|p| p.etcd.client_port), |port| {
+        let etcd_dir = &etcd_dir;
+        async move { etcd::start(etcd_dir, port, process::reuse_port(peer)?).await }
+    })
     .await?;
     let mut info = ClusterInfo {
         cluster: opts.cluster.clone(),
@@ -338,10 +359,10 @@ pub async fn up(opts: &UpOptions) -> Result<ClusterInfo> {
     let mut starts = Vec::new();
     for (name, _, _) in &instances {
         let datadir = dir.join("mysql").join(name);
-        let port = process::reuse_port(remembered(name))?;
+        let preferred = remembered(name);
         let name = name.clone();
         starts.push(tokio::spawn(async move {
-            mariadb::start(&name, &datadir, port).await
+            process::with_port(preferred, |port| mariadb::start(&name, &datadir, port)).await
         }));
     }
     for s in starts {
@@ -372,8 +393,10 @@ pub async fn up(opts: &UpOptions) -> Result<ClusterInfo> {
             if info.shards.iter().any(|x| x.instance == s.instance) {
                 continue;
             }
-            let port = process::reuse_port(remembered(&s.instance))?;
-            let m = match info.add_instance_on(&s.instance, port).await {
+            let m = match info
+                .add_instance_on(&s.instance, remembered(&s.instance))
+                .await
+            {
                 Ok(m) => m,
                 Err(e) => {
                     info.stop_all();

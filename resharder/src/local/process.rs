@@ -143,7 +143,96 @@ pub fn free_port() -> Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
-/// Waits until something accepts TCP connections on `addr`, or `pid` dies.
+/// A process was started on a port another program already listened on: a port handed
+/// out by [`free_port`] can be taken by someone else before it is bound. A caller that
+/// chose the port may try another (see [`with_free_port`]).
+#[derive(Debug)]
+pub struct PortTaken {
+    pub what: String,
+    pub addr: String,
+}
+
+impl std::fmt::Display for PortTaken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} could not listen on {}: another program holds that port",
+            self.what, self.addr
+        )
+    }
+}
+
+impl std::error::Error for PortTaken {}
+
+/// Runs `start` on a free port, and on another one while it fails with [`PortTaken`]
+/// (up to five ports).
+pub async fn with_free_port<T, F, Fut>(start: F) -> Result<T>
+where
+    F: FnMut(u16) -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    with_port(None, start).await
+}
+
+/// Like [`with_free_port`], trying `preferred` first while it is free (a cluster
+/// directory keeps its ports across down/up).
+pub async fn with_port<T, F, Fut>(preferred: Option<u16>, mut start: F) -> Result<T>
+where
+    F: FnMut(u16) -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut last = None;
+    for attempt in 0..5 {
+        let port = if attempt == 0 {
+            reuse_port(preferred)?
+        } else {
+            free_port()?
+        };
+        match start(port).await {
+            Err(e) if e.downcast_ref::<PortTaken>().is_some() => last = Some(e),
+            other => return other,
+        }
+    }
+    Err(last.expect("five tries"))
+}
+
+/// Whether `pid` holds a socket listening on TCP `port` (Linux: `/proc/net/tcp{,6}` and
+/// the process's file descriptors). `None` when that cannot be read.
+pub fn listens(pid: u32, port: u16) -> Option<bool> {
+    let mut inodes = Vec::new();
+    let mut readable = false;
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        readable = true;
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // local_address is "ADDR:PORT" in hex; state 0A is LISTEN; field 9 the inode.
+            let local_port = f
+                .get(1)
+                .and_then(|a| a.rsplit_once(':'))
+                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
+            if local_port == Some(port) && f.get(3) == Some(&"0A") {
+                if let Some(inode) = f.get(9) {
+                    inodes.push(format!("socket:[{inode}]"));
+                }
+            }
+        }
+    }
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    if !readable {
+        return None;
+    }
+    Some(fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path())
+            .map(|l| inodes.iter().any(|i| l.as_os_str() == i.as_str()))
+            .unwrap_or(false)
+    }))
+}
+
+/// Waits until `pid` accepts TCP connections on `addr`. Fails when `pid` dies, or with
+/// [`PortTaken`] when what answers there is another process (ours is then stopped).
 pub async fn wait_port(
     addr: &str,
     pid: u32,
@@ -151,19 +240,38 @@ pub async fn wait_port(
     what: &str,
     log: &Path,
 ) -> Result<()> {
+    let port: u16 = addr
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .with_context(|| format!("{what}: {addr:?} is not host:port"))?;
     let start = Instant::now();
+    let mut someone_else = false;
     loop {
         if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            return Ok(());
+            match listens(pid, port) {
+                Some(true) | None => return Ok(()),
+                Some(false) => someone_else = true,
+            }
         }
+        let taken = || PortTaken {
+            what: what.to_string(),
+            addr: addr.to_string(),
+        };
         if !alive(pid) {
+            let why = tail(log, 15);
+            if someone_else || why.to_lowercase().contains("address already in use") {
+                return Err(taken().into());
+            }
             bail!(
-                "{what} exited during startup; see {}:\n{}",
-                log.display(),
-                tail(log, 15)
+                "{what} exited during startup; see {}:\n{why}",
+                log.display()
             );
         }
         if start.elapsed() > timeout {
+            stop(pid, Duration::from_secs(5));
+            if someone_else {
+                return Err(taken().into());
+            }
             bail!(
                 "{what} did not start listening on {addr} within {timeout:?}; see {}",
                 log.display()
