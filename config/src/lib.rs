@@ -11,8 +11,10 @@
 //! [`Config::validate`] then checks what types alone cannot (addresses, ranges, hashes).
 
 mod password;
+mod users;
 
 pub use password::{hash_password, hash_password_sha2, PasswordHash, Sha2Hash};
+pub use users::{Role, UserConfig};
 
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -215,31 +217,6 @@ pub struct TracingConfig {
     pub sample_ratio: f64,
     /// Longest a finished span waits before its batch is sent (ms).
     pub export_interval_ms: u64,
-}
-
-/// One client account.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct UserConfig {
-    pub name: String,
-    /// The MySQL `*`-prefixed double-SHA1 hash (`shardctl hash-password`), or "" for no password.
-    #[serde(default)]
-    pub password_hash: String,
-    /// `sha256:` and the hex of SHA256(SHA256(password)) (`shardctl hash-password`): lets
-    /// the user log in with `caching_sha2_password`. Empty: such clients are switched to
-    /// `mysql_native_password`.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub caching_sha2_hash: String,
-    /// Refuse this user on a plain (non-TLS) connection, like MySQL's `REQUIRE SSL`.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub require_tls: bool,
-    /// Client addresses allowed: IPs, `localhost` (loopback), or `%` (any).
-    #[serde(default = "any_host")]
-    pub hosts: Vec<String>,
-}
-
-fn any_host() -> Vec<String> {
-    vec!["%".to_string()]
 }
 
 impl Default for ProxyConfig {
@@ -504,31 +481,14 @@ impl Config {
             );
         }
         for (i, user) in self.users.iter().enumerate() {
-            if user.name.is_empty() {
-                return bad(format!("users[{i}].name is empty"));
-            }
-            if let Err(e) = PasswordHash::parse(&user.password_hash) {
-                return bad(format!("users[{i}] ({}): password_hash {e}", user.name));
-            }
-            if let Err(e) = Sha2Hash::parse(&user.caching_sha2_hash) {
-                return bad(format!("users[{i}] ({}): caching_sha2_hash {e}", user.name));
-            }
-            if !user.caching_sha2_hash.is_empty() && user.password_hash.is_empty() {
-                // An empty password_hash means "no password" for mysql_native_password:
-                // with a caching_sha2 hash set, that would open the account to anyone.
-                return bad(format!(
-                    "users[{i}] ({}): caching_sha2_hash is set but password_hash is empty; set both (shardctl hash-password prints both)",
-                    user.name
-                ));
+            if let Err(e) = user.check() {
+                return bad(format!("users[{i}] ({}): {e}", user.name));
             }
             if user.require_tls && !tls_offered {
                 return bad(format!(
                     "users[{i}] ({}): require_tls needs tls.cert_file and tls.key_file",
                     user.name
                 ));
-            }
-            if user.hosts.is_empty() {
-                return bad(format!("users[{i}] ({}): hosts is empty", user.name));
             }
         }
         Ok(())

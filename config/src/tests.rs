@@ -93,6 +93,8 @@ fn rendered_config_loads_back() {
         caching_sha2_hash: String::new(),
         hosts: vec!["localhost".into()],
         require_tls: false,
+        role: Role::Admin,
+        keyspaces: Vec::new(),
     });
     c.tls.cert_file = "/etc/shardgate/cert.pem".into();
     c.tls.key_file = "/etc/shardgate/key.pem".into();
@@ -102,6 +104,8 @@ fn rendered_config_loads_back() {
         caching_sha2_hash: hash_password_sha2("pw"),
         hosts: vec!["%".into()],
         require_tls: true,
+        role: Role::Reader,
+        keyspaces: vec!["customer".into()],
     });
     let again = Config::from_toml(&c.to_toml()).unwrap();
     assert_eq!(again, c);

@@ -115,6 +115,15 @@ impl Context {
         self.traces
     }
 
+    /// The account named `name`: the config file's `[[users]]` first, then the users kept
+    /// in etcd (`shardctl user add`), as the current topology has them.
+    pub fn user(&self, name: &str) -> Option<Arc<shardgate_config::UserConfig>> {
+        if let Some(u) = self.config.users.iter().find(|u| u.name == name) {
+            return Some(Arc::new(u.clone()));
+        }
+        self.snapshot().users.get(name).cloned()
+    }
+
     /// The current topology snapshot.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.topology.load_full()

@@ -73,6 +73,24 @@ pub enum ProxyError {
     Fenced(String),
     #[error("Access denied; {0}")]
     AccessDenied(String),
+    /// A keyspace the user's grants do not include (MySQL's ER_DBACCESS_DENIED_ERROR).
+    #[error("Access denied for user '{user}'@'{host}' to database '{database}'")]
+    DatabaseDenied {
+        user: String,
+        host: String,
+        database: String,
+    },
+    /// A statement the user's role may not run on a table (ER_TABLEACCESS_DENIED_ERROR).
+    #[error("{command} command denied to user '{user}'@'{host}' for table '{table}'")]
+    TableDenied {
+        command: String,
+        user: String,
+        host: String,
+        table: String,
+    },
+    /// KILL of another user's session by a non-admin (ER_KILL_DENIED_ERROR).
+    #[error("You are not owner of thread {0}")]
+    KillDenied(u64),
     #[error("Duplicate entry '{value}' for key '{key}'")]
     DuplicateKey { value: String, key: String },
     #[error("Unknown system variable '{0}'")]
@@ -125,6 +143,9 @@ impl ProxyError {
             | ProxyError::WrongArguments(_)
             | ProxyError::WrongValue(_)
             | ProxyError::AccessDenied(_)
+            | ProxyError::DatabaseDenied { .. }
+            | ProxyError::TableDenied { .. }
+            | ProxyError::KillDenied(_)
             | ProxyError::UnknownVariable(_)
             | ProxyError::WrongVariableValue { .. }
             | ProxyError::UnknownThread(_)
@@ -167,6 +188,9 @@ impl ProxyError {
             ProxyError::Resharding { .. } => (1105, "HY000"),
             ProxyError::Fenced(_) => (1105, "HY000"),
             ProxyError::AccessDenied(_) => (1227, "42000"),
+            ProxyError::DatabaseDenied { .. } => (1044, "42000"),
+            ProxyError::TableDenied { .. } => (1142, "42000"),
+            ProxyError::KillDenied(_) => (1095, "HY000"),
             ProxyError::DuplicateKey { .. } => (1062, "23000"),
             ProxyError::UnknownVariable(_) => (1193, "HY000"),
             ProxyError::WrongVariableValue { .. } => (1231, "42000"),

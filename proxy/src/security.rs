@@ -23,8 +23,12 @@ pub struct Security {
     fingerprint: ArcSwapOption<String>,
     /// Refuse plain logins (error 3159).
     pub require_secure_transport: bool,
-    /// The RSA key pair (None when no user has a `caching_sha2_hash`).
-    pub rsa: Option<RsaKeys>,
+    /// The RSA key pair: loaded at start from `tls.rsa_key_file`, or generated once some
+    /// user has a `caching_sha2_hash` (a config user at start, an etcd user when first
+    /// seen; see [`Security::want_rsa`]).
+    rsa: Arc<std::sync::OnceLock<RsaKeys>>,
+    /// A key generation was started.
+    generating: std::sync::atomic::AtomicBool,
     /// Users that completed a full `caching_sha2_password` authentication.
     pub sha2_cache: Sha2Cache,
     /// Failed logins per client address (repeated failures are answered later).
@@ -48,7 +52,12 @@ impl Security {
             acceptor: ArcSwapOption::empty(),
             fingerprint: ArcSwapOption::empty(),
             require_secure_transport: tls.require_secure_transport,
-            rsa: rsa_keys(config)?,
+            rsa: Arc::new(
+                rsa_keys(config)?
+                    .map(std::sync::OnceLock::from)
+                    .unwrap_or_default(),
+            ),
+            generating: Default::default(),
             sha2_cache: Sha2Cache::default(),
             login_delays: Default::default(),
         };
@@ -65,7 +74,8 @@ impl Security {
             acceptor: ArcSwapOption::empty(),
             fingerprint: ArcSwapOption::empty(),
             require_secure_transport: false,
-            rsa: None,
+            rsa: Default::default(),
+            generating: Default::default(),
             sha2_cache: Sha2Cache::default(),
             login_delays: Default::default(),
         }
@@ -90,6 +100,38 @@ impl Security {
     /// The acceptor for a new connection, if TLS is configured.
     pub fn acceptor(&self) -> Option<tokio_rustls::TlsAcceptor> {
         self.acceptor.load().as_deref().cloned()
+    }
+
+    /// The RSA key pair, when there is one.
+    pub fn rsa(&self) -> Option<&RsaKeys> {
+        self.rsa.get()
+    }
+
+    /// Whether a key generation started and has not finished.
+    pub fn rsa_pending(&self) -> bool {
+        self.rsa.get().is_none() && self.generating.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Makes sure an RSA key pair exists or is being generated (on a thread of its own:
+    /// it takes a moment). A client that needs it before it is ready is refused once.
+    pub fn want_rsa(&self) {
+        if self.rsa.get().is_some()
+            || self
+                .generating
+                .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return;
+        }
+        let cell = self.rsa.clone();
+        std::thread::spawn(move || match RsaKeys::generate() {
+            Ok(keys) => {
+                tracing::info!(sha256 = %keys.fingerprint, "caching_sha2_password RSA key generated (set tls.rsa_key_file to keep one)");
+                let _ = cell.set(keys);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot generate the caching_sha2_password RSA key")
+            }
+        });
     }
 
     /// SHA256 of the certificate in use (hex).
@@ -184,7 +226,7 @@ mod tests {
         let first = s.fingerprint().unwrap();
         assert!(s.acceptor().is_some());
         assert!(
-            s.rsa.is_none(),
+            s.rsa().is_none(),
             "no caching_sha2 user: no RSA key generated"
         );
         // Overwrite with a new pair: the fingerprint changes.

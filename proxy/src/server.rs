@@ -46,20 +46,21 @@ impl Service for ProxyService {
     }
 
     fn account(&self, user: &str) -> Option<Account> {
-        self.ctx
-            .config
-            .users
-            .iter()
-            .find(|u| u.name == user)
-            .map(|u| Account {
-                // Validated at load: a hash that does not parse cannot be here. Should one
-                // ever, it must lock the account, not open it.
-                password: PasswordHash::parse(&u.password_hash)
-                    .unwrap_or(PasswordHash::DoubleSha1([0; 20])),
-                sha2: Sha2Hash::parse(&u.caching_sha2_hash).ok().flatten(),
-                hosts: u.hosts.clone(),
-                require_tls: u.require_tls,
-            })
+        let u = self.ctx.user(user)?;
+        let sha2 = Sha2Hash::parse(&u.caching_sha2_hash).ok().flatten();
+        if sha2.is_some() {
+            // Users added in etcd may be the first to need the RSA key.
+            self.security.want_rsa();
+        }
+        Some(Account {
+            // Validated at load: a hash that does not parse cannot be here. Should one
+            // ever, it must lock the account, not open it.
+            password: PasswordHash::parse(&u.password_hash)
+                .unwrap_or(PasswordHash::DoubleSha1([0; 20])),
+            sha2,
+            hosts: u.hosts.clone(),
+            require_tls: u.require_tls,
+        })
     }
 
     fn tls(&self) -> Option<tokio_rustls::TlsAcceptor> {
@@ -71,7 +72,11 @@ impl Service for ProxyService {
     }
 
     fn rsa_keys(&self) -> Option<&RsaKeys> {
-        self.security.rsa.as_ref()
+        self.security.rsa()
+    }
+
+    fn rsa_pending(&self) -> bool {
+        self.security.rsa_pending()
     }
 
     fn sha2_cache(&self) -> Option<&Sha2Cache> {

@@ -205,13 +205,14 @@ impl Follower {
                     // New keyspaces, shards or tables in the VSchema: read every schema.
                     self.ctx.request_schema_refresh(&[]);
                 } else {
-                    // Only registrations, workflow progress or schema counters changed:
+                    // Only registrations, workflow progress, schema counters or users changed:
                     // nothing routes differently, so keep the revision (and every cached
                     // plan; a schema change invalidates plans through its generation).
                     let mut s = (*current).clone();
                     s.proxies = snapshot.proxies.clone();
                     s.workflows = snapshot.workflows.clone();
                     s.schema_versions = snapshot.schema_versions.clone();
+                    s.users = snapshot.users.clone();
                     self.ctx.topology.store(Arc::new(s));
                     if !announced.is_empty() {
                         self.ctx.request_schema_refresh(&announced);

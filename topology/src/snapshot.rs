@@ -150,6 +150,8 @@ pub struct Snapshot {
     /// Routing rules (`routing_rules`): (keyspace, table) as clients name it, to the
     /// keyspace where the table lives now.
     pub routing_rules: BTreeMap<(String, String), String>,
+    /// Client accounts kept in etcd (`users/<name>`), by name.
+    pub users: BTreeMap<String, Arc<shardgate_config::UserConfig>>,
 }
 
 /// Where a key points, parsed from its path under the cluster prefix.
@@ -171,6 +173,9 @@ pub enum KeyPath {
     LockWait(String, String),
     /// Routing rules: tables clients name in one keyspace that live in another.
     RoutingRules,
+    /// A client account (`users/<name>`, written by `shardctl user add`): hashes, role,
+    /// keyspaces.
+    User(String),
 }
 
 /// A valid keyspace, table or workflow name: letters, digits, `_` and `-`.
@@ -204,7 +209,8 @@ impl KeyPath {
             ["twopc", g] => Ok(KeyPath::TwoPc(g.to_string())),
             ["schema", ks] => Ok(KeyPath::Schema(name(ks)?)),
             ["waits", proxy, session] => Ok(KeyPath::LockWait(proxy.to_string(), session.to_string())),
-            _ => Err("unknown key (expected keyspaces/<ks>, keyspaces/<ks>/shards/<shard>, keyspaces/<ks>/routing, proxies/<id>, workflows/<name>, schema/<ks> or routing_rules)".to_string()),
+            ["users", user] if !user.is_empty() => Ok(KeyPath::User(user.to_string())),
+            _ => Err("unknown key (expected keyspaces/<ks>, keyspaces/<ks>/shards/<shard>, keyspaces/<ks>/routing, proxies/<id>, workflows/<name>, schema/<ks>, users/<name> or routing_rules)".to_string()),
         }
     }
 
@@ -221,6 +227,7 @@ impl KeyPath {
             KeyPath::Schema(k) => format!("schema/{k}"),
             KeyPath::LockWait(p, s) => format!("waits/{p}/{s}"),
             KeyPath::RoutingRules => "routing_rules".to_string(),
+            KeyPath::User(u) => format!("users/{u}"),
         }
     }
 }
@@ -304,6 +311,30 @@ impl Snapshot {
                     snapshot.schema_versions.insert(ks, version);
                 }
                 KeyPath::RoutingRules => rules_doc = parse_json(key, value, &mut problems),
+                KeyPath::User(name) => {
+                    let Some(u) =
+                        parse_json::<shardgate_config::UserConfig>(key, value, &mut problems)
+                    else {
+                        continue;
+                    };
+                    let problem = if u.name != name {
+                        Some(format!(
+                            "the document names user {:?}, the key {name:?}",
+                            u.name
+                        ))
+                    } else {
+                        u.check().err()
+                    };
+                    match problem {
+                        Some(problem) => problems.push(TopoProblem {
+                            key: key.to_string(),
+                            problem,
+                        }),
+                        None => {
+                            snapshot.users.insert(name, Arc::new(u));
+                        }
+                    }
+                }
                 KeyPath::TwoPc(_) | KeyPath::WorkflowLock(_) | KeyPath::LockWait(..) => {}
             }
         }

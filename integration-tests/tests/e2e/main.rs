@@ -12,6 +12,7 @@ mod moves;
 mod movetables;
 mod observability;
 mod pressure;
+mod privileges;
 mod races;
 mod resharding;
 mod routing;

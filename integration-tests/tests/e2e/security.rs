@@ -20,8 +20,8 @@ fn user(name: &str, require_tls: bool) -> UserConfig {
         name: name.into(),
         password_hash: hash_password(PASSWORD),
         caching_sha2_hash: hash_password_sha2(PASSWORD),
-        hosts: vec!["%".into()],
         require_tls,
+        ..UserConfig::new(name, String::new(), String::new())
     }
 }
 

@@ -3,7 +3,7 @@
 //! code (never from quoted text or comments) when it is planned.
 
 use super::lexer::{scan, Region};
-use super::plan::Facts;
+use super::plan::{Facts, Privilege};
 use sqlparser::ast::{SetExpr, Statement};
 
 /// The facts of `sql`, parsed as `stmt` (None when sqlparser could not read it: such a
@@ -52,7 +52,24 @@ pub fn of(sql: &str, stmt: Option<&Statement>) -> Facts {
         locking: words.has_sequence(&["FOR", "UPDATE"])
             || words.has_sequence(&["FOR", "SHARE"])
             || words.has_sequence(&["LOCK", "IN", "SHARE", "MODE"]),
+        privilege: Privilege::Read,
+        opaque: stmt.is_none(),
     }
+    .with_privilege(&words, stmt)
+}
+
+impl Facts {
+    fn with_privilege(mut self, words: &CodeWords, stmt: Option<&Statement>) -> Facts {
+        let w: Vec<&str> = words.words().collect();
+        self.privilege = super::privilege::needed(&w, stmt, &self);
+        self
+    }
+}
+
+/// The words of a statement's code (quoted text and comments left out), for checks on
+/// statements sqlparser cannot read.
+pub fn code_words(sql: &str) -> Vec<String> {
+    CodeWords::new(sql).words().map(str::to_string).collect()
 }
 
 /// A query with no FROM (or only `FROM DUAL`): it reads no table.

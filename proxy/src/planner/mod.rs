@@ -19,6 +19,7 @@ pub mod merge;
 pub mod move_rows;
 pub mod plan;
 pub mod prepared_sql;
+pub mod privilege;
 pub mod rules;
 pub mod select;
 pub mod set;
@@ -285,13 +286,40 @@ fn plan_parsed(sql: &str, ctx: &PlanContext) -> Result<Plan, ProxyError> {
         Err(e) => return plan_unparsed(sql, ctx, &e.to_string()),
     };
     if let Some(r) = rules::apply(sql, &stmt, ctx)? {
-        return plan_rerouted(r, ctx);
+        let named = named_keyspaces(&stmt, ctx);
+        let mut plan = plan_rerouted(r, ctx)?;
+        if let Plan::Query(q) = &mut plan {
+            q.grant_keyspaces = named;
+        }
+        return Ok(plan);
     }
     let root = route_statement(sql, &stmt, ctx)?;
-    Ok(Plan::Query(QueryPlan::new(
-        root,
-        facts::of(sql, Some(&stmt)),
-    )))
+    let mut plan = QueryPlan::new(root, facts::of(sql, Some(&stmt)));
+    let named = tables::tables(&stmt);
+    if !named.is_empty()
+        && named
+            .iter()
+            .all(|t| t.schema.as_deref().is_some_and(tables::is_system_schema))
+    {
+        // Only system schemas (information_schema; the others need the admin role): no
+        // keyspace's data is read.
+        plan.grant_keyspaces = Arc::from([]);
+    }
+    Ok(Plan::Query(plan))
+}
+
+/// The keyspaces of the tables `stmt` names, as the client names them (a qualifier, or
+/// the session's keyspace; system schemas left out).
+fn named_keyspaces(stmt: &Statement, ctx: &PlanContext) -> Arc<[Arc<str>]> {
+    let mut out: Vec<Arc<str>> = Vec::new();
+    for t in tables::tables(stmt) {
+        if let Ok(Some(ks)) = t.keyspace(ctx.keyspace) {
+            if !out.iter().any(|k| &**k == ks) {
+                out.push(Arc::from(ks));
+            }
+        }
+    }
+    out.into()
 }
 
 /// Plans a statement that routing rules rewrote (see `rules.rs`).

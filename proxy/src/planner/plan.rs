@@ -38,6 +38,11 @@ pub struct QueryPlan {
     /// in another, see `rules.rs`): what was planned, and what a backend prepares.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rerouted: Option<Arc<str>>,
+    /// The keyspaces a user must be granted to run it (found once, see
+    /// `session/grants.rs`): where it runs; none when it reads no table or only
+    /// `information_schema`; for a rerouted statement the keyspaces the client named.
+    #[serde(skip)]
+    pub grant_keyspaces: Arc<[Arc<str>]>,
 }
 
 impl QueryPlan {
@@ -50,12 +55,15 @@ impl QueryPlan {
             _ => false,
         };
         let kind = root.kind();
-        let keyspace: Arc<str> = root
-            .keyspaces()
-            .into_iter()
-            .next()
-            .unwrap_or_default()
-            .into();
+        let keyspaces: Arc<[Arc<str>]> = root.keyspaces().into_iter().map(Arc::from).collect();
+        let keyspace: Arc<str> = keyspaces.first().cloned().unwrap_or_else(|| Arc::from(""));
+        // A statement that reads no table (`SELECT @@version`) runs in some keyspace but
+        // reads nothing of it.
+        let keyspaces = if facts.no_tables {
+            Arc::from([])
+        } else {
+            keyspaces
+        };
         QueryPlan {
             root,
             facts,
@@ -63,6 +71,7 @@ impl QueryPlan {
             keyspace,
             digest: Arc::from(""),
             rerouted: None,
+            grant_keyspaces: keyspaces,
         }
     }
 }
@@ -109,6 +118,26 @@ pub struct Facts {
     /// on); only `SELECT @@autocommit` alone is answered (by the session).
     #[serde(skip)]
     pub reads_autocommit: bool,
+    /// The least role that may run it (see `privilege.rs`).
+    #[serde(skip)]
+    pub privilege: Privilege,
+    /// sqlparser could not read it: the tables it names are unknown to the proxy (users
+    /// limited to some keyspaces are checked on its words instead).
+    #[serde(skip)]
+    pub opaque: bool,
+}
+
+/// What a statement needs of the user's role, least first (`shardgate_config::Role`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Privilege {
+    /// Reads (any role).
+    #[default]
+    Read,
+    /// Changes rows (writer, admin).
+    Write,
+    /// Changes tables or the servers, or reads the system schemas (admin).
+    Admin,
 }
 
 impl Facts {
@@ -118,6 +147,8 @@ impl Facts {
             no_tables: false,
             locking: false,
             reads_autocommit: false,
+            privilege: Privilege::Read,
+            opaque: false,
             ..*self
         } == Facts::default()
     }

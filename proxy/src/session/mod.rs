@@ -6,6 +6,7 @@ mod analyze;
 mod buffer;
 pub use buffer::InflightWrites;
 pub mod conns;
+mod grants;
 mod interrupt;
 mod known_vars;
 mod ops;
@@ -67,16 +68,32 @@ pub struct Session {
     last_trace: Option<Arc<crate::querylog::Entry>>,
     /// The user name, shared with query-log entries.
     user: Arc<str>,
+    /// The user's role and keyspaces, read at login (see `grants.rs`).
+    grants: Arc<shardgate_config::UserConfig>,
 }
 
 impl Session {
     /// Creates the session after authentication; fails with 1049 for an unknown database.
     pub fn start(ctx: Arc<Context>, info: ClientInfo) -> Result<Session, ErrPacket> {
+        // The account was found to authenticate; it may have been removed since.
+        let grants = ctx.user(&info.user).ok_or_else(|| {
+            ErrPacket::new(
+                1045,
+                "28000",
+                format!(
+                    "Access denied for user '{}'@'{}' (the account was just removed)",
+                    info.user,
+                    grants::host_of(info.peer)
+                ),
+            )
+        })?;
         let (keyspace, shard) = match &info.database {
             Some(db) => {
                 let snapshot = ctx.snapshot();
                 let (k, s) =
                     crate::planner::use_target(db, &snapshot).map_err(|e| e.to_packet())?;
+                grants::check_use(&grants, info.peer, &k, s.is_some())
+                    .map_err(|e| e.to_packet())?;
                 (Some(k), s)
             }
             None => (None, None),
@@ -121,6 +138,7 @@ impl Session {
             stmt: Default::default(),
             last_trace: None,
             user,
+            grants,
         })
     }
 
@@ -183,7 +201,11 @@ impl Handler for Session {
 
     async fn init_db(&mut self, db: &str, out: &mut Responder<'_>) -> HandlerResult {
         let snapshot = self.ctx.snapshot();
-        match crate::planner::use_target(db, &snapshot) {
+        let target = crate::planner::use_target(db, &snapshot).and_then(|(k, s)| {
+            grants::check_use(&self.grants, self.info.peer, &k, s.is_some())?;
+            Ok((k, s))
+        });
+        match target {
             Ok((k, s)) => {
                 self.set_keyspace(k, s);
                 self.ok(out, false);

@@ -34,7 +34,9 @@ impl Session {
                     rows.push(vec![Some("information_schema".into())]);
                 }
                 for k in snapshot.keyspaces.keys() {
-                    rows.push(vec![Some(k.clone())]);
+                    if self.sees_keyspace(k) {
+                        rows.push(vec![Some(k.clone())]);
+                    }
                 }
                 self.rows(out, &[ColumnDef::text("Database")], &rows, more);
                 Ok(())
@@ -290,6 +292,10 @@ impl Session {
             self.error(out, &ProxyError::UnknownThread(id));
             return;
         };
+        if !self.may_kill(&target.user) {
+            self.error(out, &ProxyError::KillDenied(id));
+            return;
+        }
         target.request_kill(connection);
         self.ok(out, false);
     }
@@ -380,6 +386,7 @@ impl Session {
             .registry
             .processlist()
             .into_iter()
+            .filter(|r| self.sees_session(&r.user))
             .map(|r| {
                 let info = r.info.map(|i| {
                     if full {

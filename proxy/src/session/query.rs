@@ -390,9 +390,10 @@ impl Session {
         Ok(flow)
     }
 
-    /// Plans `sql` for this session. When planning needs columns schema tracking has not
-    /// read (a table created a moment ago, maybe through another proxy), the keyspace is
-    /// read again and the statement planned once more.
+    /// Plans `sql` for this session, and checks the user may run it (`grants.rs`). When
+    /// planning needs columns schema tracking has not read (a table created a moment ago,
+    /// maybe through another proxy), the keyspace is read again and the statement planned
+    /// once more.
     pub(super) async fn plan_now(
         &self,
         sql: &str,
@@ -406,13 +407,15 @@ impl Session {
                 self.shard.as_deref(),
             )
         };
-        match plan() {
+        let planned = match plan() {
             Err(ProxyError::SchemaUnknown { keyspace, .. }) => {
                 crate::schema::tracker::refresh(&self.ctx, Some(&[keyspace])).await;
                 plan()
             }
             other => other,
-        }
+        }?;
+        self.authorize(&planned, sql)?;
+        Ok(planned)
     }
 
     /// Under autocommit=0, whether this statement opens the implicit transaction: never

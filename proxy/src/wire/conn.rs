@@ -91,6 +91,10 @@ pub trait Service: Send + Sync + 'static {
     fn rsa_keys(&self) -> Option<&RsaKeys> {
         None
     }
+    /// Whether an RSA key pair is being generated (login waits for it a little).
+    fn rsa_pending(&self) -> bool {
+        false
+    }
     /// Users that completed a `caching_sha2_password` full authentication (None: the fast
     /// path is never taken).
     fn sha2_cache(&self) -> Option<&Sha2Cache> {

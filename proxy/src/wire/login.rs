@@ -306,6 +306,13 @@ async fn sha2_login<S: Service>(
         let p = packet.strip_suffix(&[0]).unwrap_or(&packet).to_vec();
         (Some(p), "full_tls")
     } else {
+        // A key generated for a user just added (see `Security::want_rsa`) may take a
+        // moment more.
+        let mut waited = 0;
+        while service.rsa_keys().is_none() && service.rsa_pending() && waited < 100 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            waited += 1;
+        }
         let Some(keys) = service.rsa_keys() else {
             tracing::warn!(user = %response.user, "caching_sha2_password full authentication on a plain connection, but no RSA key");
             return Some(Err(true));

@@ -7,6 +7,7 @@ mod progress;
 mod reshard;
 mod target;
 mod topo;
+mod users;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -101,6 +102,11 @@ pub enum Command {
     Routing {
         #[command(subcommand)]
         command: RoutingCommand,
+    },
+    /// Client accounts kept in etcd, followed live by every proxy.
+    User {
+        #[command(subcommand)]
+        command: users::UserCommand,
     },
     /// List live proxies and the topology revision each has applied.
     Proxies {
@@ -325,6 +331,7 @@ pub async fn run(cli: Cli) -> Result<()> {
             command: RoutingCommand::Set { keyspace, serving },
         } => topo::routing_set(&cli, keyspace, serving).await,
         Command::Proxies { json } => topo::proxies(&cli, *json).await,
+        Command::User { command } => users::run(&cli, command).await,
         Command::Reshard { command } => reshard::run(&cli, command).await,
         Command::Movetables { command } => movetables::run(&cli, command).await,
     }

@@ -177,11 +177,8 @@ impl ClusterInfo {
             .display()
             .to_string();
         cfg.users.push(UserConfig {
-            name: "root".into(),
-            password_hash: String::new(),
-            caching_sha2_hash: String::new(),
             hosts: vec!["localhost".into()],
-            require_tls: false,
+            ..UserConfig::new("root", String::new(), String::new())
         });
         // TLS by default, with the cluster's own CA (made on the first start).
         let certs = certs::ensure(&self.dir)?;

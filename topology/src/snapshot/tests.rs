@@ -251,3 +251,24 @@ fn routing_rules_are_checked() {
         );
     }
 }
+
+#[test]
+fn users_are_read_checked_and_named_by_their_key() {
+    let hash = shardgate_config::hash_password("pw");
+    let good = format!(
+        r#"{{"name": "app", "password_hash": "{hash}", "role": "reader", "keyspaces": ["customer"]}}"#
+    );
+    let s = build(&with(base(), "users/app", &good)).unwrap();
+    let u = &s.users["app"];
+    assert_eq!(u.role, shardgate_config::Role::Reader);
+    assert!(u.grants_keyspace("customer"));
+    assert!(!u.grants_keyspace("commerce"));
+    assert_eq!(u.hosts, vec!["%".to_string()]);
+
+    let renamed = good.replace("\"app\"", "\"other\"");
+    assert!(problem(&with(base(), "users/app", &renamed)).contains("names user \"other\""));
+    let plain = good.replace(&hash, "secret");
+    assert!(problem(&with(base(), "users/app", &plain)).contains("password_hash"));
+    let role = good.replace("reader", "superuser");
+    assert!(problem(&with(base(), "users/app", &role)).contains("users/app"));
+}
