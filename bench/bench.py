@@ -441,6 +441,7 @@ def main():
     hport = free_port()
     haproxy = start_haproxy(commerce["addr"], hport, args.dir)
     results = {}
+    tls_server = None
     try:
         print(f"machine: {os.cpu_count()} cores; sysbench {args.threads} threads, {args.time}s x {args.rounds} rounds, "
               f"{args.tables} tables x {args.table_size} rows", flush=True)
@@ -521,6 +522,12 @@ def main():
         if "bigmerge" in suites:
             # Last: its table is loaded behind the vindex's back (rows on either shard).
             results["bigmerge"] = big_merge(info, pport, proxy_pid, args)
+        if "tls" in suites:
+            # Last but memory: it restarts the unsharded keyspace's MariaDB with TLS.
+            import tls_suite
+            if "foundation" not in suites and "sharded" not in suites:
+                sysbench("oltp_read_write", chost, int(cport), "commerce", args, "prepare")
+            results["tls"], tls_server = tls_suite.run(args, info, commerce, hport, args.dir, cpu_ticks)
         if "memory" in suites:
             time.sleep(1)
             idle = rss_kb(proxy_pid)
@@ -533,6 +540,9 @@ def main():
     finally:
         haproxy.send_signal(signal.SIGTERM)
         subprocess.run([SHARDCTL, "--dir", args.dir, "down"], capture_output=True)
+        if tls_server is not None:
+            tls_server.terminate()
+            tls_server.wait(60)
 
     print("\n| workload | target | QPS (median) | p95 ms (median) | errors | proxy CPU us/query | vs HAProxy | vs direct |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
@@ -634,6 +644,16 @@ def main():
         for label, r in t["stock_level"].items():
             print(f"| {label.replace('_', ' ')} | {r['direct_ms']:.2f} | {r['shardgate_ms']:.2f} "
                   f"| {r['shardgate_ms'] / r['direct_ms']:.1f}x |")
+    if "tls" in results:
+        print("\n| oltp_point_select over TLS | QPS (median) | p95 ms (median) | errors | proxy CPU us/query | vs HAProxy TLS |")
+        print("|---|---:|---:|---:|---:|---:|")
+        t = results["tls"]
+        med = {n: (statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs),
+                   sum(r[2] for r in runs), statistics.median(r[3] for r in runs)) for n, runs in t.items()}
+        base = med["haproxy TLS passthrough"][0]
+        for n, (q, p, e, cpu) in med.items():
+            c = f"{cpu:.1f}" if cpu else "-"
+            print(f"| {n} | {q:.0f} | {p:.2f} | {e} | {c} | {q / base:.2f}x |")
     if "memory" in results:
         idle, loaded = results["memory"]
         print(f"\nproxy RSS idle: {idle/1024:.1f} MiB; with 1,000 idle client connections: {loaded/1024:.1f} MiB "
