@@ -527,7 +527,8 @@ def main():
             import tls_suite
             if "foundation" not in suites and "sharded" not in suites:
                 sysbench("oltp_read_write", chost, int(cport), "commerce", args, "prepare")
-            results["tls"], tls_server = tls_suite.run(args, info, commerce, hport, args.dir, cpu_ticks)
+            tls_server = tls_suite.start(info, commerce, args.dir)
+            results["tls"] = tls_suite.run(args, info, commerce, hport, args.dir, cpu_ticks)
         if "memory" in suites:
             time.sleep(1)
             idle = rss_kb(proxy_pid)
