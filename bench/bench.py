@@ -527,7 +527,7 @@ def main():
             import tls_suite
             if "foundation" not in suites and "sharded" not in suites:
                 sysbench("oltp_read_write", chost, int(cport), "commerce", args, "prepare")
-            tls_server = tls_suite.start(info, commerce, args.dir)
+            tls_server = tls_suite.start(args, info, commerce, args.dir)
             results["tls"] = tls_suite.run(args, info, commerce, hport, args.dir, cpu_ticks)
         if "memory" in suites:
             time.sleep(1)

@@ -33,14 +33,16 @@ def _mariadb(addr, sql):
     return out.stdout.strip()
 
 
-def restart_with_tls(pid, addr, cluster_dir):
+def restart_with_tls(pid, addr, cluster_dir, client_ca):
     """Restarts mariadbd `pid` with the same arguments plus TLS; returns the new Popen."""
     with open(f"/proc/{pid}/cmdline", "rb") as f:
         args = [a.decode() for a in f.read().split(b"\0") if a]
     os.kill(pid, signal.SIGTERM)
     _wait_gone(pid)
-    # No --ssl-ca: with one MariaDB asks clients for a certificate and refuses sysbench's.
-    args += [f"--ssl-cert={cluster_dir}/server-cert.pem", f"--ssl-key={cluster_dir}/server-key.pem"]
+    # MariaDB checks any client certificate it is shown (sysbench always shows one): its
+    # CA is sysbench's self-signed certificate. Clients without one are not asked.
+    args += [f"--ssl-cert={cluster_dir}/server-cert.pem", f"--ssl-key={cluster_dir}/server-key.pem",
+             f"--ssl-ca={client_ca}"]
     p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     for _ in range(600):
         try:
@@ -86,16 +88,17 @@ def _proxy_tls_count(http):
     return int(m.group(1)) if m else 0
 
 
-def start(info, commerce, cluster_dir):
+def start(args, info, commerce, cluster_dir):
     """Restarts the unsharded keyspace's MariaDB with TLS; returns the server (the caller
     stops it: the cluster's records name the old process)."""
     pid = next(m["pid"] for m in info["mariadb"] if m["name"] == "commerce")
-    return restart_with_tls(pid, commerce["addr"], cluster_dir)
+    d = client_files(args.dir, cluster_dir)
+    return restart_with_tls(pid, commerce["addr"], cluster_dir, os.path.join(d, "client-cert.pem"))
 
 
 def run(args, info, commerce, hport, cluster_dir, cpu_ticks):
     """Returns {target: [(qps, p95, errors, proxy_cpu_us), ...]}."""
-    cwd = client_files(args.dir, cluster_dir)
+    cwd = os.path.join(args.dir, "sysbench-ssl")
     # The proxy's pooled connections to the old server are gone: let it find out before
     # measuring.
     for _ in range(3 * args.threads):
