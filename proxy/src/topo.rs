@@ -367,8 +367,12 @@ impl Follower {
     }
 }
 
+/// Whether nothing that routes statements differs (keyspaces, shards, routing, routing
+/// rules): then only registrations, progress, counters or users changed.
 fn same_keyspaces(a: &Snapshot, b: &Snapshot) -> bool {
-    a.keyspaces.len() == b.keyspaces.len()
+    // Routing rules change where statements go: a rules-only edit is a routing change.
+    a.routing_rules == b.routing_rules
+        && a.keyspaces.len() == b.keyspaces.len()
         && a.keyspaces.iter().all(|(k, v)| {
             b.keyspaces
                 .get(k)
