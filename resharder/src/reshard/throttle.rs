@@ -141,6 +141,12 @@ impl Throttle {
         chunk_target(self.foreground.load(Ordering::Relaxed))
     }
 
+    /// Whether a stream may read its next chunk while it writes the current one (two
+    /// chunks' rows share-locked at once): only while the application does not run.
+    pub fn overlap(&self) -> bool {
+        !self.foreground.load(Ordering::Relaxed)
+    }
+
     /// Streams allowed now (for progress reports).
     pub fn allowed(&self) -> usize {
         self.allowed.load(Ordering::Relaxed)
