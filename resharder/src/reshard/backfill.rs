@@ -54,6 +54,7 @@ pub async fn run(c: &mut Controller) -> Result<()> {
             };
             let slot = slots.iter().position(|b| !b).unwrap_or(0);
             slots[slot] = true;
+            throttle.enter(slot);
             let fut = stream::copy(spec, slot, c.creds.clone(), throttle.clone(), tx.clone());
             running.spawn(async move { (slot, fut.await) });
         }
@@ -63,7 +64,10 @@ pub async fn run(c: &mut Controller) -> Result<()> {
         tokio::select! {
             Some(p) = rx.recv() => copied_now += record(c, p),
             joined = running.join_next() => match joined {
-                Some(Ok((slot, Ok(())))) => slots[slot] = false,
+                Some(Ok((slot, Ok(())))) => {
+                    slots[slot] = false;
+                    throttle.leave(slot);
+                }
                 Some(Ok((_, Err(e)))) => break Err(e),
                 Some(Err(e)) => break Err(anyhow!("a copy stream failed: {e}")),
                 None => {}

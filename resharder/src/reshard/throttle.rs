@@ -4,24 +4,20 @@
 //! Two limits, shared by every copy stream of a workflow:
 //! - a rate cap (`--max-rows-per-s`, 0: none), by total rows copied since the start;
 //! - the application: each source server is probed every [`PROBE_EVERY`] on a connection
-//!   of the throttler's own, for the application's statements (a connection of the
-//!   processlist, not the controller's, that runs one now or whose last statement's id
-//!   moved on since the previous probe, see [`application_active`]) and for the latency
-//!   of a trivial statement, whose value before the copy started is the baseline. Until
-//!   the first probe compared two snapshots, one stream copies as under the application.
+//!   of the throttler's own, for the application's statements running there (its threads
+//!   in the processlist, the controller's own connections left out) and for the latency of
+//!   a trivial statement, whose value before the copy started is the baseline.
 //!   With no application statement seen for two seconds, every stream runs (`--streams`)
 //!   with chunks of about 40 ms. While the application runs, one stream copies, with chunks
 //!   of about 10 ms (a row the application wants is share-locked that long at most), and
 //!   while the smoothed probe latency stays above [`slow_threshold`] of the baseline it
 //!   rests after each chunk, as long as the chunk took times a factor that doubles while
-//!   the source stays slow (up to [`MAX_REST`]) and fades when it recovers; while the application
-//!   runs that factor is at least [`FOREGROUND_REST`]. A server queueing the
+//!   the source stays slow (up to 8) and fades when it recovers. A server queueing the
 //!   copy's work delays the probe as it delays the application's statements, so the
 //!   application keeps most of its latency.
 
 use super::db::ShardConn;
 use anyhow::Result;
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,36 +30,15 @@ pub fn slow_threshold(baseline_us: u64) -> u64 {
     (baseline_us * 3 / 2).max(baseline_us + 1_000)
 }
 
-/// The largest rest factor: a copy resting longer barely moves (under a steady load the
-/// probe can stay slow for the whole copy) while the application gains little more.
-pub const MAX_REST: f64 = 4.0;
-
 /// The next rest factor (rest after a chunk = its time x factor), given whether the
 /// sources are slow while the application runs.
 pub fn next_rest(rest: f64, slow: bool) -> f64 {
     if slow {
-        (rest * 2.0).clamp(0.5, MAX_REST)
+        (rest * 2.0).clamp(0.5, 8.0)
     } else if rest < 0.25 {
         0.0
     } else {
         rest / 2.0
-    }
-}
-
-/// While the application runs, the copying stream rests at least this many times as
-/// long as each chunk took, so it copies at most half of the time: the copy's work
-/// (the source's locked read, the controller, the targets' inserts) takes CPU the
-/// application's statements would otherwise run on, which a probe statement barely sees
-/// until the server saturates, while the application's p95 already shows it.
-pub const FOREGROUND_REST: f64 = 1.0;
-
-/// The rest factor applied: the adaptive one (see [`next_rest`]), at least
-/// [`FOREGROUND_REST`] while the application runs.
-pub fn rest_for(rest: f64, foreground: bool) -> f64 {
-    if foreground {
-        rest.max(FOREGROUND_REST)
-    } else {
-        rest
     }
 }
 
@@ -75,6 +50,20 @@ pub fn streams_for(max: usize, foreground: bool) -> usize {
     } else {
         max.max(1)
     }
+}
+
+/// Running streams in slots below `index`, given the occupied slots' bits: the streams
+/// that go first when fewer may run than are running. Counting them (rather than
+/// comparing the slot with the number allowed) lets a stream in a high slot run once
+/// the streams below it ended, when the queue is empty and no new stream takes their
+/// slot.
+pub fn streams_ahead(occupied: u64, index: usize) -> usize {
+    let below = if index >= 64 {
+        u64::MAX
+    } else {
+        (1u64 << index) - 1
+    };
+    (occupied & below).count_ones() as usize
 }
 
 /// How long a chunk should take (see `stream::next_chunk`).
@@ -93,6 +82,8 @@ pub struct Throttle {
     started: Instant,
     copied: AtomicU64,
     allowed: AtomicUsize,
+    /// The slots of the running streams (bit `i`: slot `i`).
+    occupied: AtomicU64,
     slow: AtomicBool,
     /// The application runs statements on a source.
     foreground: AtomicBool,
@@ -114,6 +105,7 @@ impl Throttle {
             copied: AtomicU64::new(0),
             // One until the first probe says whether the application runs.
             allowed: AtomicUsize::new(1),
+            occupied: AtomicU64::new(0),
             slow: AtomicBool::new(false),
             foreground: AtomicBool::new(true),
             rest_milli: AtomicU64::new(0),
@@ -123,10 +115,22 @@ impl Throttle {
         })
     }
 
-    /// Waits until stream `index` may copy its next chunk.
+    /// A stream starts running in `slot` (below 64).
+    pub fn enter(&self, slot: usize) {
+        self.occupied.fetch_or(1 << slot, Ordering::Relaxed);
+    }
+
+    /// The stream in `slot` ended.
+    pub fn leave(&self, slot: usize) {
+        self.occupied.fetch_and(!(1 << slot), Ordering::Relaxed);
+    }
+
+    /// Waits until stream `index` (its slot) may copy its next chunk: while fewer
+    /// running streams sit in lower slots than are allowed.
     pub async fn before_chunk(&self, index: usize) {
         loop {
-            if index < self.allowed.load(Ordering::Relaxed) || self.stop.load(Ordering::Relaxed) {
+            let ahead = streams_ahead(self.occupied.load(Ordering::Relaxed), index);
+            if ahead < self.allowed.load(Ordering::Relaxed) || self.stop.load(Ordering::Relaxed) {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -188,13 +192,6 @@ impl Throttle {
         let mut smoothed: Vec<f64> = baselines.iter().map(|b| *b as f64).collect();
         let mut foreground_at: Option<Instant> = None;
         let mut rest = 0.0;
-        // Each server's connections and their last statement's id: a connection whose id
-        // moved on between two probes ran statements in between, however short.
-        let mut seen: Vec<BTreeMap<u64, u64>> = Vec::with_capacity(probes.len());
-        for p in probes.iter_mut() {
-            let now = processlist(p).await.unwrap_or_default();
-            seen.push(now.iter().map(|c| (c.id, c.query_id)).collect());
-        }
         while !self.stop.load(Ordering::Relaxed) {
             tokio::time::sleep(PROBE_EVERY).await;
             let mut slow = false;
@@ -210,11 +207,8 @@ impl Throttle {
                     .get(&p.shard)
                     .cloned()
                     .unwrap_or_default();
-                if let Ok(now) = processlist(p).await {
-                    if application_active(&seen[i], &now, &own) {
-                        foreground_at = Some(Instant::now());
-                    }
-                    seen[i] = now.iter().map(|c| (c.id, c.query_id)).collect();
+                if foreground_running(p, &own).await.unwrap_or(0) > 0 {
+                    foreground_at = Some(Instant::now());
                 }
                 if smoothed[i] as u64 > slow_threshold(baselines[i]) {
                     slow = true;
@@ -232,10 +226,8 @@ impl Throttle {
                 self.slow.store(false, Ordering::Relaxed);
             }
             rest = next_rest(rest, slow);
-            self.rest_milli.store(
-                (rest_for(rest, foreground) * 1000.0) as u64,
-                Ordering::Relaxed,
-            );
+            self.rest_milli
+                .store((rest * 1000.0) as u64, Ordering::Relaxed);
             let next = streams_for(self.max_streams, foreground);
             if next != self.allowed.swap(next, Ordering::Relaxed) {
                 tracing::debug!(streams = next, slow, rest, "copy throttle");
@@ -254,43 +246,15 @@ impl Throttle {
     }
 }
 
-/// A connection of a source server, as the probe saw it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Client {
-    pub id: u64,
-    /// The id of its current or last statement (a server-wide counter).
-    pub query_id: u64,
-    /// It runs a statement now.
-    pub running: bool,
-}
-
-/// Whether the application used the server since the previous probe: a connection that
-/// is not the controller's (`own`) runs a statement now, or ran one since `before` (its
-/// last statement's id moved on). Connections that appeared since are left out (the
-/// controller's are registered only once they are open). Sampling only what runs at
-/// the moment misses most of an application's short statements.
-pub fn application_active(before: &BTreeMap<u64, u64>, now: &[Client], own: &[u32]) -> bool {
-    now.iter()
-        .filter(|c| !own.iter().any(|o| u64::from(*o) == c.id))
-        .any(|c| c.running || before.get(&c.id).is_some_and(|q| *q != c.query_id))
-}
-
-/// The server's connections but the probe's own.
-async fn processlist(c: &mut ShardConn) -> Result<Vec<Client>> {
-    let rows = c
-        .exec(
-            "SELECT ID, QUERY_ID, COMMAND = 'Query' FROM information_schema.PROCESSLIST WHERE ID <> CONNECTION_ID()",
-            vec![],
-        )
-        .await?;
-    Ok(rows
-        .iter()
-        .map(|r| Client {
-            id: super::db::int(r, 0),
-            query_id: super::db::int(r, 1),
-            running: super::db::int(r, 2) == 1,
-        })
-        .collect())
+/// Statements of the application running on the server now (the controller's
+/// connections `own` and the probe's left out).
+async fn foreground_running(c: &mut ShardConn, own: &[u32]) -> Result<u64> {
+    let mut sql = "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE COMMAND = 'Query' AND ID <> CONNECTION_ID()".to_string();
+    for id in own {
+        sql.push_str(&format!(" AND ID <> {id}"));
+    }
+    let r = c.exec(&sql, vec![]).await?;
+    Ok(r.first().map(|r| super::db::int(r, 0)).unwrap_or(0))
 }
 
 /// One probe: a trivial statement's round trip, in µs.
@@ -313,34 +277,14 @@ mod tests {
     }
 
     #[test]
-    fn the_application_counts_when_its_connections_ran_statements_since_the_last_probe() {
-        let c = |id, query_id, running| Client {
-            id,
-            query_id,
-            running,
-        };
-        let before: BTreeMap<u64, u64> = [(1, 10), (2, 20), (3, 30)].into_iter().collect();
-        // Nothing moved, nothing runs.
-        let idle = [c(1, 10, false), c(2, 20, false), c(3, 30, false)];
-        assert!(!application_active(&before, &idle, &[]));
-        // An application connection ran a statement in between, though none runs now.
-        let ran = [c(1, 10, false), c(2, 25, false), c(3, 30, false)];
-        assert!(application_active(&before, &ran, &[]));
-        // ... unless that connection is the controller's.
-        assert!(!application_active(&before, &ran, &[2]));
-        // One runs now.
-        assert!(application_active(&before, &[c(3, 30, true)], &[]));
-        assert!(!application_active(&before, &[c(3, 30, true)], &[3]));
-        // A connection that just appeared (a stream opening its own) does not count.
-        assert!(!application_active(&before, &[c(9, 99, false)], &[]));
-    }
-
-    #[test]
-    fn the_copy_rests_at_least_as_long_as_its_chunks_while_the_application_runs() {
-        assert_eq!(rest_for(0.0, true), FOREGROUND_REST);
-        assert_eq!(rest_for(4.0, true), 4.0);
-        assert_eq!(rest_for(0.0, false), 0.0);
-        assert_eq!(rest_for(0.5, false), 0.5);
+    fn a_stream_in_a_high_slot_runs_once_the_streams_below_it_ended() {
+        // Slots 0-3 running, one allowed: only slot 0 copies.
+        assert_eq!(streams_ahead(0b1111, 0), 0);
+        assert_eq!(streams_ahead(0b1111, 3), 3);
+        // Slots 0-2 ended with nothing left to start: slot 3 goes first now.
+        assert_eq!(streams_ahead(0b1000, 3), 0);
+        assert_eq!(streams_ahead(0b1010, 3), 1);
+        assert_eq!(streams_ahead(u64::MAX, 63), 63);
     }
 
     #[test]
@@ -352,11 +296,11 @@ mod tests {
     #[test]
     fn the_rest_doubles_while_slow_at_one_stream_and_fades_after() {
         let mut r = 0.0;
-        for want in [0.5, 1.0, 2.0, 4.0, 4.0, 4.0] {
+        for want in [0.5, 1.0, 2.0, 4.0, 8.0, 8.0] {
             r = next_rest(r, true);
             assert_eq!(r, want);
         }
-        for want in [2.0, 1.0, 0.5, 0.25, 0.125, 0.0] {
+        for want in [4.0, 2.0, 1.0, 0.5, 0.25, 0.125, 0.0] {
             r = next_rest(r, false);
             assert_eq!(r, want);
         }
