@@ -1,7 +1,8 @@
 //! The copy: every table of every source shard, in copy streams that run in parallel
 //! (see `stream.rs` for one stream and why it reads under shared locks; `throttle.rs`
 //! for how many run), checkpointed in the workflow document. Captured changes are applied
-//! while the streams copy, so the backlog stays small.
+//! while the streams copy, so the backlog stays small. The targets' change capture and
+//! guards are installed when the copy is done ([`install_target_capture`]).
 //!
 //! Work is split into streams once, when the copy starts: one per table and source
 //! shard, and a big table's rows on one shard are cut into key ranges (split at primary
@@ -53,6 +54,7 @@ pub async fn run(c: &mut Controller) -> Result<()> {
             };
             let slot = slots.iter().position(|b| !b).unwrap_or(0);
             slots[slot] = true;
+            throttle.enter(slot);
             let fut = stream::copy(spec, slot, c.creds.clone(), throttle.clone(), tx.clone());
             running.spawn(async move { (slot, fut.await) });
         }
@@ -62,7 +64,10 @@ pub async fn run(c: &mut Controller) -> Result<()> {
         tokio::select! {
             Some(p) = rx.recv() => copied_now += record(c, p),
             joined = running.join_next() => match joined {
-                Some(Ok((slot, Ok(())))) => slots[slot] = false,
+                Some(Ok((slot, Ok(())))) => {
+                    slots[slot] = false;
+                    throttle.leave(slot);
+                }
                 Some(Ok((_, Err(e)))) => break Err(e),
                 Some(Err(e)) => break Err(anyhow!("a copy stream failed: {e}")),
                 None => {}
@@ -90,6 +95,7 @@ pub async fn run(c: &mut Controller) -> Result<()> {
     outcome?;
     let applied = c.catch_up(true, 0).await?;
     let secs = started.elapsed().as_secs_f64().max(0.001);
+    install_target_capture(c).await?;
     let slowdowns = throttle
         .slowdowns
         .load(std::sync::atomic::Ordering::Relaxed);
@@ -101,6 +107,21 @@ pub async fn run(c: &mut Controller) -> Result<()> {
         ),
     )
     .await
+}
+
+/// Installs change capture and guards on the targets' tables (idempotent), once their
+/// rows are copied: they matter from cutover on (a rollback applies what the targets
+/// captured; a side that stops serving raises its guard), while during the copy only the
+/// controller writes there, whose writes the triggers skip, so installing them earlier
+/// only cost a trigger invocation per copied row.
+pub async fn install_target_capture(c: &mut Controller) -> Result<()> {
+    for t in 0..c.tables.len() {
+        let meta = c.tables[t].clone();
+        for tc in c.targets.iter_mut() {
+            super::capture::install(tc, &meta).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Applies a stream's progress to the workflow document; returns the rows copied.

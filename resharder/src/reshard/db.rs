@@ -487,14 +487,25 @@ pub fn param(k: &KeyValue) -> Value {
 /// Most placeholders one statement may carry.
 const MAX_PARAMS: usize = 60_000;
 
-/// REPLACEs `rows` (values in `meta.columns` order) into the table, in as few
-/// statements as the placeholder limit allows.
+/// Rows per multi-row write statement. Every full batch has the same text, so each
+/// connection prepares it once and reuses it (only a chunk's last, shorter batch is
+/// prepared anew): preparing a statement of thousands of placeholders costs the server
+/// about as much as running it.
+const BATCH_ROWS: usize = 250;
+
+/// Rows per write statement for a table of `ncols` columns (see [`BATCH_ROWS`]).
+pub fn batch_rows(ncols: usize) -> usize {
+    (MAX_PARAMS / ncols.max(1)).clamp(1, BATCH_ROWS)
+}
+
+/// REPLACEs `rows` (values in `meta.columns` order) into the table, in statements of
+/// [`batch_rows`] rows.
 pub async fn replace_rows(c: &mut ShardConn, meta: &TableMeta, rows: &[Vec<Value>]) -> Result<()> {
     if rows.is_empty() {
         return Ok(());
     }
     let ncols = meta.columns.len().max(1);
-    let per = (MAX_PARAMS / ncols).max(1);
+    let per = batch_rows(ncols);
     let one = format!("({})", vec!["?"; ncols].join(", "));
     for part in rows.chunks(per) {
         let values = vec![one.as_str(); part.len()].join(", ");
@@ -626,6 +637,15 @@ mod tests {
         assert_eq!(m.key_equals("t."), "t.`a` = ? AND t.`b` = ?");
         assert_eq!(m.pk_indexes(), vec![0, 1]);
         assert_eq!(meta(&["a"]).after_key(""), "((`a` > ?))");
+    }
+
+    #[test]
+    fn write_batches_have_one_size_within_the_placeholder_limit() {
+        assert_eq!(batch_rows(4), BATCH_ROWS);
+        assert_eq!(batch_rows(0), BATCH_ROWS);
+        assert_eq!(batch_rows(1_000), 60);
+        assert_eq!(batch_rows(100_000), 1);
+        assert!(batch_rows(300) * 300 <= MAX_PARAMS);
     }
 
     #[test]

@@ -193,7 +193,7 @@ pub async fn inspect_tables(
     Ok((tables, problems))
 }
 
-/// Copies the schema, installs change capture on both sides, and announces the workflow
+/// Copies the schema, installs change capture on the sources, and announces the workflow
 /// to every proxy (dual-write in the routing document), waiting for each to acknowledge.
 pub async fn prepare(c: &mut Controller) -> Result<()> {
     super::require(c, &[Phase::Created], "setup")?;
@@ -223,9 +223,12 @@ pub async fn prepare(c: &mut Controller) -> Result<()> {
             }
         }
     }
+    // The targets get theirs when the copy is done (`backfill::run`): until cutover only
+    // the controller writes there, and its writes skip the triggers, which would still
+    // cost an invocation per copied row.
     for t in 0..c.tables.len() {
         let meta = c.tables[t].clone();
-        for sc in c.sources.iter_mut().chain(c.targets.iter_mut()) {
+        for sc in c.sources.iter_mut() {
             capture::install(sc, &meta).await?;
         }
     }

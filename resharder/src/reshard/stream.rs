@@ -9,7 +9,9 @@
 //! row commits after its chunk reached the target, so that change's capture entry is
 //! applied after the copy and the newer value wins. Chunks are sized by time (see
 //! [`next_chunk`], and the throttler's target): big enough that per-statement costs
-//! vanish, short enough that the application waits little for a locked row.
+//! vanish, short enough that the application waits little for a locked row. While the
+//! application does not run, a stream reads its next chunk (on a second source
+//! connection) while it writes the current one.
 
 use super::db::{self, Credentials, ShardConn, TableMeta};
 use super::rows::Router;
@@ -60,8 +62,76 @@ pub fn next_chunk(rows: u64, took: Duration, target: Duration, min: u64, max: u6
     next.clamp(min.max(1), max.max(min.max(1)))
 }
 
+/// A chunk read under shared locks, on the source connection whose open transaction
+/// holds them.
+struct Chunk {
+    rows: Vec<Vec<Value>>,
+    /// The chunk's size limit (fewer rows: the range is done).
+    limit: u64,
+    started: Instant,
+}
+
+/// Reads the chunk after `after` (at most `limit` rows) on `src`, leaving its transaction
+/// open with the rows share-locked.
+async fn read_chunk(
+    src: &mut ShardConn,
+    spec: &StreamSpec,
+    after: &Option<Vec<Value>>,
+    limit: u64,
+) -> Result<Chunk> {
+    let meta = &spec.meta;
+    let (cond, params) = db::key_range(meta, after, &spec.up_to);
+    let sql = format!(
+        "SELECT {} FROM {} WHERE {cond} ORDER BY {} LIMIT {limit} LOCK IN SHARE MODE NOWAIT",
+        meta.column_list(),
+        db::ident(&meta.name),
+        meta.pk_list()
+    );
+    let started = Instant::now();
+    let rows = db::locked_read(std::slice::from_mut(src), &sql, params).await?;
+    Ok(Chunk {
+        rows: rows.into_iter().map(db::values).collect(),
+        limit,
+        started,
+    })
+}
+
+/// Writes a chunk's rows to the targets owning them (all targets at once).
+async fn write_chunk(
+    targets: &mut [ShardConn],
+    spec: &StreamSpec,
+    rows: Vec<Vec<Value>>,
+) -> Result<()> {
+    let mut per: Vec<Vec<Vec<Value>>> = vec![Vec::new(); targets.len()];
+    for r in rows {
+        let to = spec.router.route(&r)?;
+        if let [only] = to.as_slice() {
+            per[*only].push(r);
+        } else {
+            for i in to {
+                per[i].push(r.clone());
+            }
+        }
+    }
+    let writes = targets
+        .iter_mut()
+        .zip(&per)
+        .map(|(tc, rows)| db::replace_rows(tc, &spec.meta, rows));
+    futures::future::join_all(writes)
+        .await
+        .into_iter()
+        .collect::<Result<Vec<()>>>()?;
+    Ok(())
+}
+
 /// Copies the stream's range. `index` is its slot among the running streams (the
 /// throttler lets the first `allowed` run).
+///
+/// Chunk after chunk: read under shared locks on one source connection, written to the
+/// targets, committed on the source. While the application does not run, the next
+/// chunk is read on a second source connection while the current one is written
+/// (the throttler's [`Throttle::overlap`]); each chunk still commits on the source only
+/// after its own rows reached the targets, so the locking argument holds chunk by chunk.
 pub async fn copy(
     spec: StreamSpec,
     index: usize,
@@ -69,8 +139,10 @@ pub async fn copy(
     throttle: Arc<Throttle>,
     progress: tokio::sync::mpsc::UnboundedSender<Progress>,
 ) -> Result<()> {
-    let mut src = ShardConn::open(&spec.source, &creds, false).await?;
-    throttle.own_connection(&src.shard, src.conn.id());
+    let mut holding = ShardConn::open(&spec.source, &creds, false).await?;
+    throttle.own_connection(&holding.shard, holding.conn.id());
+    let mut reading = ShardConn::open(&spec.source, &creds, false).await?;
+    throttle.own_connection(&reading.shard, reading.conn.id());
     let mut targets = Vec::with_capacity(spec.targets.len());
     for t in &spec.targets {
         targets.push(ShardConn::open(t, &creds, false).await?);
@@ -78,50 +150,44 @@ pub async fn copy(
     let meta = &spec.meta;
     let pk_idx = meta.pk_indexes();
     let (min, max) = (spec.chunk_rows.clamp(1, 100), spec.chunk_rows.max(1) * 20);
-    let mut chunk = spec.chunk_rows.max(1);
-    let mut after = spec.after.clone();
+    let mut size = spec.chunk_rows.max(1);
+    throttle.before_chunk(index).await;
+    // `holding` holds the locks of `chunk`, the chunk being written.
+    let mut chunk = read_chunk(&mut holding, &spec, &spec.after, size).await?;
     loop {
-        throttle.before_chunk(index).await;
-        let (cond, params) = db::key_range(meta, &after, &spec.up_to);
-        let sql = format!(
-            "SELECT {} FROM {} WHERE {cond} ORDER BY {} LIMIT {chunk} LOCK IN SHARE MODE NOWAIT",
-            meta.column_list(),
-            db::ident(&meta.name),
-            meta.pk_list()
-        );
-        let t0 = Instant::now();
-        let rows = db::locked_read(std::slice::from_mut(&mut src), &sql, params).await?;
-        let rows: Vec<Vec<Value>> = rows.into_iter().map(db::values).collect();
-        let n = rows.len() as u64;
-        let last: Option<Vec<Value>> = rows
+        let n = chunk.rows.len() as u64;
+        let done = n < chunk.limit;
+        let last: Option<Vec<Value>> = chunk
+            .rows
             .last()
             .map(|r| pk_idx.iter().map(|i| r[*i].clone()).collect());
-        let mut per: Vec<Vec<Vec<Value>>> = vec![Vec::new(); targets.len()];
-        for r in rows {
-            let to = spec.router.route(&r)?;
-            if let [only] = to.as_slice() {
-                per[*only].push(r);
-            } else {
-                for i in to {
-                    per[i].push(r.clone());
+        let after = last.clone().or_else(|| spec.after.clone());
+        let rows = std::mem::take(&mut chunk.rows);
+        let write = async {
+            let r = write_chunk(&mut targets, &spec, rows).await;
+            match r {
+                Ok(()) => holding.run("COMMIT").await,
+                Err(e) => {
+                    let _ = holding.run("ROLLBACK").await;
+                    Err(e)
                 }
             }
-        }
-        let writes = targets
-            .iter_mut()
-            .zip(&per)
-            .map(|(tc, rows)| db::replace_rows(tc, meta, rows));
-        let written: Result<Vec<()>> = futures::future::join_all(writes)
-            .await
-            .into_iter()
-            .collect();
+        };
+        let overlap = !done && throttle.overlap();
+        let read_ahead = async {
+            if overlap {
+                throttle.before_chunk(index).await;
+                Some(read_chunk(&mut reading, &spec, &after, size).await)
+            } else {
+                None
+            }
+        };
+        let (written, ahead) = futures::future::join(write, read_ahead).await;
         if let Err(e) = written {
-            let _ = src.run("ROLLBACK").await;
+            let _ = reading.run("ROLLBACK").await;
             return Err(e);
         }
-        src.run("COMMIT").await?;
-        let took = t0.elapsed();
-        let done = n < chunk;
+        let took = chunk.started.elapsed();
         let _ = progress.send(Progress {
             table: meta.name.clone(),
             stream: spec.id.clone(),
@@ -129,14 +195,19 @@ pub async fn copy(
             last_key: last.as_ref().map(|k| k.iter().map(db::key_value).collect()),
             done,
         });
-        if last.is_some() {
-            after = last;
-        }
         throttle.after_chunk(n, took).await;
         if done {
             return Ok(());
         }
-        chunk = next_chunk(chunk, took, throttle.chunk_target(), min, max);
+        size = next_chunk(size, took, throttle.chunk_target(), min, max);
+        chunk = match ahead {
+            Some(next) => next?,
+            None => {
+                throttle.before_chunk(index).await;
+                read_chunk(&mut reading, &spec, &after, size).await?
+            }
+        };
+        std::mem::swap(&mut holding, &mut reading);
     }
 }
 

@@ -52,6 +52,20 @@ pub fn streams_for(max: usize, foreground: bool) -> usize {
     }
 }
 
+/// Running streams in slots below `index`, given the occupied slots' bits: the streams
+/// that go first when fewer may run than are running. Counting them (rather than
+/// comparing the slot with the number allowed) lets a stream in a high slot run once
+/// the streams below it ended, when the queue is empty and no new stream takes their
+/// slot.
+pub fn streams_ahead(occupied: u64, index: usize) -> usize {
+    let below = if index >= 64 {
+        u64::MAX
+    } else {
+        (1u64 << index) - 1
+    };
+    (occupied & below).count_ones() as usize
+}
+
 /// How long a chunk should take (see `stream::next_chunk`).
 pub fn chunk_target(foreground: bool) -> Duration {
     if foreground {
@@ -68,6 +82,8 @@ pub struct Throttle {
     started: Instant,
     copied: AtomicU64,
     allowed: AtomicUsize,
+    /// The slots of the running streams (bit `i`: slot `i`).
+    occupied: AtomicU64,
     slow: AtomicBool,
     /// The application runs statements on a source.
     foreground: AtomicBool,
@@ -89,6 +105,7 @@ impl Throttle {
             copied: AtomicU64::new(0),
             // One until the first probe says whether the application runs.
             allowed: AtomicUsize::new(1),
+            occupied: AtomicU64::new(0),
             slow: AtomicBool::new(false),
             foreground: AtomicBool::new(true),
             rest_milli: AtomicU64::new(0),
@@ -98,10 +115,22 @@ impl Throttle {
         })
     }
 
-    /// Waits until stream `index` may copy its next chunk.
+    /// A stream starts running in `slot` (below 64).
+    pub fn enter(&self, slot: usize) {
+        self.occupied.fetch_or(1 << slot, Ordering::Relaxed);
+    }
+
+    /// The stream in `slot` ended.
+    pub fn leave(&self, slot: usize) {
+        self.occupied.fetch_and(!(1 << slot), Ordering::Relaxed);
+    }
+
+    /// Waits until stream `index` (its slot) may copy its next chunk: while fewer
+    /// running streams sit in lower slots than are allowed.
     pub async fn before_chunk(&self, index: usize) {
         loop {
-            if index < self.allowed.load(Ordering::Relaxed) || self.stop.load(Ordering::Relaxed) {
+            let ahead = streams_ahead(self.occupied.load(Ordering::Relaxed), index);
+            if ahead < self.allowed.load(Ordering::Relaxed) || self.stop.load(Ordering::Relaxed) {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -139,6 +168,12 @@ impl Throttle {
     /// How long a chunk should take now.
     pub fn chunk_target(&self) -> Duration {
         chunk_target(self.foreground.load(Ordering::Relaxed))
+    }
+
+    /// Whether a stream may read its next chunk while it writes the current one (two
+    /// chunks' rows share-locked at once): only while the application does not run.
+    pub fn overlap(&self) -> bool {
+        !self.foreground.load(Ordering::Relaxed)
     }
 
     /// Streams allowed now (for progress reports).
@@ -239,6 +274,17 @@ mod tests {
         assert_eq!(streams_for(4, false), 4);
         assert_eq!(streams_for(0, false), 1);
         assert!(chunk_target(true) < chunk_target(false));
+    }
+
+    #[test]
+    fn a_stream_in_a_high_slot_runs_once_the_streams_below_it_ended() {
+        // Slots 0-3 running, one allowed: only slot 0 copies.
+        assert_eq!(streams_ahead(0b1111, 0), 0);
+        assert_eq!(streams_ahead(0b1111, 3), 3);
+        // Slots 0-2 ended with nothing left to start: slot 3 goes first now.
+        assert_eq!(streams_ahead(0b1000, 3), 0);
+        assert_eq!(streams_ahead(0b1010, 3), 1);
+        assert_eq!(streams_ahead(u64::MAX, 63), 63);
     }
 
     #[test]
