@@ -168,12 +168,25 @@ async fn shardctl_asks_previews_and_says_what_kind_of_failure() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_never_mistakes_another_process_on_its_port_for_itself() {
     use shardgate_resharder::local::{mariadb, process};
+    /// Stops the servers this test started, even when an assertion fails.
+    struct Stop(Vec<u32>);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            for pid in &self.0 {
+                process::stop(*pid, std::time::Duration::from_secs(10));
+            }
+        }
+    }
     let dir = std::env::temp_dir().join(format!("sg-ports-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let first = mariadb::start("first", &dir.join("first"), process::free_port().unwrap())
         .await
         .unwrap();
+    let mut started = Stop(vec![first.pid]);
     let second = mariadb::start("second", &dir.join("second"), first.port).await;
+    if let Ok(m) = &second {
+        started.0.push(m.pid);
+    }
     let err = second.expect_err("a second MariaDB on a taken port was reported as started");
     assert!(
         err.downcast_ref::<process::PortTaken>().is_some(),
@@ -189,6 +202,7 @@ async fn a_server_never_mistakes_another_process_on_its_port_for_itself() {
     })
     .await
     .unwrap();
+    started.0.push(third.pid);
     assert_ne!(third.port, first.port);
     assert!(tried.len() >= 2, "{tried:?}");
     let mut c = integration_tests::connect(&third.addr(), "").await;
@@ -198,8 +212,6 @@ async fn a_server_never_mistakes_another_process_on_its_port_for_itself() {
         .unwrap();
     assert!(datadir.contains("third"), "{datadir}");
     drop(c);
-    for m in [&first, &third] {
-        process::stop(m.pid, std::time::Duration::from_secs(10));
-    }
+    drop(started);
     let _ = std::fs::remove_dir_all(&dir);
 }
