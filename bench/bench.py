@@ -39,16 +39,16 @@ def cpu_ticks(pid):
     return int(parts[11]) + int(parts[12])
 
 
-def sysbench(test, host, port, db, args, cmd="run"):
+def sysbench(test, host, port, db, args, cmd="run", extra=(), cwd=None):
     base = ["sysbench", test, "--db-driver=mysql", f"--mysql-host={host}", f"--mysql-port={port}",
             "--mysql-user=root", f"--mysql-db={db}", f"--tables={args.tables}",
             f"--table-size={args.table_size}"]
     if cmd == "run":
         base += [f"--threads={args.threads}", f"--time={args.time}", "--percentile=95",
                  "--db-ps-mode=auto", "--rand-type=uniform"]
-    out = subprocess.run(base + [cmd], capture_output=True, text=True)
+    out = subprocess.run(base + list(extra) + [cmd], capture_output=True, text=True, cwd=cwd)
     if out.returncode != 0:
-        raise RuntimeError(f"sysbench {test} {cmd} on {port} failed:\n{out.stdout}\n{out.stderr}")
+        raise RuntimeError(f"sysbench {test} {cmd} on {port} {' '.join(extra)} failed:\n{out.stdout}\n{out.stderr}")
     if cmd != "run":
         return None
     qps = float(re.search(r"queries:\s+\d+\s+\(([\d.]+) per sec", out.stdout).group(1))
@@ -528,7 +528,7 @@ def main():
             if "foundation" not in suites and "sharded" not in suites:
                 sysbench("oltp_read_write", chost, int(cport), "commerce", args, "prepare")
             tls_server = tls_suite.start(args, info, commerce, args.dir)
-            results["tls"] = tls_suite.run(args, info, commerce, hport, args.dir, cpu_ticks)
+            results["tls"] = tls_suite.run(args, info, commerce, hport, sysbench, cpu_ticks)
         if "memory" in suites:
             time.sleep(1)
             idle = rss_kb(proxy_pid)

@@ -9,7 +9,7 @@ the database on a trusted network). Plain runs of HAProxy and shardgate are meas
 the same rounds for reference. TLS use is checked, not assumed: MariaDB's Ssl_accepts and
 shardgate's shardgate_tls_connections_total must grow during the TLS runs.
 """
-import os, re, signal, socket, subprocess, time, urllib.request
+import os, re, signal, subprocess, time, urllib.request
 
 
 def _wait_gone(pid, secs=60):
@@ -67,21 +67,6 @@ def client_files(workdir, cluster_dir):
     return d
 
 
-def sysbench(test, host, port, args, tls, cwd):
-    cmd = ["sysbench", test, "--db-driver=mysql", f"--mysql-host={host}", f"--mysql-port={port}",
-           "--mysql-user=root", "--mysql-db=commerce", f"--tables={args.tables}",
-           f"--table-size={args.table_size}", f"--threads={args.threads}", f"--time={args.time}",
-           "--percentile=95", "--db-ps-mode=auto", "--rand-type=uniform",
-           f"--mysql-ssl={'on' if tls else 'off'}", "run"]
-    out = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd)
-    if out.returncode != 0:
-        raise RuntimeError(f"sysbench {test} on {port} (tls={tls}) failed:\n{out.stdout}\n{out.stderr}")
-    qps = float(re.search(r"queries:\s+\d+\s+\(([\d.]+) per sec", out.stdout).group(1))
-    p95 = float(re.search(r"95th percentile:\s+([\d.]+)", out.stdout).group(1))
-    errors = int(re.search(r"ignored errors:\s+(\d+)", out.stdout).group(1))
-    return qps, p95, errors
-
-
 def _proxy_tls_count(http):
     body = urllib.request.urlopen(f"http://{http}/metrics", timeout=5).read().decode()
     m = re.search(r"^shardgate_tls_connections_total (\d+)", body, re.M)
@@ -96,8 +81,9 @@ def start(args, info, commerce, cluster_dir):
     return restart_with_tls(pid, commerce["addr"], cluster_dir, os.path.join(d, "client-cert.pem"))
 
 
-def run(args, info, commerce, hport, cluster_dir, cpu_ticks):
-    """Returns {target: [(qps, p95, errors, proxy_cpu_us), ...]}."""
+def run(args, info, commerce, hport, sysbench, cpu_ticks):
+    """Returns {target: [(qps, p95, errors, proxy_cpu_us), ...]}; `sysbench` is bench.py's
+    runner."""
     cwd = os.path.join(args.dir, "sysbench-ssl")
     # The proxy's pooled connections to the old server are gone: let it find out before
     # measuring.
@@ -123,7 +109,8 @@ def run(args, info, commerce, hport, cluster_dir, cpu_ticks):
             accepts = int(_mariadb(commerce["addr"], "SHOW GLOBAL STATUS LIKE 'Ssl_accepts'").split()[1])
             ptls = _proxy_tls_count(proxy["http"])
             t0 = cpu_ticks(ppid) if ppid else 0
-            q, p, e = sysbench("oltp_point_select", host, port, args, tls, cwd)
+            q, p, e = sysbench("oltp_point_select", host, port, "commerce", args,
+                               extra=[f"--mysql-ssl={'on' if tls else 'off'}"], cwd=cwd)
             cpu = (cpu_ticks(ppid) - t0) * 10000.0 / (q * args.time) if ppid else 0.0
             grew = (int(_mariadb(commerce["addr"], "SHOW GLOBAL STATUS LIKE 'Ssl_accepts'").split()[1]) - accepts,
                     _proxy_tls_count(proxy["http"]) - ptls)

@@ -48,7 +48,8 @@ fn expect_of(base: &Loaded, key: &str) -> Expect {
     }
 }
 
-async fn commit(store: &Store, base: &Loaded, writes: Vec<Write>) -> Result<i64> {
+/// Commits `writes` validated as a whole topology; an invalid result is exit code 65.
+pub(super) async fn commit(store: &Store, base: &Loaded, writes: Vec<Write>) -> Result<i64> {
     match store.commit_validated(base, &writes).await {
         Ok(rev) => Ok(rev),
         Err(StoreError::Invalid(problems)) => {

@@ -9,7 +9,7 @@ use super::{Cli, Invalid};
 use anyhow::Result;
 use clap::Subcommand;
 use shardgate_config::{Role, UserConfig};
-use shardgate_topology::store::{Expect, StoreError, Write};
+use shardgate_topology::store::{Expect, Write};
 use std::io::IsTerminal;
 
 #[derive(Subcommand, Debug)]
@@ -128,7 +128,7 @@ async fn add(cli: &Cli, user: &UserConfig, replace: bool) -> Result<()> {
         value: serde_json::to_vec_pretty(user)?,
         expect,
     };
-    let rev = commit(&store, &base, write).await?;
+    let rev = super::topo::commit(&store, &base, vec![write]).await?;
     println!(
         "{} user {} ({} on {}) at revision {rev}",
         if replace { "stored" } else { "added" },
@@ -152,23 +152,9 @@ async fn remove(cli: &Cli, name: &str) -> Result<()> {
         key,
         expect: Expect::Revision(entry.mod_revision),
     };
-    let rev = commit(&store, &base, write).await?;
+    let rev = super::topo::commit(&store, &base, vec![write]).await?;
     println!("removed user {name} at revision {rev}");
     Ok(())
-}
-
-async fn commit(
-    store: &shardgate_topology::store::Store,
-    base: &shardgate_topology::store::Loaded,
-    write: Write,
-) -> Result<i64> {
-    match store.commit_validated(base, &[write]).await {
-        Ok(rev) => Ok(rev),
-        Err(StoreError::Invalid(p)) => Err(anyhow::Error::new(Invalid(format!(
-            "refused: the topology would be invalid: {p}"
-        )))),
-        Err(e) => Err(anyhow::Error::new(e)),
-    }
 }
 
 fn keyspaces(u: &UserConfig) -> String {
