@@ -377,16 +377,18 @@ def reshard_suite(args, pport):
     during = fg_result(fg)
     doc = json.loads(sh([SHARDCTL, "--dir", args.dir, "reshard", "status", "--keyspace", "customer", "--json"]).stdout)
     copied = sum(t["rows_copied"] for t in doc["tables"].values())
-    m = re.search(r"in ([\d.]+) s \((\d+) rows/s\)", doc["message"])
-    secs = float(m.group(1)) if m else (t_end - t_start)
+    copy = doc.get("copy") or {}
+    secs = copy.get("seconds") or (t_end - t_start)
     # Per-second p95s inside the backfill window (the first 3 s ran before it).
     window = [p for (sec, p) in during[3] if 3 < sec <= 3 + (t_end - t_start)]
     r["backfill"] = {"rows": copied, "seconds": secs, "rate": copied / max(secs, 0.001),
                      "p95_median": statistics.median(window) if window else during[0],
-                     "p95_max": max(window) if window else during[0], "errors": during[2]}
+                     "p95_max": max(window) if window else during[0], "errors": during[2],
+                     "probes": copy.get("probes"), "application_probes": copy.get("application_probes")}
     b = r["backfill"]
     print(f"  reshard: backfill {copied:,} rows in {secs:.1f} s = {b['rate']:,.0f} rows/s; foreground per-second p95 "
-          f"during it: median {b['p95_median']:.2f} ms, worst {b['p95_max']:.2f} ms", flush=True)
+          f"during it: median {b['p95_median']:.2f} ms, worst {b['p95_max']:.2f} ms; the throttler saw the "
+          f"application in {b['application_probes']} of {b['probes']} probes", flush=True)
     capture = fg_result(fg_run(pport, tables, size, args.time, args.reshard_rate))
     r["capture"] = capture
     print(f"  reshard: foreground p95 with change capture on: {capture[0]:.2f} ms", flush=True)

@@ -355,3 +355,94 @@ async fn a_merge_verifies_string_keys_with_quotes_and_backslashes() {
     want.sort();
     assert_eq!(stored, want, "every key reached the merged shard unchanged");
 }
+
+/// Issue 13: the copy's throttler sees an application whose statements are short and
+/// sparse (it used to sample the statements running at the instant of each probe, and
+/// missed a 100 tx/s load entirely), and sees none when only the controller works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_copy_sees_a_sparse_application_and_nothing_without_one() {
+    let c = TestCluster::start(2).await;
+    let mut conn = c.direct("customer", "80-").await;
+    let shards = c.shard_names("customer");
+    let ids: Vec<i64> = (100_000..)
+        .filter(|i| hash_shard(*i, &shards) == "80-")
+        .take(8_000)
+        .collect();
+    for part in ids.chunks(1000) {
+        let values: Vec<String> = part
+            .iter()
+            .map(|i| format!("({i}, 'bulk{i}@example.com', 'bulk')"))
+            .collect();
+        conn.query_drop(format!(
+            "INSERT INTO customer (customer_id, email, name) VALUES {}",
+            values.join(", ")
+        ))
+        .await
+        .unwrap();
+    }
+    // About two seconds of copy, so the throttler probes the source about 20 times.
+    let start = [
+        "reshard",
+        "start",
+        "--keyspace",
+        "customer",
+        "--from",
+        "80-",
+        "--to",
+        "80-c0,c0-",
+        "--max-rows-per-s",
+        "4000",
+    ];
+    let seen = |w: &serde_json::Value| {
+        let copy = &w["copy"];
+        (
+            copy["probes"].as_u64().unwrap_or(0),
+            copy["application_probes"].as_u64().unwrap_or(u64::MAX),
+        )
+    };
+
+    // Nothing but the controller on the source.
+    shardctl_ok(&c, &start);
+    let w = workflow_doc(&c).await;
+    let (probes, app) = seen(&w);
+    assert!(probes >= 5, "the throttler barely probed: {w}");
+    assert_eq!(
+        app, 0,
+        "the controller's own work was taken for the application: {w}"
+    );
+    shardctl_ok(&c, &["reshard", "abort", "--keyspace", "customer", "--yes"]);
+
+    // An application: one point select through the proxy every 20 ms.
+    let stop = Arc::new(AtomicBool::new(false));
+    let app = {
+        let stop = stop.clone();
+        let mut conn = c.conn("customer").await;
+        let id = ids[7];
+        tokio::spawn(async move {
+            let mut ran = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let _: Option<String> = conn
+                    .query_first(format!(
+                        "SELECT name FROM customer WHERE customer_id = {id}"
+                    ))
+                    .await
+                    .unwrap();
+                ran += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            ran
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    shardctl_ok(&c, &start);
+    stop.store(true, Ordering::Relaxed);
+    assert!(app.await.unwrap() > 20);
+    let w = workflow_doc(&c).await;
+    let (probes, app) = seen(&w);
+    assert!(probes >= 5, "the throttler barely probed: {w}");
+    assert!(
+        app * 2 >= probes,
+        "the application ran all along, the throttler saw it in {app} of {probes} probes: {w}"
+    );
+    assert_eq!(w["phase"], "backfilled", "{w}");
+}

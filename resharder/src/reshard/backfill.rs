@@ -13,7 +13,7 @@
 use super::db::{self, param, ShardConn};
 use super::stream::{self, Progress, StreamSpec};
 use super::throttle::Throttle;
-use super::workflow::{Phase, TableProgress};
+use super::workflow::{CopyReport, Phase, TableProgress};
 use super::{shards_named, Controller};
 use anyhow::{anyhow, Result};
 use mysql_async::Value;
@@ -38,8 +38,8 @@ pub async fn run(c: &mut Controller) -> Result<()> {
         baselines.push(Throttle::baseline(&mut p).await?);
         probes.push(p);
     }
-    for s in &c.sources {
-        throttle.own_connection(&s.shard, s.conn.id());
+    for conn in c.sources.iter().chain(&c.targets).chain(&probes) {
+        throttle.own_connection(conn);
     }
     let watcher = tokio::spawn(throttle.clone().watch(probes, baselines));
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Progress>();
@@ -96,17 +96,24 @@ pub async fn run(c: &mut Controller) -> Result<()> {
     let applied = c.catch_up(true, 0).await?;
     let secs = started.elapsed().as_secs_f64().max(0.001);
     install_target_capture(c).await?;
-    let slowdowns = throttle
-        .slowdowns
-        .load(std::sync::atomic::Ordering::Relaxed);
-    c.set_phase(
-        Phase::Backfilled,
-        format!(
-            "backfill done: {copied_now} rows in {secs:.1} s ({:.0} rows/s, {total_streams} streams, up to {max} at once, throttled {slowdowns} times), {applied} captured changes applied",
-            copied_now as f64 / secs
-        ),
-    )
-    .await
+    let load = |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed);
+    let report = CopyReport {
+        rows: copied_now,
+        seconds: secs,
+        streams: total_streams as u64,
+        probes: load(&throttle.probes),
+        application_probes: load(&throttle.application_probes),
+        slowdowns: load(&throttle.slowdowns),
+    };
+    let message = format!(
+        "backfill done: {copied_now} rows in {secs:.1} s ({:.0} rows/s, {total_streams} streams, up to {max} at once; the application seen in {} of {} probes, sources slow {} times), {applied} captured changes applied",
+        copied_now as f64 / secs,
+        report.application_probes,
+        report.probes,
+        report.slowdowns,
+    );
+    c.wf.doc.copy = Some(report);
+    c.set_phase(Phase::Backfilled, message).await
 }
 
 /// Installs change capture and guards on the targets' tables (idempotent), once their

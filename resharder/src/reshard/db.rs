@@ -33,6 +33,8 @@ const INIT: &[&str] = &[
 pub struct ShardConn {
     pub shard: String,
     pub database: String,
+    /// The server's `host:port` (shards of one server share it).
+    pub addr: String,
     pub conn: Conn,
 }
 
@@ -65,6 +67,7 @@ impl ShardConn {
         let mut c = ShardConn {
             shard: shard.name.clone(),
             database: shard.database.clone(),
+            addr: shard.primary.clone(),
             conn,
         };
         if create {

@@ -140,12 +140,14 @@ pub async fn copy(
     progress: tokio::sync::mpsc::UnboundedSender<Progress>,
 ) -> Result<()> {
     let mut holding = ShardConn::open(&spec.source, &creds, false).await?;
-    throttle.own_connection(&holding.shard, holding.conn.id());
+    throttle.own_connection(&holding);
     let mut reading = ShardConn::open(&spec.source, &creds, false).await?;
-    throttle.own_connection(&reading.shard, reading.conn.id());
+    throttle.own_connection(&reading);
     let mut targets = Vec::with_capacity(spec.targets.len());
     for t in &spec.targets {
-        targets.push(ShardConn::open(t, &creds, false).await?);
+        let tc = ShardConn::open(t, &creds, false).await?;
+        throttle.own_connection(&tc);
+        targets.push(tc);
     }
     let meta = &spec.meta;
     let pk_idx = meta.pk_indexes();

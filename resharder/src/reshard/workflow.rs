@@ -129,6 +129,21 @@ impl TableProgress {
     }
 }
 
+/// What the last copy did (the controller that ran it to its end), and what its
+/// throttler saw of the application on the sources.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CopyReport {
+    pub rows: u64,
+    pub seconds: f64,
+    /// Copy streams (tables x source shards x key ranges).
+    pub streams: u64,
+    /// Probe rounds of the sources, and those that found the application's statements.
+    pub probes: u64,
+    pub application_probes: u64,
+    /// Times the sources were found slowed down while the application ran.
+    pub slowdowns: u64,
+}
+
 /// The result of `verify`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct VerifyReport {
@@ -188,6 +203,9 @@ pub struct WorkflowDoc {
     /// Backfill start, for rates.
     #[serde(default)]
     pub copy_started_ms: u64,
+    /// The last copy's figures (absent until a copy ended).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy: Option<CopyReport>,
     /// The last thing that happened.
     pub message: String,
     /// After `complete` or `abort`: change capture (and an abort's target copies) removed.
@@ -227,6 +245,7 @@ impl WorkflowDoc {
             created_ms: now,
             updated_ms: now,
             copy_started_ms: 0,
+            copy: None,
             message: "created".into(),
             leftovers_removed: false,
         }
