@@ -45,6 +45,8 @@ pub async fn run(c: &mut Controller) -> Result<()> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Progress>();
     let mut running = tokio::task::JoinSet::new();
     let mut slots = vec![false; max];
+    // The connections of each slot's last stream, for its next one.
+    let mut idle: Vec<Option<stream::StreamConns>> = (0..max).map(|_| None).collect();
     let mut copied_now = 0u64;
     let mut last_apply = Instant::now();
     let outcome: Result<()> = loop {
@@ -55,7 +57,15 @@ pub async fn run(c: &mut Controller) -> Result<()> {
             let slot = slots.iter().position(|b| !b).unwrap_or(0);
             slots[slot] = true;
             throttle.enter(slot);
-            let fut = stream::copy(spec, slot, c.creds.clone(), throttle.clone(), tx.clone());
+            let reuse = idle[slot].take();
+            let fut = stream::copy(
+                spec,
+                slot,
+                c.creds.clone(),
+                throttle.clone(),
+                tx.clone(),
+                reuse,
+            );
             running.spawn(async move { (slot, fut.await) });
         }
         if running.is_empty() {
@@ -64,8 +74,9 @@ pub async fn run(c: &mut Controller) -> Result<()> {
         tokio::select! {
             Some(p) = rx.recv() => copied_now += record(c, p),
             joined = running.join_next() => match joined {
-                Some(Ok((slot, Ok(())))) => {
+                Some(Ok((slot, Ok(conns)))) => {
                     slots[slot] = false;
+                    idle[slot] = Some(conns);
                     throttle.leave(slot);
                 }
                 Some(Ok((_, Err(e)))) => break Err(e),

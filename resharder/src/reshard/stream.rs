@@ -124,6 +124,67 @@ async fn write_chunk(
     Ok(())
 }
 
+/// A stream's connections (two on its source, one per target) and its last chunk size,
+/// handed to the next stream of the same slot: a copy of many small ranges would
+/// otherwise spend much of its time connecting, and growing chunks again from the start.
+pub struct StreamConns {
+    holding: ShardConn,
+    reading: ShardConn,
+    targets: Vec<ShardConn>,
+    size: u64,
+}
+
+impl StreamConns {
+    /// Opens a stream's connections (registered with the throttler as the controller's).
+    async fn open(spec: &StreamSpec, creds: &Credentials, throttle: &Throttle) -> Result<Self> {
+        let holding = ShardConn::open(&spec.source, creds, false).await?;
+        throttle.own_connection(&holding);
+        let reading = ShardConn::open(&spec.source, creds, false).await?;
+        throttle.own_connection(&reading);
+        let mut targets = Vec::with_capacity(spec.targets.len());
+        for t in &spec.targets {
+            let tc = ShardConn::open(t, creds, false).await?;
+            throttle.own_connection(&tc);
+            targets.push(tc);
+        }
+        Ok(StreamConns {
+            holding,
+            reading,
+            targets,
+            size: spec.chunk_rows.max(1),
+        })
+    }
+
+    /// Whether these connections serve `spec` (same source and target shards).
+    fn serve(&self, spec: &StreamSpec) -> bool {
+        self.holding.shard == spec.source.name
+            && self.targets.len() == spec.targets.len()
+            && self
+                .targets
+                .iter()
+                .zip(&spec.targets)
+                .all(|(c, t)| c.shard == t.name)
+    }
+}
+
+/// Copies the stream's range (see [`copy_range`]), on `reuse`'s connections when they
+/// serve it; returns the connections for the next stream when the copy succeeded.
+pub async fn copy(
+    spec: StreamSpec,
+    index: usize,
+    creds: Credentials,
+    throttle: Arc<Throttle>,
+    progress: tokio::sync::mpsc::UnboundedSender<Progress>,
+    reuse: Option<StreamConns>,
+) -> Result<StreamConns> {
+    let mut conns = match reuse.filter(|c| c.serve(&spec)) {
+        Some(c) => c,
+        None => StreamConns::open(&spec, &creds, &throttle).await?,
+    };
+    copy_range(&spec, index, &throttle, &progress, &mut conns).await?;
+    Ok(conns)
+}
+
 /// Copies the stream's range. `index` is its slot among the running streams (the
 /// throttler lets the first `allowed` run).
 ///
@@ -132,30 +193,25 @@ async fn write_chunk(
 /// chunk is read on a second source connection while the current one is written
 /// (the throttler's [`Throttle::overlap`]); each chunk still commits on the source only
 /// after its own rows reached the targets, so the locking argument holds chunk by chunk.
-pub async fn copy(
-    spec: StreamSpec,
+async fn copy_range(
+    spec: &StreamSpec,
     index: usize,
-    creds: Credentials,
-    throttle: Arc<Throttle>,
-    progress: tokio::sync::mpsc::UnboundedSender<Progress>,
+    throttle: &Throttle,
+    progress: &tokio::sync::mpsc::UnboundedSender<Progress>,
+    conns: &mut StreamConns,
 ) -> Result<()> {
-    let mut holding = ShardConn::open(&spec.source, &creds, false).await?;
-    throttle.own_connection(&holding);
-    let mut reading = ShardConn::open(&spec.source, &creds, false).await?;
-    throttle.own_connection(&reading);
-    let mut targets = Vec::with_capacity(spec.targets.len());
-    for t in &spec.targets {
-        let tc = ShardConn::open(t, &creds, false).await?;
-        throttle.own_connection(&tc);
-        targets.push(tc);
-    }
+    let StreamConns {
+        holding,
+        reading,
+        targets,
+        size,
+    } = conns;
     let meta = &spec.meta;
     let pk_idx = meta.pk_indexes();
     let (min, max) = (spec.chunk_rows.clamp(1, 100), spec.chunk_rows.max(1) * 20);
-    let mut size = spec.chunk_rows.max(1);
     throttle.before_chunk(index).await;
     // `holding` holds the locks of `chunk`, the chunk being written.
-    let mut chunk = read_chunk(&mut holding, &spec, &spec.after, size).await?;
+    let mut chunk = read_chunk(holding, spec, &spec.after, *size).await?;
     loop {
         let n = chunk.rows.len() as u64;
         let done = n < chunk.limit;
@@ -166,7 +222,7 @@ pub async fn copy(
         let after = last.clone().or_else(|| spec.after.clone());
         let rows = std::mem::take(&mut chunk.rows);
         let write = async {
-            let r = write_chunk(&mut targets, &spec, rows).await;
+            let r = write_chunk(targets, spec, rows).await;
             match r {
                 Ok(()) => holding.run("COMMIT").await,
                 Err(e) => {
@@ -179,7 +235,7 @@ pub async fn copy(
         let read_ahead = async {
             if overlap {
                 throttle.before_chunk(index).await;
-                Some(read_chunk(&mut reading, &spec, &after, size).await)
+                Some(read_chunk(reading, spec, &after, *size).await)
             } else {
                 None
             }
@@ -201,15 +257,15 @@ pub async fn copy(
         if done {
             return Ok(());
         }
-        size = next_chunk(size, took, throttle.chunk_target(), min, max);
+        *size = next_chunk(*size, took, throttle.chunk_target(), min, max);
         chunk = match ahead {
             Some(next) => next?,
             None => {
                 throttle.before_chunk(index).await;
-                read_chunk(&mut reading, &spec, &after, size).await?
+                read_chunk(reading, spec, &after, *size).await?
             }
         };
-        std::mem::swap(&mut holding, &mut reading);
+        std::mem::swap(holding, reading);
     }
 }
 

@@ -45,8 +45,8 @@ pub const QUIET: Duration = Duration::from_secs(2);
 pub const MAX_REST: f64 = 8.0;
 
 /// While the application runs, the copying stream rests at least this many times as
-/// long as each chunk took (so it copies at most half of the time).
-pub const FOREGROUND_REST: f64 = 1.0;
+/// long as each chunk took (so it copies at most a quarter of the time).
+pub const FOREGROUND_REST: f64 = 3.0;
 
 /// Probe latency (µs) above which a source counts as slowed down, given its baseline.
 pub fn slow_threshold(baseline_us: u64) -> u64 {
