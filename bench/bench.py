@@ -323,7 +323,7 @@ def copy_baselines(args, tables):
         sh(client + ["-e", "DROP DATABASE IF EXISTS bench_mydumper"])
         shutil.rmtree(d, ignore_errors=True)
     for name, (n, secs) in out.items():
-        print(f"  reshard: {name}: {n:,} rows in {secs:.1f} s ({n / secs:,.0f} rows/s)", flush=True)
+        print(f"  reshard: {name}: {n:,} rows in {secs:.2f} s ({n / secs:,.0f} rows/s)", flush=True)
     return out
 
 
@@ -341,33 +341,41 @@ def reshard_suite(args, pport):
     if out.returncode != 0:
         raise RuntimeError(f"sysbench prepare failed:\n{out.stdout}\n{out.stderr}")
     print(f"  reshard: loaded {tables} x {size:,} rows through the proxy in {time.time() - t0:.0f} s", flush=True)
-    r = {"copies": copy_baselines(args, tables)}
     # What `reshard plan` predicts, compared below with what happened.
     plan = json.loads(sh([SHARDCTL, "--dir", args.dir, "reshard", "plan", "--keyspace", "customer",
                           "--from", "80-", "--to", "80-c0,c0-", "--json"]).stdout)
+    r = {}
     r["plan"] = {"rows": plan["rows_total"], "rows_per_s": plan["rows_per_s"],
                  "seconds": plan["predicted_seconds"]}
     print(f"  reshard: plan predicts {plan['rows_total']:,} rows at {plan['rows_per_s']:,.0f} rows/s "
           f"(one stream) = {plan['predicted_seconds']:.1f} s", flush=True)
-    # The controller's copy with nothing else running, for the same comparison; then the
-    # copy is aborted (targets emptied) and done again under the foreground load below.
-    t0 = time.time()
-    st = subprocess.run([SHARDCTL, "--dir", args.dir, "reshard", "start", "--keyspace", "customer",
-                         "--from", "80-", "--to", "80-c0,c0-"], capture_output=True, text=True)
-    if st.returncode != 0:
-        raise RuntimeError(f"reshard start failed:\n{st.stdout}\n{st.stderr}")
-    doc = json.loads(sh([SHARDCTL, "--dir", args.dir, "reshard", "status", "--keyspace", "customer", "--json"]).stdout)
-    m = re.search(r"backfill done: (\d+) rows in ([\d.]+) s", doc["message"])
-    r["copies"]["shardgate"] = (int(m.group(1)), float(m.group(2)))
-    print(f"  reshard: idle backfill {int(m.group(1)):,} rows in {float(m.group(2)):.1f} s "
-          f"({int(m.group(1)) / float(m.group(2)):,.0f} rows/s): {doc['message']}", flush=True)
-    sh([SHARDCTL, "--dir", args.dir, "reshard", "abort", "--keyspace", "customer", "--yes"])
+    # The controller's copy with nothing else running (then aborted: targets emptied),
+    # the dump pipe and mydumper, alternating for `rounds` rounds; medians compared (the
+    # machine is shared and noisy: one run of each says little). The copy is done again
+    # under the foreground load below.
+    runs = {}
+    for rnd in range(max(args.rounds, 1)):
+        for name, v in copy_baselines(args, tables).items():
+            runs.setdefault(name, []).append(v)
+        st = subprocess.run([SHARDCTL, "--dir", args.dir, "reshard", "start", "--keyspace", "customer",
+                             "--from", "80-", "--to", "80-c0,c0-"], capture_output=True, text=True)
+        if st.returncode != 0:
+            raise RuntimeError(f"reshard start failed:\n{st.stdout}\n{st.stderr}")
+        doc = json.loads(sh([SHARDCTL, "--dir", args.dir, "reshard", "status", "--keyspace", "customer", "--json"]).stdout)
+        copy = doc["copy"]
+        runs.setdefault("shardgate", []).append((copy["rows"], copy["seconds"]))
+        print(f"  reshard: round {rnd + 1}: idle backfill {copy['rows']:,} rows in {copy['seconds']:.2f} s "
+              f"({copy['rows'] / copy['seconds']:,.0f} rows/s): {doc['message']}", flush=True)
+        sh([SHARDCTL, "--dir", args.dir, "reshard", "abort", "--keyspace", "customer", "--yes"])
+    r["copies"] = {name: (statistics.median(n for n, _ in v), statistics.median(t for _, t in v))
+                   for name, v in runs.items()}
     before = fg_result(fg_run(pport, tables, size, args.time, args.reshard_rate))
     r["before"] = before
     print(f"  reshard: foreground p95 before: {before[0]:.2f} ms (max {before[1]:.1f} ms)", flush=True)
     fg = fg_run(pport, tables, size, 600, args.reshard_rate, interval=True)
-    time.sleep(3)
-    t_start = time.time() - 0.0
+    lead = 10
+    time.sleep(lead)
+    t_start = time.time()
     st = subprocess.run([SHARDCTL, "--dir", args.dir, "reshard", "start", "--keyspace", "customer",
                          "--from", "80-", "--to", "80-c0,c0-"], capture_output=True, text=True)
     t_end = time.time()
@@ -379,15 +387,19 @@ def reshard_suite(args, pport):
     copied = sum(t["rows_copied"] for t in doc["tables"].values())
     copy = doc.get("copy") or {}
     secs = copy.get("seconds") or (t_end - t_start)
-    # Per-second p95s inside the backfill window (the first 3 s ran before it).
-    window = [p for (sec, p) in during[3] if 3 < sec <= 3 + (t_end - t_start)]
+    # Per-second p95s inside the backfill window, and in the same sysbench run before it
+    # (its first second left out: connections warming up).
+    window = [p for (sec, p) in during[3] if lead < sec <= lead + (t_end - t_start)]
+    lead_in = [p for (sec, p) in during[3] if 1 < sec <= lead]
+    r["before_same_run"] = statistics.median(lead_in) if lead_in else before[0]
     r["backfill"] = {"rows": copied, "seconds": secs, "rate": copied / max(secs, 0.001),
                      "p95_median": statistics.median(window) if window else during[0],
                      "p95_max": max(window) if window else during[0], "errors": during[2],
                      "probes": copy.get("probes"), "application_probes": copy.get("application_probes")}
     b = r["backfill"]
     print(f"  reshard: backfill {copied:,} rows in {secs:.1f} s = {b['rate']:,.0f} rows/s; foreground per-second p95 "
-          f"during it: median {b['p95_median']:.2f} ms, worst {b['p95_max']:.2f} ms; the throttler saw the "
+          f"during it: median {b['p95_median']:.2f} ms, worst {b['p95_max']:.2f} ms (per-second p95 median "
+          f"before it, same run: {r['before_same_run']:.2f} ms); the throttler saw the "
           f"application in {b['application_probes']} of {b['probes']} probes", flush=True)
     capture = fg_result(fg_run(pport, tables, size, args.time, args.reshard_rate))
     r["capture"] = capture
@@ -597,7 +609,8 @@ def main():
         b = r["backfill"]
         c = r["copies"]
         base = c["mariadb-dump"][0] / c["mariadb-dump"][1]
-        print("\n| copying the rows of customer/80- (no other load) | rows/s | vs mariadb-dump pipe |")
+        print(f"\n| copying the rows of customer/80- (no other load; medians of {args.rounds} alternating rounds) "
+              f"| rows/s | vs mariadb-dump pipe |")
         print("|---|---:|---:|")
         for name, (n, secs) in c.items():
             print(f"| {name} | {n / secs:,.0f} | {n / secs / base:.2f}x |")
@@ -612,6 +625,10 @@ def main():
         print(f"| foreground p95 before | {r['before'][0]:.2f} ms |")
         print(f"| foreground per-second p95 during backfill (median / worst) | {b['p95_median']:.2f} / {b['p95_max']:.2f} ms "
               f"({b['p95_median'] / r['before'][0]:.2f}x / {b['p95_max'] / r['before'][0]:.2f}x) |")
+        pre = r["before_same_run"]
+        print(f"| per-second p95 before the backfill in the same sysbench run (median) | {pre:.2f} ms |")
+        print(f"| per-second p95 during backfill vs before it in the same run (median / worst) | "
+              f"{b['p95_median'] / pre:.2f}x / {b['p95_max'] / pre:.2f}x |")
         print(f"| foreground p95 with change capture on | {r['capture'][0]:.2f} ms ({r['capture'][0] / r['before'][0]:.2f}x) |")
         v = r["verify"]
         print(f"| verify rate | {v['rows'] / max(v['seconds'], 0.001):,.0f} rows/s |")

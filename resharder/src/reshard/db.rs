@@ -162,15 +162,25 @@ pub async fn locked_read(
     }
 }
 
-/// Runs DDL on a table the application may be using without stalling it: DDL waits for
-/// the table's metadata lock, and while it waits every new statement on the table queues
-/// behind it. So each try gives up after a second (`lock_wait_timeout`) and is retried a
-/// while later, up to a minute in all.
+/// Runs DDL on a table the application may be using without stalling it or failing its
+/// transactions. DDL waits for the table's metadata lock, and while it waits every new
+/// statement on the table queues behind it; worse, a transaction that read the table and
+/// then writes it while the DDL waits to upgrade its lock closes a cycle, which the
+/// server breaks by failing the transaction (1213: the DDL weighs more). So the DDL first
+/// never waits (`lock_wait_timeout = 0`: it takes the lock when no transaction holds the
+/// table, or fails at once), tried again every few milliseconds for [`DDL_NOWAIT_FOR`];
+/// only a table that was never free in that time gets tries that wait up to a second,
+/// each, up to a minute in all.
 pub async fn ddl(c: &mut ShardConn, sql: &str) -> Result<()> {
     let started = std::time::Instant::now();
+    let mut tries = 0u64;
     loop {
+        let nowait = started.elapsed() < DDL_NOWAIT_FOR;
+        let timeout = if nowait { 0 } else { 1 };
         let r = c
-            .run(&format!("SET STATEMENT lock_wait_timeout = 1 FOR {sql}"))
+            .run(&format!(
+                "SET STATEMENT lock_wait_timeout = {timeout} FOR {sql}"
+            ))
             .await;
         match r {
             Ok(()) => return Ok(()),
@@ -178,13 +188,23 @@ pub async fn ddl(c: &mut ShardConn, sql: &str) -> Result<()> {
                 if server_code(&e) == Some(1205)
                     && started.elapsed() < std::time::Duration::from_secs(60) =>
             {
-                tracing::info!(shard = %c.shard, "DDL waiting for the application's transactions: {}", short(sql));
-                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                tries += 1;
+                if nowait {
+                    // 2-9 ms, varying so the tries do not keep step with the application.
+                    let ms = 2 + (tries * 7 + started.elapsed().subsec_micros() as u64) % 8;
+                    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                } else {
+                    tracing::info!(shard = %c.shard, "DDL waiting for the application's transactions: {}", short(sql));
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
             }
             Err(e) => return Err(e),
         }
     }
 }
+
+/// How long [`ddl`] tries without waiting before it waits for the table.
+pub const DDL_NOWAIT_FOR: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The MySQL error code of a failed statement, if it came from the server.
 pub fn server_code(e: &anyhow::Error) -> Option<u16> {

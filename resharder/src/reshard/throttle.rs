@@ -15,7 +15,7 @@
 //!   Until the first comparison (after [`FIRST_PROBE`]) one stream copies.
 //!   With no application statement seen for [`QUIET`], every stream runs (`--streams`)
 //!   with chunks of about 40 ms. While the application runs, one stream copies, with
-//!   chunks of about 10 ms (a row the application wants is share-locked that long at
+//!   chunks of about 5 ms (a row the application wants is share-locked that long at
 //!   most), resting after each chunk at least [`FOREGROUND_REST`] times as long as it
 //!   took; while the smoothed probe latency stays above [`slow_threshold`] of the
 //!   baseline the rest factor doubles (up to [`MAX_REST`]) and fades when the source
@@ -102,7 +102,7 @@ pub fn streams_ahead(occupied: u64, index: usize) -> usize {
 /// How long a chunk should take (see `stream::next_chunk`).
 pub fn chunk_target(foreground: bool) -> Duration {
     if foreground {
-        Duration::from_millis(10)
+        Duration::from_millis(5)
     } else {
         Duration::from_millis(40)
     }
