@@ -13,6 +13,10 @@ pub struct Held {
     pub conn: PooledConn,
     /// Joined the session's explicit transaction.
     pub in_txn: bool,
+    /// Changed or locked rows in that transaction: only then does the backend list it as
+    /// holding locks (which a resharding cutover's drain waits for); a transaction that
+    /// only read there is not waited for, so its first write there is held like a new one.
+    pub wrote: bool,
     /// Carries session state that cannot move to another connection.
     pub pinned: bool,
     /// Kept until the next statement, which may ask about this one's warnings.

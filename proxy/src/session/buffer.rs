@@ -7,8 +7,10 @@
 //! routing and runs; after `max_wait_ms` it proceeds against whatever routing is current.
 //! The client sees latency, never an error.
 //!
-//! A transaction already open on one of the buffered shards goes on (to any of them):
-//! holding it would only keep the drain from finishing.
+//! A transaction that already wrote (or lock-read) on one of the buffered shards goes on
+//! (to any of them): holding it would only keep the drain from finishing. One that only
+//! read there is not waited for by the drain (it holds no lock), so its first write there
+//! is held like any new one and runs on the new routing after the flip.
 //!
 //! Writes on keyspaces under a workflow register while they run ([`InflightWrites`]); a
 //! proxy acknowledges a write buffer only once every write planned against the older
@@ -95,11 +97,13 @@ impl Session {
                 // Left behind by a controller that died mid-cutover.
                 continue;
             }
-            // A transaction already open on any buffered shard must finish (the drain
-            // waits for it), so its writes go on, to whichever of those shards they reach.
+            // A transaction that already wrote on any buffered shard must finish (the
+            // drain waits for it), so its writes go on, to whichever of those shards they
+            // reach. One that only read there is not waited for: its writes are held.
             let in_open_txn = buf.shards.iter().any(|s| {
                 self.conns.held().iter().any(|h| {
                     h.in_txn
+                        && h.wrote
                         && h.label
                             .strip_prefix(name.as_str())
                             .and_then(|r| r.strip_prefix('/'))

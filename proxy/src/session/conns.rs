@@ -92,6 +92,9 @@ pub struct Connections {
     checked_revision: i64,
     /// Counts statements (to know which connections the current one used).
     seq: u64,
+    /// The running statement may change or lock rows (set by the session for each
+    /// statement): connections it uses in a transaction are marked [`Held::wrote`].
+    pub writing: bool,
     /// A shard whose connection failed while in the transaction: the transaction can
     /// only roll back now.
     pub lost: Option<String>,
@@ -137,6 +140,7 @@ impl Connections {
             txn: None,
             checked_revision: 0,
             seq: 0,
+            writing: false,
             lost: None,
             taken: Vec::new(),
         }
@@ -188,6 +192,7 @@ impl Connections {
                     label,
                     conn,
                     in_txn: false,
+                    wrote: false,
                     pinned: false,
                     hold: false,
                     used: self.seq,
@@ -224,6 +229,9 @@ impl Connections {
                 }
                 h.in_txn = true;
                 self.locks.joined(h.conn.pool(), h.conn.thread_id);
+            }
+            if self.writing {
+                h.wrote = true;
             }
         }
         Ok(h)
@@ -271,6 +279,7 @@ impl Connections {
             label,
             conn,
             in_txn: false,
+            wrote: false,
             pinned: false,
             hold: false,
             used: self.seq,
@@ -296,6 +305,7 @@ impl Connections {
     /// warnings go back unless `keep_hold` (this statement asks about them).
     pub fn begin_statement(&mut self, keep_hold: bool) {
         self.seq += 1;
+        self.writing = false;
         self.taken.clear();
         if !keep_hold {
             for h in &mut self.held {
@@ -472,6 +482,7 @@ impl Connections {
                 continue;
             }
             h.in_txn = false;
+            h.wrote = false;
             let sql = if commit && first_err.is_none() {
                 "COMMIT"
             } else {

@@ -255,6 +255,7 @@ impl Session {
             return Ok(Flow::Stop);
         }
         self.conns.begin_statement(false);
+        self.conns.writing = facts.write || facts.locking;
         if !self.autocommit && self.conns.txn.is_none() && self.opens_implicit_transaction(&facts) {
             // autocommit=0: from here the statements run in a transaction until
             // COMMIT/ROLLBACK, under the session's transaction mode like an explicit one.

@@ -73,6 +73,7 @@ pub async fn finish(
     let mut parts: Vec<&mut Held> = held.iter_mut().filter(|h| h.in_txn).collect();
     for h in parts.iter_mut() {
         h.in_txn = false;
+        h.wrote = false;
     }
     if !commit {
         let mut first = None;

@@ -6,8 +6,11 @@
 //!    writes still flow, until it is small.
 //! 2. Turn on the proxies' write buffer for the old side's shards; every live proxy must
 //!    acknowledge it (a dead proxy drops out when its lease expires).
-//! 3. Wait until no transaction is open on the old side (in-flight writes finish).
-//! 4. Apply the last captured changes: the new side now equals the old.
+//! 3. Wait until no transaction holding locks is open on the old side (in-flight writes
+//!    finish; one that only read is not waited for: the proxies hold its writes).
+//! 4. Raise the old side's guards, which waits exactly for the transactions that wrote
+//!    there (`INNODB_TRX`, step 3, is a cache up to 100 ms old); apply the last captured
+//!    changes: the new side now equals the old.
 //! 5. Flip the routing (the new side serves, changes flow back) and lift the buffer in
 //!    one etcd write; held writes run against the new side as each proxy applies it.
 //!    For a reshard the flip changes the keyspace's serving shards; for MoveTables it
@@ -29,11 +32,12 @@ use shardgate_topology::docs::{DualWriteDoc, WriteBufferDoc};
 use shardgate_topology::store::{Expect, Write};
 use std::time::{Duration, Instant};
 
-/// Transactions open on a shard's database, other than the controller's.
+/// Transactions holding locks on a shard's database (they wrote, or read with locks),
+/// other than the controller's.
 async fn open_transactions(c: &mut ShardConn) -> Result<u64> {
     let r = c
         .exec(
-            "SELECT COUNT(*) FROM information_schema.INNODB_TRX t LEFT JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id WHERE t.trx_mysql_thread_id <> CONNECTION_ID() AND (p.DB = DATABASE() OR p.ID IS NULL)",
+            "SELECT COUNT(*) FROM information_schema.INNODB_TRX t LEFT JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id WHERE t.trx_mysql_thread_id <> CONNECTION_ID() AND t.trx_lock_structs > 0 AND (p.DB = DATABASE() OR p.ID IS NULL)",
             vec![],
         )
         .await?;
@@ -194,13 +198,16 @@ async fn attempt(c: &mut Controller, forward: bool) -> Result<Duration> {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         super::pause_point("after-drain").await;
-        // 4. Last changes; then the old side refuses writes from anyone but the
-        //    controller (for a while: if this controller dies before the flip, the
-        //    guard lapses by itself), and the new side accepts them.
-        c.catch_up(forward, 0).await?;
+        // 4. The old side refuses writes from anyone but the controller (for a while: if
+        //    this controller dies before the flip, the guard lapses by itself). Raising
+        //    it waits until every transaction that wrote there ended (the exact drain,
+        //    see `guard::set_all`); then the last changes, and the new side accepts
+        //    writes.
         let patience = budget.saturating_duration_since(Instant::now());
         set_guards(c, forward, Guard::Until(expires_ms), patience).await?;
+        c.catch_up(forward, 0).await?;
         set_guards(c, !forward, Guard::Off, patience).await?;
+        super::pause_point("after-guard").await;
         if Instant::now() >= budget {
             bail!("out of time before the flip");
         }
@@ -320,15 +327,9 @@ pub(super) async fn set_guards(
     } else {
         &mut c.targets
     };
-    let work = side.iter_mut().map(|s| {
-        let names = &names;
-        async move {
-            for t in names {
-                guard::set(s, t, mode, patience).await?;
-            }
-            anyhow::Ok(())
-        }
-    });
+    let work = side
+        .iter_mut()
+        .map(|s| guard::set_all(s, &names, mode, patience));
     for r in futures::future::join_all(work).await {
         r?;
     }

@@ -129,6 +129,78 @@ pub async fn set(
     }
 }
 
+/// Raises or lowers the guards of several tables of one shard together. First every
+/// guard row is locked (`FOR UPDATE NOWAIT`, retried every few ms for at most
+/// `patience`): the lock is granted only once no transaction that wrote one of those
+/// tables (each such write read its guard row under a shared lock) is still open, and
+/// taking them all at once, never waiting while holding some, means the application never
+/// meets one raised guard while it still writes behind another one (nor deadlocks with
+/// the controller). This is the cutover's exact drain: the processlist's view of open
+/// transactions (`INNODB_TRX`) is a cache up to 100 ms old. Then the rows are set in the
+/// same transaction.
+pub async fn set_all(
+    c: &mut ShardConn,
+    tables: &[String],
+    mode: Guard,
+    patience: Duration,
+) -> Result<()> {
+    if tables.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Value> = tables
+        .iter()
+        .map(|t| Value::from(id(&c.database, t).as_str()))
+        .collect();
+    let marks = vec!["?"; ids.len()].join(", ");
+    let started = Instant::now();
+    let mut backoff = Duration::from_millis(1);
+    loop {
+        c.run("BEGIN").await?;
+        let locked = c
+            .exec(
+                &format!(
+                    "SELECT id FROM {} WHERE id IN ({marks}) FOR UPDATE NOWAIT",
+                    table()
+                ),
+                ids.clone(),
+            )
+            .await;
+        match locked {
+            Ok(rows) if rows.len() == ids.len() => {
+                let set = c
+                    .exec(
+                        &format!("UPDATE {} SET until_ms = ? WHERE id IN ({marks})", table()),
+                        std::iter::once(Value::from(mode.until_ms()))
+                            .chain(ids.iter().cloned())
+                            .collect(),
+                    )
+                    .await;
+                if let Err(e) = set {
+                    let _ = c.run("ROLLBACK").await;
+                    return Err(e);
+                }
+                return c.run("COMMIT").await;
+            }
+            Ok(_) => {
+                // A guard row is missing (a workflow set up by an older controller).
+                c.run("ROLLBACK").await?;
+                for t in tables {
+                    install(c, t).await?;
+                }
+            }
+            Err(e) if super::db::lock_busy(&e) && started.elapsed() < patience => {
+                let _ = c.run("ROLLBACK").await;
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_millis(20));
+            }
+            Err(e) => {
+                let _ = c.run("ROLLBACK").await;
+                return Err(e);
+            }
+        }
+    }
+}
+
 /// Drops a table's guard triggers and row (a serving side after the workflow ended).
 pub async fn remove(c: &mut ShardConn, table_name: &str) -> Result<()> {
     let db = ident(&c.database);
