@@ -213,6 +213,11 @@ pub struct ProxyDoc {
 pub struct RoutingRulesDoc {
     #[serde(default)]
     pub rules: Vec<RoutingRuleDoc>,
+    /// Counts the controller's writes of the rules: a MoveTables cutover, rollback and
+    /// second cutover leave the same rules as the first, and proxies must still tell the
+    /// periods apart (they drop the sequence ids they reserved in an earlier one).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub version: u64,
 }
 
 /// One routing rule.

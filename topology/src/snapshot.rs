@@ -150,6 +150,8 @@ pub struct Snapshot {
     /// Routing rules (`routing_rules`): (keyspace, table) as clients name it, to the
     /// keyspace where the table lives now.
     pub routing_rules: BTreeMap<(String, String), String>,
+    /// The rules document's `version` (see `RoutingRulesDoc::version`).
+    pub routing_rules_version: u64,
     /// Client accounts kept in etcd (`users/<name>`), by name.
     pub users: BTreeMap<String, Arc<shardgate_config::UserConfig>>,
 }
@@ -359,6 +361,7 @@ impl Snapshot {
         }
         if let Some(doc) = &rules_doc {
             snapshot.routing_rules = rules::check(doc, &ks_docs, &mut problems);
+            snapshot.routing_rules_version = doc.version;
         }
         if problems.is_empty() {
             Ok(snapshot)

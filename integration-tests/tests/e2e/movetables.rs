@@ -516,3 +516,99 @@ async fn an_unsharded_keyspace_is_resharded_from_its_one_shard() {
         .unwrap();
     assert_eq!(v, vec![vec!["new".to_string()]]);
 }
+
+/// Issue 13: a table whose key is AUTO_INCREMENT keeps numbering its new rows after
+/// MoveTables into a sharded keyspace (an INSERT without an id used to be refused there:
+/// a sharded table needs a sequence, which the user had to make by hand). `start` makes
+/// one in the source keyspace and wires it; each cutover moves it past every id the
+/// source used; ids stay unique across a rollback and a second cutover.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_auto_increment_table_keeps_numbering_its_rows_across_cutovers() {
+    let c = TestCluster::start(2).await;
+    let mut d = c.direct("commerce", "-").await;
+    d.query_drop(
+        "CREATE TABLE tickets (id BIGINT NOT NULL AUTO_INCREMENT PRIMARY KEY, title VARCHAR(32))",
+    )
+    .await
+    .unwrap();
+    let mut app = c.conn("commerce").await;
+    async fn insert(app: &mut mysql_async::Conn, title: &str) -> u64 {
+        app.exec_drop("INSERT INTO tickets (title) VALUES (?)", (title,))
+            .await
+            .unwrap_or_else(|e| panic!("INSERT of {title:?}: {e}"));
+        app.last_insert_id().expect("an id")
+    }
+    let mut last = 0;
+    for i in 0..20 {
+        last = insert(&mut app, &format!("before {i}")).await;
+    }
+    let wf = WORKFLOW;
+    shardctl_ok(
+        &c,
+        &[
+            "movetables",
+            "start",
+            "--from",
+            "commerce",
+            "--to",
+            "customer",
+            "--tables",
+            "tickets",
+        ],
+    );
+    shardctl_ok(&c, &["movetables", "verify", "--workflow", wf]);
+    for step in ["cutover", "rollback", "cutover"] {
+        shardctl_ok(&c, &["movetables", step, "--workflow", wf]);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for i in 0..3 {
+            let id = insert(&mut app, &format!("after {step} {i}")).await;
+            assert!(id > last, "after {step}: id {id} not above {last}");
+            last = id;
+        }
+    }
+    let mut sharded = c.conn("customer").await;
+    let id = {
+        sharded
+            .query_drop("INSERT INTO tickets (title) VALUES ('through customer')")
+            .await
+            .unwrap();
+        sharded.last_insert_id().unwrap()
+    };
+    assert!(id > last, "id {id} not above {last}");
+    shardctl_ok(&c, &["movetables", "complete", "--workflow", wf, "--yes"]);
+    let (rows, ids): (u64, u64) = sharded
+        .query_first("SELECT COUNT(*), COUNT(DISTINCT id) FROM tickets")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((rows, ids), (30, 30), "every row once, every id once");
+
+    // An aborted move takes its sequence away again.
+    d.query_drop("CREATE TABLE notes (id INT NOT NULL AUTO_INCREMENT PRIMARY KEY, body TEXT)")
+        .await
+        .unwrap();
+    d.query_drop("INSERT INTO notes (body) VALUES ('a'), ('b')")
+        .await
+        .unwrap();
+    let flags = [
+        "--from",
+        "commerce",
+        "--to",
+        "customer",
+        "--tables",
+        "notes",
+        "--workflow",
+        "notes",
+    ];
+    shardctl_ok(&c, &[&["movetables", "start"], &flags[..]].concat());
+    let commerce = etcd_json(&c, "keyspaces/commerce").await;
+    assert_eq!(
+        commerce["tables"]["notes_seq"]["type"], "sequence",
+        "{commerce}"
+    );
+    shardctl_ok(&c, &["movetables", "abort", "--workflow", "notes", "--yes"]);
+    let commerce = etcd_json(&c, "keyspaces/commerce").await;
+    assert!(commerce["tables"].get("notes_seq").is_none(), "{commerce}");
+    let left: Vec<String> = d.query("SHOW TABLES LIKE 'notes_seq'").await.unwrap();
+    assert!(left.is_empty(), "the sequence table was dropped");
+}

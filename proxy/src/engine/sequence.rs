@@ -4,6 +4,10 @@
 //! Each proxy reserves blocks of `cache` ids at a time in a short transaction of its own
 //! (outside any client transaction), so ids are unique across proxies and restarts;
 //! ids a proxy reserved but did not hand out before it stopped are skipped, never reused.
+//! A block is dropped when the routing rules change: a table MoveTables took into a
+//! sharded keyspace and rolled back gets ids from its source's own counter meanwhile,
+//! which may reach ids of a block reserved before; the next cutover moves the sequence
+//! past them, and a fresh block starts there.
 
 use crate::context::Context;
 use crate::error::ProxyError;
@@ -15,6 +19,20 @@ use std::sync::{Arc, Mutex};
 struct Block {
     next: u64,
     end: u64,
+    /// The routing rules it was reserved under (see [`rules_epoch`]).
+    epoch: u64,
+}
+
+/// A fingerprint of the routing rules and their version (0 while there are none).
+fn rules_epoch(snapshot: &Snapshot) -> u64 {
+    use std::hash::{Hash, Hasher};
+    if snapshot.routing_rules.is_empty() && snapshot.routing_rules_version == 0 {
+        return 0;
+    }
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    snapshot.routing_rules.hash(&mut h);
+    snapshot.routing_rules_version.hash(&mut h);
+    h.finish() | 1
 }
 
 /// A block per (keyspace, sequence table).
@@ -44,10 +62,12 @@ impl Sequences {
             .or_default()
             .clone();
         let mut b = block.lock().await;
-        if b.end.saturating_sub(b.next) < n {
+        let epoch = rules_epoch(snapshot);
+        if b.end.saturating_sub(b.next) < n || b.epoch != epoch {
             let (start, end) = fetch(ctx, snapshot, keyspace, table, n).await?;
             b.next = start;
             b.end = end;
+            b.epoch = epoch;
         }
         let first = b.next;
         b.next += n;

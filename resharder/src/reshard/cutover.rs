@@ -206,6 +206,9 @@ async fn attempt(c: &mut Controller, forward: bool) -> Result<Duration> {
         let patience = budget.saturating_duration_since(Instant::now());
         set_guards(c, forward, Guard::Until(expires_ms), patience).await?;
         c.catch_up(forward, 0).await?;
+        if forward {
+            advance_sequences(c).await?;
+        }
         set_guards(c, !forward, Guard::Off, patience).await?;
         super::pause_point("after-guard").await;
         if Instant::now() >= budget {
@@ -300,6 +303,23 @@ async fn attempt(c: &mut Controller, forward: bool) -> Result<Duration> {
     // Writes a slow proxy let through to the old side are carried over.
     c.catch_up(forward, 0).await?;
     Ok(pause)
+}
+
+/// MoveTables: the sequences `start` made move past every id the source used (it is
+/// guarded and drained here, so none is added until the flip).
+async fn advance_sequences(c: &mut Controller) -> Result<()> {
+    for t in c.wf.doc.sequences_added.clone() {
+        let Some(meta) = c.tables.iter().find(|m| m.name == t).cloned() else {
+            continue;
+        };
+        let Some(column) = meta.primary_key.first().map(|k| k.name.clone()) else {
+            continue;
+        };
+        if let Some(src) = c.sources.first_mut() {
+            super::sequence::advance(src, &meta, &column).await?;
+        }
+    }
+    Ok(())
 }
 
 /// After a failed attempt: the side that serves accepts writes again, the other stays

@@ -226,6 +226,8 @@ pub struct Column {
     pub name: String,
     /// The full type (`varchar(32)`), with character set and collation for text.
     pub definition: String,
+    /// The server numbers new rows in it (`AUTO_INCREMENT`).
+    pub auto_increment: bool,
 }
 
 /// What the controller knows about a table.
@@ -394,6 +396,7 @@ pub async fn table_meta(c: &mut ShardConn, table: &str) -> Result<TableMeta> {
         columns.push(Column {
             name: text(r, 0),
             definition,
+            auto_increment: extra.contains("AUTO_INCREMENT"),
         });
     }
     let pk_rows = c
@@ -641,6 +644,7 @@ mod tests {
         let col = |n: &str| Column {
             name: n.to_string(),
             definition: "int".into(),
+            auto_increment: false,
         };
         TableMeta {
             name: "t".into(),

@@ -214,6 +214,10 @@ pub async fn remove_leftovers(c: &mut Controller) -> Result<()> {
     }
     remove_capture(c).await?;
     if c.wf.doc.phase == Phase::Aborted {
+        let made = c.wf.doc.sequences_added.clone();
+        if let Some(src) = c.sources.first_mut() {
+            super::sequence::drop(src, &made).await?;
+        }
         let names: Vec<String> = c.tables.iter().map(|t| t.name.clone()).collect();
         for tc in c.targets.iter_mut() {
             for t in &names {

@@ -31,6 +31,7 @@ pub mod movetables;
 pub mod plan;
 pub mod routing;
 pub mod rows;
+pub mod sequence;
 pub mod setup;
 pub mod steps;
 pub mod stream;

@@ -261,7 +261,8 @@ pub async fn rules_write(store: &Store, doc: &WorkflowDoc, serve: Serve) -> Resu
         None => (RoutingRulesDoc::default(), Expect::Absent),
     };
     let tables: Vec<String> = doc.tables.keys().cloned().collect();
-    let rules = rules_for(rules, &doc.keyspace, doc.target(), &tables, serve);
+    let mut rules = rules_for(rules, &doc.keyspace, doc.target(), &tables, serve);
+    rules.version += 1;
     Ok(Write::Put {
         key: "routing_rules".into(),
         value: serde_json::to_vec_pretty(&rules)?,
@@ -283,17 +284,49 @@ pub async fn announce(c: &mut Controller) -> Result<()> {
         .map_err(anyhow::Error::new)?
         .ok_or_else(|| anyhow!("{ks_key} is missing"))?;
     let ks_doc: KeyspaceDoc = serde_json::from_slice(&entry.value)?;
-    let (ks_doc, added) = vschema_with_tables(c, ks_doc);
+    let (mut ks_doc, added) = vschema_with_tables(c, ks_doc);
     // The workflow document records what it added, in the same transaction.
     let mut doc = c.wf.doc.clone();
-    for t in added {
+    for t in &added {
         // A resumed setup finds the tables it added last time already declared.
-        if !doc.vschema_added.contains(&t) {
-            doc.vschema_added.push(t);
+        if !doc.vschema_added.contains(t) {
+            doc.vschema_added.push(t.clone());
         }
     }
+    // Tables the source numbered by itself get a sequence there (see `sequence.rs`).
+    let mut writes = Vec::new();
+    let numbered: Vec<(String, String)> = c
+        .tables
+        .iter()
+        .filter(|m| added.contains(&m.name))
+        .filter_map(|m| {
+            super::sequence::wanted(m, c.keyspace.sharded).map(|col| (m.name.clone(), col))
+        })
+        .collect();
+    if !numbered.is_empty() {
+        let source_key = format!("keyspaces/{}", c.wf.doc.keyspace);
+        let source_entry = c
+            .store
+            .get(&source_key)
+            .await
+            .map_err(anyhow::Error::new)?
+            .ok_or_else(|| anyhow!("{source_key} is missing"))?;
+        let mut source_doc: KeyspaceDoc = serde_json::from_slice(&source_entry.value)?;
+        for (t, col) in &numbered {
+            super::sequence::create(&mut c.sources[0], t).await?;
+            super::sequence::wire(&mut source_doc, &c.wf.doc.keyspace, &mut ks_doc, t, col);
+            if !doc.sequences_added.contains(t) {
+                doc.sequences_added.push(t.clone());
+            }
+        }
+        writes.push(Write::Put {
+            key: source_key,
+            value: serde_json::to_vec_pretty(&source_doc)?,
+            expect: Expect::Revision(source_entry.mod_revision),
+        });
+    }
     doc.updated_ms = now_ms();
-    let writes = vec![
+    writes.extend([
         Write::Put {
             key: ks_key,
             value: serde_json::to_vec_pretty(&ks_doc)?,
@@ -305,7 +338,7 @@ pub async fn announce(c: &mut Controller) -> Result<()> {
             value: serde_json::to_vec_pretty(&doc)?,
             expect: Expect::Revision(c.wf.revision),
         },
-    ];
+    ]);
     let n = name.clone();
     let (target_version, revision) = routing::update(&c.store, &target, writes, move |r| {
         r.workflow = Some(n.clone())
@@ -340,6 +373,20 @@ pub async fn end_writes(c: &Controller, phase: Phase) -> Result<Vec<Write>> {
             let mut ks: KeyspaceDoc = serde_json::from_slice(&e.value)?;
             for t in &c.wf.doc.vschema_added {
                 ks.tables.remove(t);
+            }
+            writes.push(Write::Put {
+                key,
+                value: serde_json::to_vec_pretty(&ks)?,
+                expect: Expect::Revision(e.mod_revision),
+            });
+        }
+    }
+    if phase == Phase::Aborted && !c.wf.doc.sequences_added.is_empty() {
+        let key = format!("keyspaces/{}", c.wf.doc.keyspace);
+        if let Some(e) = c.store.get(&key).await.map_err(anyhow::Error::new)? {
+            let mut ks: KeyspaceDoc = serde_json::from_slice(&e.value)?;
+            for t in &c.wf.doc.sequences_added {
+                ks.tables.remove(&super::sequence::name(t));
             }
             writes.push(Write::Put {
                 key,
@@ -400,6 +447,7 @@ mod tests {
         let other = rule("commerce.x", "lookup.x");
         let start = RoutingRulesDoc {
             rules: vec![other.clone()],
+            ..RoutingRulesDoc::default()
         };
         let tables = vec!["orders".to_string()];
         let before = rules_for(start, "commerce", "customer", &tables, Serve::Source);

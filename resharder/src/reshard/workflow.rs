@@ -203,6 +203,10 @@ pub struct WorkflowDoc {
     /// Backfill start, for rates.
     #[serde(default)]
     pub copy_started_ms: u64,
+    /// MoveTables: tables whose sequence `start` made in the source keyspace (see
+    /// `sequence.rs`; dropped again by an abort).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sequences_added: Vec<String>,
     /// The last copy's figures (absent until a copy ended).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub copy: Option<CopyReport>,
@@ -246,6 +250,7 @@ impl WorkflowDoc {
             updated_ms: now,
             copy_started_ms: 0,
             copy: None,
+            sequences_added: Vec::new(),
             message: "created".into(),
             leftovers_removed: false,
         }
