@@ -471,7 +471,7 @@ async fn starting_a_workflow_fails_no_transaction_of_the_application() {
     // metadata-lock cycle against waiting DDL.
     let stop = Arc::new(AtomicBool::new(false));
     let mut apps = Vec::new();
-    for id in ids.iter().copied() {
+    for &id in &ids {
         let stop = stop.clone();
         let mut conn = c.conn("customer").await;
         apps.push(tokio::spawn(async move {
