@@ -101,6 +101,18 @@ impl ColumnVindexDoc {
     }
 }
 
+/// The statements that create a sequence's backing table `table` (Vitess's format: one
+/// row with id 0 holding the next id and the block size) on its unsharded keyspace's
+/// shard, idempotently. Both the proxy (CREATE TABLE of an AUTO_INCREMENT table) and the
+/// resharding controller (MoveTables) make sequences.
+pub fn sequence_table_sql(table: &str) -> [String; 2] {
+    let t = format!("`{}`", table.replace('`', "``"));
+    [
+        format!("CREATE TABLE IF NOT EXISTS {t} (id INT NOT NULL, next_id BIGINT, cache BIGINT, PRIMARY KEY (id)) COMMENT 'vitess_sequence'"),
+        format!("INSERT IGNORE INTO {t} VALUES (0, 1, 1000)"),
+    ]
+}
+
 /// `auto_increment`: which column gets ids from which sequence (`seq` or `ks.seq`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

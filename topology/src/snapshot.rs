@@ -150,8 +150,10 @@ pub struct Snapshot {
     /// Routing rules (`routing_rules`): (keyspace, table) as clients name it, to the
     /// keyspace where the table lives now.
     pub routing_rules: BTreeMap<(String, String), String>,
-    /// The rules document's `version` (see `RoutingRulesDoc::version`).
-    pub routing_rules_version: u64,
+    /// A fingerprint of the routing rules and their `version` (see
+    /// `RoutingRulesDoc::version`), 0 without a rules document: it changes with every
+    /// write of the rules, so proxies can tell one routing period from another.
+    pub routing_rules_epoch: u64,
     /// Client accounts kept in etcd (`users/<name>`), by name.
     pub users: BTreeMap<String, Arc<shardgate_config::UserConfig>>,
 }
@@ -361,7 +363,13 @@ impl Snapshot {
         }
         if let Some(doc) = &rules_doc {
             snapshot.routing_rules = rules::check(doc, &ks_docs, &mut problems);
-            snapshot.routing_rules_version = doc.version;
+            snapshot.routing_rules_epoch = {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                snapshot.routing_rules.hash(&mut h);
+                doc.version.hash(&mut h);
+                h.finish() | 1
+            };
         }
         if problems.is_empty() {
             Ok(snapshot)

@@ -286,21 +286,14 @@ async fn a_plan_shows_costs_and_refusals_before_anything_changes() {
     assert!(refusals.contains("nopk"), "{refusals}");
 }
 
-/// A transaction that starts reading the source between the drain and the flip (a
-/// read-then-write transaction, as sysbench's) must not stall the cutover or the
-/// application: guarding the old side takes no table lock (it was DDL, which waited
-/// forever for the open transaction while queueing every statement on the table behind
-/// it). The open transaction's write after the flip lands where the row lives now, or is
-/// refused; it is never lost.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_transaction_opened_during_cutover_does_not_stall_it() {
-    let c = TestCluster::start(2).await;
-    let (id, _) = c.ids_on_two_shards(50_000);
-    let on_80 = if integration_tests::hash_shard(id, &c.shard_names("customer")) == "80-" {
-        id
-    } else {
-        c.ids_on_two_shards(50_000).1
-    };
+/// A customer on `80-` (the first id from `from` that hashes there) written through the
+/// proxy, then `80-` split (writes held up to 8 s at cutover) and verified. Returns the id
+/// and the connection that wrote it.
+async fn split_verified_with_a_row(c: &TestCluster, from: i64) -> (i64, mysql_async::Conn) {
+    let shards = c.shard_names("customer");
+    let on_80 = (from..)
+        .find(|i| integration_tests::hash_shard(*i, &shards) == "80-")
+        .unwrap();
     let mut app = c.conn("customer").await;
     app.query_drop(format!(
         "INSERT INTO customer (customer_id, email, name) VALUES ({on_80}, 'x@example.com', 'before')"
@@ -321,25 +314,45 @@ async fn a_transaction_opened_during_cutover_does_not_stall_it() {
     assert!(ok, "{out}");
     let (ok, out) = c.shardctl(&["reshard", "verify", "--keyspace", "customer"]);
     assert!(ok, "{out}");
-    // The controller pauses after the drain; a transaction opens on the source then.
+    (on_80, app)
+}
+
+/// Starts `reshard cutover` pausing at `point` (`SHARDGATE_PAUSE_AT`), and returns once
+/// the proxies are asked to hold writes.
+async fn cutover_pausing_at(c: &TestCluster, point: &str) -> tokio::process::Child {
     let bin = shardgate_resharder::local::process::find_program("shardctl").unwrap();
-    let mut cutover = tokio::process::Command::new(bin)
+    let cutover = tokio::process::Command::new(bin)
         .arg("--dir")
         .arg(c.dir())
         .args(["reshard", "cutover", "--keyspace", "customer"])
-        .env("SHARDGATE_PAUSE_AT", "after-drain:1500")
+        .env("SHARDGATE_PAUSE_AT", point)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let t0 = std::time::Instant::now();
-    while routing(&c).await["write_buffer"].is_null() {
+    while routing(c).await["write_buffer"].is_null() {
         assert!(
             t0.elapsed() < std::time::Duration::from_secs(20),
             "no buffer"
         );
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
+    cutover
+}
+
+/// A transaction that starts reading the source between the drain and the flip (a
+/// read-then-write transaction, as sysbench's) must not stall the cutover or the
+/// application: guarding the old side takes no table lock (it was DDL, which waited
+/// forever for the open transaction while queueing every statement on the table behind
+/// it). The open transaction's write after the flip lands where the row lives now, or is
+/// refused; it is never lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_opened_during_cutover_does_not_stall_it() {
+    let c = TestCluster::start(2).await;
+    let (on_80, mut app) = split_verified_with_a_row(&c, 50_000).await;
+    // The controller pauses after the drain; a transaction opens on the source then.
+    let mut cutover = cutover_pausing_at(&c, "after-drain:1500").await;
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let mut txn = c.conn("customer").await;
     txn.query_drop("BEGIN").await.unwrap();
@@ -409,30 +422,7 @@ async fn a_transaction_opened_during_cutover_does_not_stall_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_of_a_transaction_that_only_read_the_old_side_waits_for_the_flip() {
     let c = TestCluster::start(2).await;
-    let shards = c.shard_names("customer");
-    let on_80 = (60_000..)
-        .find(|i| integration_tests::hash_shard(*i, &shards) == "80-")
-        .unwrap();
-    let mut app = c.conn("customer").await;
-    app.query_drop(format!(
-        "INSERT INTO customer (customer_id, email, name) VALUES ({on_80}, 'y@example.com', 'before')"
-    ))
-    .await
-    .unwrap();
-    let split = [
-        "--keyspace",
-        "customer",
-        "--from",
-        "80-",
-        "--to",
-        "80-c0,c0-",
-        "--buffer-max-ms",
-        "8000",
-    ];
-    let (ok, out) = c.shardctl(&[&["reshard", "start"], &split[..]].concat());
-    assert!(ok, "{out}");
-    let (ok, out) = c.shardctl(&["reshard", "verify", "--keyspace", "customer"]);
-    assert!(ok, "{out}");
+    let (on_80, mut app) = split_verified_with_a_row(&c, 60_000).await;
     // The transaction reads the old side before the cutover begins.
     let mut txn = c.conn("customer").await;
     txn.query_drop("BEGIN").await.unwrap();
@@ -443,24 +433,7 @@ async fn a_write_of_a_transaction_that_only_read_the_old_side_waits_for_the_flip
         .unwrap();
     assert_eq!(name.as_deref(), Some("before"));
     // The controller pauses with the old side guarded, before the flip.
-    let bin = shardgate_resharder::local::process::find_program("shardctl").unwrap();
-    let cutover = tokio::process::Command::new(bin)
-        .arg("--dir")
-        .arg(c.dir())
-        .args(["reshard", "cutover", "--keyspace", "customer"])
-        .env("SHARDGATE_PAUSE_AT", "after-guard:1500")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let t0 = std::time::Instant::now();
-    while routing(&c).await["write_buffer"].is_null() {
-        assert!(
-            t0.elapsed() < std::time::Duration::from_secs(20),
-            "no buffer"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
+    let cutover = cutover_pausing_at(&c, "after-guard:1500").await;
     // Past the drain (it does not see the read-only transaction) and into the pause.
     tokio::time::sleep(std::time::Duration::from_millis(700)).await;
     let write = tokio::spawn(async move {

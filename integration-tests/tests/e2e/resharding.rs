@@ -31,19 +31,14 @@ async fn workflow_doc(c: &TestCluster) -> serde_json::Value {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn resharding_under_load_split_kill_resume_merge_rollback() {
-    let mut c = TestCluster::start(2).await;
-    let p2 = c.info.start_proxy("proxy2", 0, 0).await.unwrap();
-    let p1 = c.proxy_addr();
-
-    // Enough rows on 80- for a backfill that can be interrupted (loaded on the shard
-    // directly: quicker than through a debug-build proxy).
+/// Loads `n` customers whose ids hash to `80-` (from 100,000 on) directly on that shard
+/// (quicker than through a debug-build proxy); returns their ids.
+async fn load_on_80(c: &TestCluster, n: usize) -> Vec<i64> {
     let mut conn = c.direct("customer", "80-").await;
     let shards = c.shard_names("customer");
     let ids: Vec<i64> = (100_000..)
         .filter(|i| hash_shard(*i, &shards) == "80-")
-        .take(20_000)
+        .take(n)
         .collect();
     for part in ids.chunks(1000) {
         let values: Vec<String> = part
@@ -57,6 +52,18 @@ async fn resharding_under_load_split_kill_resume_merge_rollback() {
         .await
         .unwrap();
     }
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn resharding_under_load_split_kill_resume_merge_rollback() {
+    let mut c = TestCluster::start(2).await;
+    let p2 = c.info.start_proxy("proxy2", 0, 0).await.unwrap();
+    let p1 = c.proxy_addr();
+
+    // Enough rows on 80- for a backfill that can be interrupted (loaded on the shard
+    // directly: quicker than through a debug-build proxy).
+    load_on_80(&c, 20_000).await;
 
     let ledger = Arc::new(Ledger::default());
     let stop = Arc::new(AtomicBool::new(false));
@@ -362,24 +369,7 @@ async fn a_merge_verifies_string_keys_with_quotes_and_backslashes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_copy_sees_a_sparse_application_and_nothing_without_one() {
     let c = TestCluster::start(2).await;
-    let mut conn = c.direct("customer", "80-").await;
-    let shards = c.shard_names("customer");
-    let ids: Vec<i64> = (100_000..)
-        .filter(|i| hash_shard(*i, &shards) == "80-")
-        .take(8_000)
-        .collect();
-    for part in ids.chunks(1000) {
-        let values: Vec<String> = part
-            .iter()
-            .map(|i| format!("({i}, 'bulk{i}@example.com', 'bulk')"))
-            .collect();
-        conn.query_drop(format!(
-            "INSERT INTO customer (customer_id, email, name) VALUES {}",
-            values.join(", ")
-        ))
-        .await
-        .unwrap();
-    }
+    let ids = load_on_80(&c, 8_000).await;
     // About two seconds of copy, so the throttler probes the source about 20 times.
     let start = [
         "reshard",

@@ -19,20 +19,8 @@ use std::sync::{Arc, Mutex};
 struct Block {
     next: u64,
     end: u64,
-    /// The routing rules it was reserved under (see [`rules_epoch`]).
+    /// The routing rules it was reserved under (`Snapshot::routing_rules_epoch`).
     epoch: u64,
-}
-
-/// A fingerprint of the routing rules and their version (0 while there are none).
-fn rules_epoch(snapshot: &Snapshot) -> u64 {
-    use std::hash::{Hash, Hasher};
-    if snapshot.routing_rules.is_empty() && snapshot.routing_rules_version == 0 {
-        return 0;
-    }
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    snapshot.routing_rules.hash(&mut h);
-    snapshot.routing_rules_version.hash(&mut h);
-    h.finish() | 1
 }
 
 /// A block per (keyspace, sequence table).
@@ -62,7 +50,7 @@ impl Sequences {
             .or_default()
             .clone();
         let mut b = block.lock().await;
-        let epoch = rules_epoch(snapshot);
+        let epoch = snapshot.routing_rules_epoch;
         if b.end.saturating_sub(b.next) < n || b.epoch != epoch {
             let (start, end) = fetch(ctx, snapshot, keyspace, table, n).await?;
             b.next = start;

@@ -70,11 +70,7 @@ impl Exec<'_> {
             .get()
             .await
             .map_err(|e| ProxyError::from_backend(&label, e))?;
-        let t = format!("`{}`", table.replace('`', "``"));
-        for sql in [
-            format!("CREATE TABLE IF NOT EXISTS {t} (id INT NOT NULL, next_id BIGINT, cache BIGINT, PRIMARY KEY (id)) COMMENT 'vitess_sequence'"),
-            format!("INSERT IGNORE INTO {t} VALUES (0, 1, 1000)"),
-        ] {
+        for sql in shardgate_topology::docs::sequence_table_sql(table) {
             conn.execute(&sql)
                 .await
                 .map_err(|e| ProxyError::from_backend(&label, e))?;

@@ -73,16 +73,18 @@ async fn remove_capture(c: &mut Controller) -> Result<()> {
         }
     }
     let retired_sources = c.wf.doc.phase == Phase::Complete && !c.wf.doc.moves_tables();
-    for t in &names {
-        for s in c.targets.iter_mut() {
+    for s in c.targets.iter_mut() {
+        for t in &names {
             guard::remove(s, t).await?;
         }
-        for s in c.sources.iter_mut() {
-            if retired_sources {
-                guard::set(s, t, guard::Guard::On, Duration::from_secs(30)).await?;
-            } else {
-                guard::remove(s, t).await?;
-            }
+    }
+    for s in c.sources.iter_mut() {
+        if retired_sources {
+            guard::set_all(s, &names, guard::Guard::On, Duration::from_secs(30)).await?;
+            continue;
+        }
+        for t in &names {
+            guard::remove(s, t).await?;
         }
     }
     Ok(())

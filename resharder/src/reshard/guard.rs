@@ -12,10 +12,9 @@
 //!
 //! The triggers read the row with a shared lock, which reads the latest committed value
 //! (a plain read would see the transaction's snapshot, possibly from before the guard
-//! went up) and which the controller's `UPDATE` must wait for: raising a guard waits
-//! until no write that checked the old value is still open. The controller gives each
-//! `UPDATE` a few seconds (`innodb_lock_wait_timeout`); a cutover that cannot raise its
-//! guard in time gives up and is retried.
+//! went up) and which the controller must wait for: raising a guard waits until no write
+//! that checked the old value is still open ([`set_all`]); a cutover that cannot raise
+//! its guards in time gives up and is retried.
 
 use super::capture::{fnv, trigger_name};
 use super::db::{ident, ShardConn, CAPTURE_DB};
@@ -83,50 +82,6 @@ pub async fn install(c: &mut ShardConn, table_name: &str) -> Result<()> {
         .await?;
     }
     Ok(())
-}
-
-/// Raises or lowers the guard of a table on one shard. Waits at most `patience` for
-/// writes that read the old value to finish.
-pub async fn set(
-    c: &mut ShardConn,
-    table_name: &str,
-    mode: Guard,
-    patience: Duration,
-) -> Result<()> {
-    let gid = id(&c.database, table_name);
-    let started = Instant::now();
-    loop {
-        let r = c
-            .exec(
-                &format!(
-                    "SET STATEMENT innodb_lock_wait_timeout = 2 FOR UPDATE {} SET until_ms = ? WHERE id = ?",
-                    table()
-                ),
-                vec![Value::from(mode.until_ms()), Value::from(gid.as_str())],
-            )
-            .await;
-        match r {
-            Ok(_) if c.conn.affected_rows() > 0 => return Ok(()),
-            Ok(_) => {
-                // Nothing changed: the value was already set, or the row is missing (a
-                // workflow set up by an older controller): then install it.
-                let r = c
-                    .exec(
-                        &format!("SELECT until_ms FROM {} WHERE id = ?", table()),
-                        vec![Value::from(gid.as_str())],
-                    )
-                    .await?;
-                match r.first().and_then(|r| r.get::<i64, _>(0)) {
-                    Some(v) if v == mode.until_ms() => return Ok(()),
-                    Some(_) => {}
-                    None => install(c, table_name).await?,
-                }
-            }
-            Err(e) if super::db::server_code(&e) == Some(1205) && started.elapsed() < patience => {}
-            Err(e) => return Err(e),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Raises or lowers the guards of several tables of one shard together. First every

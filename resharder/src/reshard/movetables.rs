@@ -367,35 +367,42 @@ pub async fn end_writes(c: &Controller, phase: Phase) -> Result<Vec<Write>> {
         Serve::Neither
     };
     let mut writes = vec![rules_write(&c.store, &c.wf.doc, serve).await?];
-    if phase == Phase::Aborted && !c.wf.doc.vschema_added.is_empty() {
-        let key = format!("keyspaces/{}", c.wf.doc.target());
-        if let Some(e) = c.store.get(&key).await.map_err(anyhow::Error::new)? {
-            let mut ks: KeyspaceDoc = serde_json::from_slice(&e.value)?;
-            for t in &c.wf.doc.vschema_added {
-                ks.tables.remove(t);
-            }
-            writes.push(Write::Put {
-                key,
-                value: serde_json::to_vec_pretty(&ks)?,
-                expect: Expect::Revision(e.mod_revision),
-            });
-        }
-    }
-    if phase == Phase::Aborted && !c.wf.doc.sequences_added.is_empty() {
-        let key = format!("keyspaces/{}", c.wf.doc.keyspace);
-        if let Some(e) = c.store.get(&key).await.map_err(anyhow::Error::new)? {
-            let mut ks: KeyspaceDoc = serde_json::from_slice(&e.value)?;
-            for t in &c.wf.doc.sequences_added {
-                ks.tables.remove(&super::sequence::name(t));
-            }
-            writes.push(Write::Put {
-                key,
-                value: serde_json::to_vec_pretty(&ks)?,
-                expect: Expect::Revision(e.mod_revision),
-            });
+    if phase == Phase::Aborted {
+        let doc = &c.wf.doc;
+        let sequences: Vec<String> = doc
+            .sequences_added
+            .iter()
+            .map(|t| super::sequence::name(t))
+            .collect();
+        for (ks, tables) in [
+            (doc.target(), &doc.vschema_added),
+            (&doc.keyspace, &sequences),
+        ] {
+            writes.extend(without_tables(&c.store, ks, tables).await?);
         }
     }
     Ok(writes)
+}
+
+/// The write of keyspace `ks`'s VSchema without `tables` (none when there is nothing to
+/// remove or the document is gone).
+async fn without_tables(store: &Store, ks: &str, tables: &[String]) -> Result<Option<Write>> {
+    if tables.is_empty() {
+        return Ok(None);
+    }
+    let key = format!("keyspaces/{ks}");
+    let Some(e) = store.get(&key).await.map_err(anyhow::Error::new)? else {
+        return Ok(None);
+    };
+    let mut doc: KeyspaceDoc = serde_json::from_slice(&e.value)?;
+    for t in tables {
+        doc.tables.remove(t);
+    }
+    Ok(Some(Write::Put {
+        key,
+        value: serde_json::to_vec_pretty(&doc)?,
+        expect: Expect::Revision(e.mod_revision),
+    }))
 }
 
 /// After the end: the target keyspace no longer carries the workflow.

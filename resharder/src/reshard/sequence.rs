@@ -66,13 +66,10 @@ pub fn wire(
 
 /// Creates the sequence's backing table on the source's (one) shard (idempotent).
 pub async fn create(src: &mut ShardConn, table: &str) -> Result<()> {
-    let t = ident(&name(table));
-    src.run(&format!(
-        "CREATE TABLE IF NOT EXISTS {t} (id INT NOT NULL, next_id BIGINT, cache BIGINT, PRIMARY KEY (id)) COMMENT 'vitess_sequence'"
-    ))
-    .await?;
-    src.run(&format!("INSERT IGNORE INTO {t} VALUES (0, 1, 1000)"))
-        .await
+    for sql in shardgate_topology::docs::sequence_table_sql(&name(table)) {
+        src.run(&sql).await?;
+    }
+    Ok(())
 }
 
 /// Moves the sequence of `meta` past every id the source used: its counter and its
